@@ -1,0 +1,92 @@
+"""Translate between domain errors and gRPC statuses carrying ``google.rpc`` details.
+
+Servers: ``to_rpc_status`` builds the status a ``DomainError`` is answered with. Clients: ``from_rpc_error``
+turns a received ``AioRpcError`` back into the matching ``DomainError``, so a service can pass a downstream
+denial through with its reason intact.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from techno_core import errors
+
+ERROR_DOMAIN = "techno.dev"
+
+_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+_CLASSES = {code: cls for cls, code in _CODES.items()}
+
+
+def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: errors.DomainError) -> status_pb2.Status:
+    code = status_code_of(error)
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
+    if error.violations:
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations
+        ]
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
+    if error.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def to_grpc_status(error: errors.DomainError) -> grpc.Status:
+    return rpc_status.to_status(to_rpc_status(error))
+
+
+def error_info_of(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The full status of a failed call: the rich one from trailers if the server sent it, else code + message."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> errors.DomainError:
+    status = rpc_status_of(error)
+    info = error_info_of(status)
+    cls = _CLASSES.get(error.code(), errors.Unavailable if error.code() == grpc.StatusCode.UNKNOWN else errors.Internal)
+    if error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
+        cls = errors.Unavailable
+    reason = info.reason if info is not None and info.reason else default_reason
+    metadata = dict(info.metadata) if info is not None else {}
+    return cls(reason=reason, message=status.message or error.code().name, metadata=metadata)

@@ -1,0 +1,53 @@
+"""Configuration from ``TECHNO_*`` environment variables, one pydantic-settings class per service.
+
+Settings shared by several services are mixins, so every service spells a shared variable the same way.
+Every field has a description: ``scripts/settings_doc.py`` renders docs/configuration.md from them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+TraceExporter = Literal["none", "otlp", "console"]
+
+
+class TechnoSettings(BaseSettings):
+    """Base of every service's settings: the ``TECHNO_`` prefix and the observability options."""
+
+    model_config = SettingsConfigDict(env_prefix="TECHNO_", extra="ignore", frozen=True)
+
+    log_level: LogLevel = Field("INFO", description="Minimum level of the JSON logs written to stderr.")
+    trace_exporter: TraceExporter = Field(
+        "none", description="Where finished spans go: `otlp` (OTLP/HTTP), `console` (stderr) or `none`."
+    )
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint used when the exporter is `otlp`."
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0, gt=0, description="On SIGTERM, how long in-flight calls may take to finish before they are cancelled."
+    )
+
+
+class MemoryClientSettings(BaseSettings):
+    """Mixin for services that call the memory service."""
+
+    memory_target: str = Field("127.0.0.1:50053", description="gRPC address (host:port) of the memory service.")
+
+
+class ExecutorClientSettings(BaseSettings):
+    """Mixin for services that call the executor service."""
+
+    executor_target: str = Field("127.0.0.1:50052", description="gRPC address (host:port) of the executor service.")
+
+
+class GrpcServerSettings(BaseSettings):
+    """Mixin for the listen and metrics addresses of a gRPC service. Subclasses set the defaults."""
+
+    host: str = Field("127.0.0.1", description="Interface the gRPC and metrics servers bind to.")
+    health_check_interval_seconds: float = Field(
+        2.0, gt=0, description="How often the service probes its own dependencies to report gRPC health."
+    )

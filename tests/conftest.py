@@ -1,0 +1,51 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from techno_core.settings import TechnoSettings
+from techno_core.tracing import build_tracer_provider
+
+POSTGRES_ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """One provider for every in-process service of a test, collecting spans in memory."""
+    provider = build_tracer_provider(
+        "test", "test-0", TechnoSettings(), processor=SimpleSpanProcessor(span_exporter)
+    )
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards. The server is required: when it
+    cannot be reached the tests using this fixture fail (they never skip), so CI cannot pass without it."""
+    name = f"techno_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL}: {error}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+

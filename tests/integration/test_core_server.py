@@ -1,0 +1,130 @@
+"""The shared gRPC bootstrap on a real loopback server: error mapping, metrics, health, reflection, shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from techno.executor.v1 import executor_pb2, executor_pb2_grpc
+from techno_core import errors
+from techno_core.grpc_errors import rpc_status_of
+from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+
+SERVICE = "techno.executor.v1.ExecutorService"
+
+
+class ScriptedExecutor(executor_pb2_grpc.ExecutorServiceServicer):
+    """Answers according to the action name, to exercise each path of the bootstrap."""
+
+    async def Execute(self, request: executor_pb2.ExecuteRequest, context: Any) -> executor_pb2.ExecuteResponse:
+        if request.action == "invalid":
+            raise errors.InvalidArgument(
+                reason="PAYLOAD_INVALID",
+                message="payload.text is required",
+                violations=[errors.FieldViolation("payload.text", "required")],
+            )
+        if request.action == "crash":
+            raise RuntimeError("secret internals")
+        if request.action == "busy":
+            raise errors.Unavailable(reason="CIRCUIT_OPEN", message="try later", retry_after_seconds=1.5)
+        return executor_pb2.ExecuteResponse(executor_id="x", provider="fake")
+
+
+@pytest.fixture
+async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
+    healthy = {"ok": True}
+
+    async def probe() -> None:
+        if not healthy["ok"]:
+            raise ConnectionError("down")
+
+    definition = ServiceDefinition(
+        name="scripted",
+        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ScriptedExecutor(), server)],
+        service_names=[SERVICE],
+        probes=[("dependency", probe)],
+    )
+    app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer_provider, CollectorRegistry())
+    app.probe_switch = healthy  # type: ignore[attr-defined]
+    await app.start()
+    yield app
+    await app.stop()
+
+
+async def _execute(app: GrpcApp, action: str) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = executor_pb2_grpc.ExecutorServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Execute(executor_pb2.ExecuteRequest(action=action), timeout=5)
+    return raised.value
+
+
+async def test_domain_error_becomes_status_with_error_info_and_field_violations(app: GrpcApp) -> None:
+    error = await _execute(app, "invalid")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status_of(error)
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and info.reason == "PAYLOAD_INVALID"
+    assert status.details[1].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "payload.text"
+
+
+async def test_retry_after_travels_as_retry_info(app: GrpcApp) -> None:
+    error = await _execute(app, "busy")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in rpc_status_of(error).details if d.Is(retry.DESCRIPTOR))
+    assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
+
+
+async def test_unexpected_exception_is_internal_without_internals(app: GrpcApp) -> None:
+    error = await _execute(app, "crash")
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (error.details() or "")
+    assert "trace id" in (error.details() or "")
+
+
+async def test_metrics_count_each_status_code(app: GrpcApp) -> None:
+    await _execute(app, "invalid")
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(executor_pb2.ExecuteRequest(action="ok"))
+    labels = {"grpc_service": SERVICE, "grpc_method": "Execute"}
+    assert app.registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "OK"}) == 1
+    assert app.registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "INVALID_ARGUMENT"}) == 1
+    assert app.registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 2
+
+
+async def test_health_follows_dependency_probes(app: GrpcApp) -> None:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service=SERVICE)
+        assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+        app.probe_switch["ok"] = False  # type: ignore[attr-defined]
+        assert app._monitor is not None
+        await app._monitor.check_once()
+        assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_reflection_lists_the_service(app: GrpcApp) -> None:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = [s.name async for r in responses for s in r.list_services_response.service]
+    assert SERVICE in names
+
+
+async def test_stop_reports_not_serving_and_refuses_new_calls(app: GrpcApp) -> None:
+    address = app.address
+    await app.stop()
+    async with grpc.aio.insecure_channel(address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

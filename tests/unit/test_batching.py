@@ -1,0 +1,83 @@
+"""The coalescing batcher: group commit semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from techno_core.batching import BatcherClosed, CoalescingBatcher
+
+
+async def test_items_arriving_during_a_flush_share_the_next_flush() -> None:
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if len(batches) == 1:
+            await release.wait()
+        return [i * 10 for i in items]
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
+    first = asyncio.create_task(batcher.submit(1))
+    while not batches:
+        await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 10
+    assert await asyncio.gather(*rest) == [20, 30, 40]
+    assert batches == [[1], [2, 3, 4]]
+
+
+async def test_a_failed_flush_fails_every_item_of_its_batch_only() -> None:
+    calls = 0
+
+    async def flush(items: Sequence[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database down")
+        return list(items)
+
+    batcher: CoalescingBatcher[str, str] = CoalescingBatcher(flush)
+    with pytest.raises(ConnectionError):
+        await batcher.submit("a")
+    assert await batcher.submit("b") == "b"
+
+
+async def test_max_batch_bounds_each_flush() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        return list(items)
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush, max_batch=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(7))) == list(range(7))
+    assert max(sizes) <= 3
+    assert sum(sizes) == 7
+
+
+async def test_close_flushes_pending_then_refuses() -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
+    pending = asyncio.create_task(batcher.submit(5))
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert await pending == 5
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(6)
+
+
+async def test_a_flush_returning_the_wrong_number_of_results_fails_the_batch() -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        return []
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
+    with pytest.raises(RuntimeError, match="0 results for 1 items"):
+        await batcher.submit(1)
