@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19techno/gate/v1/gate.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x8a\x01\n\x0eProcessRequest\x12\x14\n\x06\x61\x63tion\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncontext_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xf9\x01\n\x0fProcessResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.techno.gate.v1.ExecutionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.techno.gate.v1.TokenUsage\x12\x19\n\x11\x65xecution_time_ms\x18\x08 \x01(\x05\"\x14\n\x12ListActionsRequest\"+\n\x06\x41\x63tion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"V\n\x13ListActionsResponse\x12\'\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x16.techno.gate.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t*\xc0\x03\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13REASON_CODE_ALLOWED\x10\x01\x12#\n\x1fREASON_CODE_CREDENTIALS_MISSING\x10\x02\x12\x1f\n\x1bREASON_CODE_API_KEY_INVALID\x10\x03\x12\x1f\n\x1bREASON_CODE_API_KEY_REVOKED\x10\x04\x12\x1e\n\x1aREASON_CODE_ACTION_UNKNOWN\x10\x05\x12\"\n\x1eREASON_CODE_ACTION_NOT_ALLOWED\x10\x06\x12#\n\x1fREASON_CODE_CONTEXT_NOT_ALLOWED\x10\x07\x12 \n\x1cREASON_CODE_INVALID_ARGUMENT\x10\x08\x12!\n\x1dREASON_CODE_AUDIT_UNAVAILABLE\x10\t\x12$\n REASON_CODE_EXECUTOR_UNAVAILABLE\x10\n\x12 \n\x1cREASON_CODE_EXECUTION_FAILED\x10\x0b\x12\x1f\n\x1bREASON_CODE_PROFILE_UNKNOWN\x10\x0c*S\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x32\xde\x01\n\x0bGateService\x12\x62\n\x07Process\x12\x1e.techno.gate.v1.ProcessRequest\x1a\x1f.techno.gate.v1.ProcessResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/process:\x01*\x12k\n\x0bListActions\x12\".techno.gate.v1.ListActionsRequest\x1a#.techno.gate.v1.ListActionsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/actionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19techno/gate/v1/gate.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x8a\x01\n\x0eProcessRequest\x12\x14\n\x06\x61\x63tion\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncontext_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xf9\x01\n\x0fProcessResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.techno.gate.v1.ExecutionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.techno.gate.v1.TokenUsage\x12\x19\n\x11\x65xecution_time_ms\x18\x08 \x01(\x05\"\x14\n\x12ListActionsRequest\"+\n\x06\x41\x63tion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"h\n\x13ListActionsResponse\x12\'\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x16.techno.gate.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t*\xc0\x03\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13REASON_CODE_ALLOWED\x10\x01\x12#\n\x1fREASON_CODE_CREDENTIALS_MISSING\x10\x02\x12\x1f\n\x1bREASON_CODE_API_KEY_INVALID\x10\x03\x12\x1f\n\x1bREASON_CODE_API_KEY_REVOKED\x10\x04\x12\x1e\n\x1aREASON_CODE_ACTION_UNKNOWN\x10\x05\x12\"\n\x1eREASON_CODE_ACTION_NOT_ALLOWED\x10\x06\x12#\n\x1fREASON_CODE_CONTEXT_NOT_ALLOWED\x10\x07\x12 \n\x1cREASON_CODE_INVALID_ARGUMENT\x10\x08\x12!\n\x1dREASON_CODE_AUDIT_UNAVAILABLE\x10\t\x12$\n REASON_CODE_EXECUTOR_UNAVAILABLE\x10\n\x12 \n\x1cREASON_CODE_EXECUTION_FAILED\x10\x0b\x12\x1f\n\x1bREASON_CODE_PROFILE_UNKNOWN\x10\x0c*S\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x32\xde\x01\n\x0bGateService\x12\x62\n\x07Process\x12\x1e.techno.gate.v1.ProcessRequest\x1a\x1f.techno.gate.v1.ProcessResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/process:\x01*\x12k\n\x0bListActions\x12\".techno.gate.v1.ListActionsRequest\x1a#.techno.gate.v1.ListActionsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/actionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,10 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATESERVICE'].methods_by_name['Process']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/process:\001*'
   _globals['_GATESERVICE'].methods_by_name['ListActions']._loaded_options = None
   _globals['_GATESERVICE'].methods_by_name['ListActions']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/actions'
-  _globals['_REASONCODE']._serialized_start=768
-  _globals['_REASONCODE']._serialized_end=1216
-  _globals['_EXECUTIONSTATUS']._serialized_start=1218
-  _globals['_EXECUTIONSTATUS']._serialized_end=1301
+  _globals['_REASONCODE']._serialized_start=786
+  _globals['_REASONCODE']._serialized_end=1234
+  _globals['_EXECUTIONSTATUS']._serialized_start=1236
+  _globals['_EXECUTIONSTATUS']._serialized_end=1319
   _globals['_PROCESSREQUEST']._serialized_start=139
   _globals['_PROCESSREQUEST']._serialized_end=277
   _globals['_TOKENUSAGE']._serialized_start=279
@@ -62,7 +62,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTION']._serialized_start=634
   _globals['_ACTION']._serialized_end=677
   _globals['_LISTACTIONSRESPONSE']._serialized_start=679
-  _globals['_LISTACTIONSRESPONSE']._serialized_end=765
-  _globals['_GATESERVICE']._serialized_start=1304
-  _globals['_GATESERVICE']._serialized_end=1526
+  _globals['_LISTACTIONSRESPONSE']._serialized_end=783
+  _globals['_GATESERVICE']._serialized_start=1322
+  _globals['_GATESERVICE']._serialized_end=1544
 # @@protoc_insertion_point(module_scope)

@@ -102,9 +102,11 @@ class Action(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ListActionsResponse(_message.Message):
-    __slots__ = ("actions", "policy_version")
+    __slots__ = ("actions", "policy_version", "trace_id")
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     policy_version: str
-    def __init__(self, actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., policy_version: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
