@@ -26,9 +26,7 @@ def span_exporter() -> InMemorySpanExporter:
 @pytest.fixture
 def tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
     """One provider for every in-process service of a test, collecting spans in memory."""
-    provider = build_tracer_provider(
-        "test", "test-0", TechnoSettings(), processor=SimpleSpanProcessor(span_exporter)
-    )
+    provider = build_tracer_provider("test", "test-0", TechnoSettings(), processor=SimpleSpanProcessor(span_exporter))
     yield provider
     provider.shutdown()
 
@@ -48,4 +46,3 @@ def postgres_database() -> Iterator[str]:
     yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-

@@ -4,18 +4,23 @@ being flushed form the next batch.
 This is group commit. Under load many items share one flush (one RPC, one transaction); when idle an item is
 flushed at once, with no timer adding latency. Written here rather than taken from a library because it must
 be asyncio-native, bounded and tiny; the gate uses it for audit writes and the memory service for commits.
+
+Context: each flush runs in the contextvars context of the first item of its batch (so its spans and log lines
+belong to a real request's trace), never in a context left over from an earlier request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+import contextvars
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-FlushFunction = Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]
+FlushFunction = Callable[[Sequence[Item]], Coroutine[Any, Any, Sequence[Result]]]
+_Entry = tuple[Item, "asyncio.Future[Result]", contextvars.Context]
 
 
 class BatcherClosed(RuntimeError):
@@ -29,7 +34,7 @@ class CoalescingBatcher(Generic[Item, Result]):
     def __init__(self, flush: FlushFunction[Item, Result], *, max_batch: int = 512) -> None:
         self._flush = flush
         self._max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._pending: list[_Entry[Item, Result]] = []
         self._wakeup = asyncio.Event()
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
@@ -37,10 +42,12 @@ class CoalescingBatcher(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         if self._closed:
             raise BatcherClosed("batcher is closed")
+        loop = asyncio.get_running_loop()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="coalescing-batcher")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+            # An empty context: the worker outlives the request that happened to start it.
+            self._worker = loop.create_task(self._run(), name="coalescing-batcher", context=contextvars.Context())
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, future, contextvars.copy_context()))
         self._wakeup.set()
         return await future
 
@@ -61,16 +68,18 @@ class CoalescingBatcher(Generic[Item, Result]):
             if self._closed:
                 return
 
-    async def _flush_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+    async def _flush_batch(self, batch: list[_Entry[Item, Result]]) -> None:
+        items = [item for item, _, _ in batch]
+        first_context = batch[0][2]
         try:
-            results = await self._flush([item for item, _ in batch])
+            results = await asyncio.get_running_loop().create_task(self._flush(items), context=first_context)
             if len(results) != len(batch):
                 raise RuntimeError(f"flush returned {len(results)} results for {len(batch)} items")
         except Exception as error:  # every waiter of the batch learns why it failed
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

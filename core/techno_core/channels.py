@@ -17,7 +17,9 @@ _OPTIONS = [
 def open_channel(target: str, tracer_provider: TracerProvider) -> grpc.aio.Channel:
     """A channel whose calls carry the current trace context (W3C traceparent in metadata)."""
     return grpc.aio.insecure_channel(
-        target, options=_OPTIONS, interceptors=aio_client_interceptors(tracer_provider=tracer_provider)
+        target,
+        options=_OPTIONS,
+        interceptors=aio_client_interceptors(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
     )
 
 

@@ -7,8 +7,11 @@ denial through with its reason intact.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -34,13 +37,13 @@ _CLASSES = {code: cls for cls, code in _CODES.items()}
 def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in _CODES:
-            return _CODES[cls]  # type: ignore[index]
+            return _CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 
-def _pack(message: object) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 
@@ -75,7 +78,8 @@ def error_info_of(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | No
 
 def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     """The full status of a failed call: the rich one from trailers if the server sent it, else code + message."""
-    for key, value in error.trailing_metadata() or ():
+    trailers: Any = error.trailing_metadata() or ()
+    for key, value in trailers:
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
     return status_pb2.Status(code=error.code().value[0], message=error.details() or "")

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 Probe = Callable[[], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class DependencyMonitor:
     def __init__(
         self,
-        servicer: health.aio.HealthServicer,
+        servicer: HealthServicer,
         service_names: Sequence[str],
         probes: Sequence[tuple[str, Probe]],
         *,
@@ -42,11 +43,15 @@ class DependencyMonitor:
         return bool(self._serving)
 
     async def check_once(self) -> bool:
-        failures = [name for name, ok in zip(
-            (n for n, _ in self._probes),
-            await asyncio.gather(*(self._probe(p) for _, p in self._probes)),
-            strict=True,
-        ) if not ok]
+        failures = [
+            name
+            for name, ok in zip(
+                (n for n, _ in self._probes),
+                await asyncio.gather(*(self._probe(p) for _, p in self._probes)),
+                strict=True,
+            )
+            if not ok
+        ]
         serving = not failures
         if serving != self._serving:
             (log.info if serving else log.warning)(
@@ -87,6 +92,8 @@ def grpc_health_probe(channel: grpc.aio.Channel, service: str = "") -> Probe:
     async def probe() -> None:
         response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
         if response.status != health_pb2.HealthCheckResponse.SERVING:
-            raise RuntimeError(f"dependency reports {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
+            raise RuntimeError(
+                f"dependency reports {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
+            )
 
     return probe

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class UnaryInterceptor(grpc.aio.ServerInterceptor):
+class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Base for interceptors that wrap unary-unary behaviours (all of our RPCs); streaming ones such as health
     Watch and reflection pass through untouched."""
 
@@ -36,9 +36,9 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -96,24 +96,28 @@ class ErrorMappingInterceptor(UnaryInterceptor):
             try:
                 return await behavior(request, context)
             except errors.DomainError as error:
-                await context.abort_with_status(to_grpc_status(error))
+                await _abort(context, error)
             except Exception:
                 if context.code() is not None:  # already aborted by the servicer itself
                     raise
                 log.exception("unhandled error in %s", method)
-                error = errors.Internal(
+                internal = errors.Internal(
                     reason="INTERNAL", message=f"internal error (trace id {current_trace_id() or 'unknown'})"
                 )
-                await context.abort_with_status(to_grpc_status(error))
+                await _abort(context, internal)
 
         return mapped
 
 
-def server_interceptors(
-    tracer_provider: TracerProvider, registry: CollectorRegistry
-) -> list[grpc.aio.ServerInterceptor]:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.DomainError) -> None:
+    # grpc-stubs lacks the aio context's abort_with_status; grpc.aio has had it since 1.38.
+    aio_context: Any = context
+    await aio_context.abort_with_status(to_grpc_status(error))
+
+
+def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegistry) -> list[Any]:
     return [
-        aio_server_interceptor(tracer_provider=tracer_provider),
+        aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
         MetricsInterceptor(registry),
         ErrorMappingInterceptor(),
     ]

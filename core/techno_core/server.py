@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -62,7 +63,7 @@ class GrpcApp:
     port: int = 0
     metrics_port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
-    _health: health.aio.HealthServicer | None = field(default=None, init=False)
+    _health: HealthServicer | None = field(default=None, init=False)
     _monitor: DependencyMonitor | None = field(default=None, init=False)
     _metrics: MetricsServer | None = field(default=None, init=False)
 
@@ -76,7 +77,7 @@ class GrpcApp:
         server = grpc.aio.server(interceptors=server_interceptors(self.tracer_provider, self.registry))
         for register in self.definition.registrations:
             register(server)
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = list(self.definition.service_names)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -90,9 +91,7 @@ class GrpcApp:
         self._monitor.start()
         self._metrics = serve_metrics(self.registry, self.endpoint.host, self.endpoint.metrics_port)
         self.metrics_port = self._metrics.port
-        log.info(
-            "%s serving", self.definition.name, extra={"grpc_port": self.port, "metrics_port": self.metrics_port}
-        )
+        log.info("%s serving", self.definition.name, extra={"grpc_port": self.port, "metrics_port": self.metrics_port})
 
     async def stop(self) -> None:
         """Graceful shutdown: report NOT_SERVING so balancers stop sending, drain in-flight calls for up to the
@@ -121,6 +120,6 @@ class GrpcApp:
 
     def health_status(self) -> int:
         """Current overall status (a ``HealthCheckResponse.ServingStatus`` value); for tests and diagnostics."""
-        return health_pb2.HealthCheckResponse.SERVING if self._monitor and self._monitor.serving else (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        serving = self._monitor is not None and self._monitor.serving
+        status: int = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        return status

@@ -48,7 +48,9 @@ async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
 
     definition = ServiceDefinition(
         name="scripted",
-        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ScriptedExecutor(), server)],
+        registrations=[
+            lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ScriptedExecutor(), server)
+        ],
         service_names=[SERVICE],
         probes=[("dependency", probe)],
     )

@@ -81,3 +81,24 @@ async def test_a_flush_returning_the_wrong_number_of_results_fails_the_batch() -
     batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
     with pytest.raises(RuntimeError, match="0 results for 1 items"):
         await batcher.submit(1)
+
+
+async def test_each_flush_runs_in_the_context_of_its_first_submitter() -> None:
+    import contextvars
+
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+    seen: list[str] = []
+
+    async def flush(items: Sequence[str]) -> list[str]:
+        seen.append(request.get())
+        return list(items)
+
+    batcher: CoalescingBatcher[str, str] = CoalescingBatcher(flush)
+
+    async def submit_as(name: str) -> str:
+        request.set(name)
+        return await batcher.submit(name)
+
+    assert await asyncio.create_task(submit_as("first")) == "first"
+    assert await asyncio.create_task(submit_as("second")) == "second"
+    assert seen == ["first", "second"]

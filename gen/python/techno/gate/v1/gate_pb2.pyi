@@ -26,6 +26,12 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_EXECUTOR_UNAVAILABLE: _ClassVar[ReasonCode]
     REASON_CODE_EXECUTION_FAILED: _ClassVar[ReasonCode]
     REASON_CODE_PROFILE_UNKNOWN: _ClassVar[ReasonCode]
+    REASON_CODE_AUTH_UNAVAILABLE: _ClassVar[ReasonCode]
+    REASON_CODE_PAYLOAD_INVALID: _ClassVar[ReasonCode]
+    REASON_CODE_CIRCUIT_OPEN: _ClassVar[ReasonCode]
+    REASON_CODE_PROVIDER_UNAVAILABLE: _ClassVar[ReasonCode]
+    REASON_CODE_PROVIDER_TIMEOUT: _ClassVar[ReasonCode]
+    REASON_CODE_DEADLINE_EXCEEDED: _ClassVar[ReasonCode]
 
 class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +50,12 @@ REASON_CODE_AUDIT_UNAVAILABLE: ReasonCode
 REASON_CODE_EXECUTOR_UNAVAILABLE: ReasonCode
 REASON_CODE_EXECUTION_FAILED: ReasonCode
 REASON_CODE_PROFILE_UNKNOWN: ReasonCode
+REASON_CODE_AUTH_UNAVAILABLE: ReasonCode
+REASON_CODE_PAYLOAD_INVALID: ReasonCode
+REASON_CODE_CIRCUIT_OPEN: ReasonCode
+REASON_CODE_PROVIDER_UNAVAILABLE: ReasonCode
+REASON_CODE_PROVIDER_TIMEOUT: ReasonCode
+REASON_CODE_DEADLINE_EXCEEDED: ReasonCode
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 
