@@ -74,7 +74,8 @@ async def test_domain_error_becomes_status_with_error_info_and_field_violations(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status_of(error)
     info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(info) and info.reason == "PAYLOAD_INVALID"
+    assert status.details[0].Unpack(info)
+    assert info.reason == "PAYLOAD_INVALID"
     assert status.details[1].Unpack(bad_request)
     assert bad_request.field_violations[0].field == "payload.text"
 

@@ -12,18 +12,18 @@ from techno_core.batching import BatcherClosed, CoalescingBatcher
 
 async def test_items_arriving_during_a_flush_share_the_next_flush() -> None:
     batches: list[list[int]] = []
-    release = asyncio.Event()
+    release, first_flush_started = asyncio.Event(), asyncio.Event()
 
     async def flush(items: Sequence[int]) -> list[int]:
         batches.append(list(items))
         if len(batches) == 1:
+            first_flush_started.set()
             await release.wait()
         return [i * 10 for i in items]
 
     batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
     first = asyncio.create_task(batcher.submit(1))
-    while not batches:
-        await asyncio.sleep(0)
+    await first_flush_started.wait()
     rest = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
     await asyncio.sleep(0)
     release.set()
