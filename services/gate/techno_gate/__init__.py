@@ -1,0 +1,1 @@
+"""The gate: the governed entry point of the gateway (authentication, policy, decision record, execution)."""

@@ -1,0 +1,18 @@
+"""``python -m techno_gate``: run the gate until SIGTERM."""
+
+from __future__ import annotations
+
+from techno_core.logging import configure_logging
+from techno_core.runner import run
+from techno_gate.bootstrap import bootstrap
+from techno_gate.settings import GateSettings
+
+
+def main() -> None:
+    settings = GateSettings()
+    configure_logging("gate", settings.log_level)
+    run(lambda: bootstrap(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The gate's view of the memory service: audit writes and the API-key directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.batching import CoalescingBatcher
+from techno_gate.domain.audit import AuditKind, AuditRecord
+from techno_gate.domain.keys import ApiKeyRecord
+
+log = logging.getLogger(__name__)
+
+_KINDS = {
+    AuditKind.DECISION: memory_pb2.AUDIT_EVENT_KIND_DECISION,
+    AuditKind.OUTCOME: memory_pb2.AUDIT_EVENT_KIND_OUTCOME,
+}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
+    attributes = struct_pb2.Struct()
+    attributes.update(record.attributes)
+    return memory_pb2.AuditEvent(
+        event_id=record.event_id,
+        trace_id=record.trace_id,
+        kind=_KINDS[record.kind],
+        occurred_at=_timestamp(record.occurred_at),
+        service=record.service,
+        principal_id=record.principal_id,
+        action=record.action,
+        context_id=record.context_id,
+        result=record.result,
+        reason_codes=record.reason_codes,
+        attributes=attributes,
+    )
+
+
+class MemoryAuditLog:
+    """Audit writes, grouped: records submitted while an append is in flight go together in the next one, so
+    under load many requests share one RPC (and, in memory, one transaction). Each ``record`` still returns
+    only after its own event is committed."""
+
+    def __init__(self, stub: memory_pb2_grpc.MemoryServiceStub, *, timeout_seconds: float) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+        self._batcher: CoalescingBatcher[memory_pb2.AuditEvent, None] = CoalescingBatcher(self._append)
+
+    async def record(self, record: AuditRecord) -> None:
+        await asyncio.wait_for(self._batcher.submit(audit_event(record)), self._timeout)
+
+    async def _append(self, events: Sequence[memory_pb2.AuditEvent]) -> list[None]:
+        request = memory_pb2.AppendAuditEventsRequest(events=events)
+        await self._stub.AppendAuditEvents(request, timeout=self._timeout)
+        return [None] * len(events)
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+
+def key_record(key: memory_pb2.ApiKey) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=key.key_id,
+        prefix=key.prefix,
+        key_hash=key.key_hash,
+        name=key.name,
+        profile=key.profile,
+        created_at=key.created_at.ToDatetime() if key.HasField("created_at") else None,
+        revoked_at=key.revoked_at.ToDatetime() if key.HasField("revoked_at") else None,
+    )
+
+
+class KeyCache:
+    """Every key's hash held in-process and reloaded from memory every ``refresh_seconds``: authentication
+    costs a dictionary look-up, never a database round trip, and a revocation reaches this replica within one
+    refresh. Unknown keys never reach the database either. Until the first load succeeds ``ready`` is False and
+    the gate refuses (fail closed)."""
+
+    def __init__(
+        self, stub: memory_pb2_grpc.MemoryServiceStub, *, refresh_seconds: float, max_age_seconds: float
+    ) -> None:
+        self._stub = stub
+        self._refresh = refresh_seconds
+        self._max_age = max_age_seconds
+        self._by_hash: dict[str, ApiKeyRecord] = {}
+        self._loaded_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded_at is not None
+
+    @property
+    def size(self) -> int:
+        return len(self._by_hash)
+
+    def lookup(self, key_hash: str) -> ApiKeyRecord | None:
+        return self._by_hash.get(key_hash)
+
+    async def reload(self) -> None:
+        response = await self._stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=self._refresh * 2 + 1)
+        self._by_hash = {key.key_hash: key_record(key) for key in response.api_keys}
+        self._loaded_at = time.monotonic()
+
+    async def check_fresh(self) -> None:
+        """Health probe: fails when the cache is older than its maximum age."""
+        if self._loaded_at is None or time.monotonic() - self._loaded_at > self._max_age:
+            raise RuntimeError("API key cache is stale")
+
+    async def start(self) -> None:
+        try:
+            await self.reload()
+        except grpc.aio.AioRpcError as error:  # start anyway; health says NOT_SERVING until a load succeeds
+            log.warning("initial API key load failed", extra={"grpc_code": error.code().name})
+        self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="key-cache-refresh")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.reload()
+            except grpc.aio.AioRpcError as error:
+                log.warning("API key refresh failed", extra={"grpc_code": error.code().name})
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

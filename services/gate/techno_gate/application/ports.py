@@ -1,0 +1,63 @@
+"""What the gate's use cases need from the outside world. Adapters implement these; tests use fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from techno_gate.domain.audit import AuditRecord
+from techno_gate.domain.keys import ApiKeyRecord
+from techno_gate.domain.policy import Policy
+
+
+class KeyDirectory(Protocol):
+    """Looks keys up by hash, from memory held in-process (no database round trip per request)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def lookup(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+class AuditLog(Protocol):
+    async def record(self, record: AuditRecord) -> None:
+        """Returns once the record is durably committed; raises if it cannot be."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExecuteCommand:
+    action: str
+    context_id: str
+    session_id: str
+    profile: str
+    # The gate never reads the payload: it is handed on as received (a protobuf Struct), unconverted.
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Execution:
+    result: Any  # the executor's result, handed back as received (a protobuf Struct)
+    executor_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    execution_time_ms: int
+
+
+class Executor(Protocol):
+    async def execute(self, command: ExecuteCommand, *, timeout: float) -> Execution: ...
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> Policy: ...
+
+
+class DecisionObserver(Protocol):
+    """Metrics and the canonical decision log line."""
+
+    def decided(self, *, result: str, reason: str, fields: dict[str, Any]) -> None: ...
+
+    def audit_failed(self, kind: str) -> None: ...

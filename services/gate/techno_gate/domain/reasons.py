@@ -1,0 +1,30 @@
+"""Reason codes, named as in ``techno.gate.v1.ReasonCode`` without the ``REASON_CODE_`` prefix.
+
+The proto enum is the one catalogue (docs/reason-codes.md); this mirror keeps the domain free of generated
+code, and a unit test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    ALLOWED = "ALLOWED"
+    CREDENTIALS_MISSING = "CREDENTIALS_MISSING"
+    API_KEY_INVALID = "API_KEY_INVALID"
+    API_KEY_REVOKED = "API_KEY_REVOKED"
+    ACTION_UNKNOWN = "ACTION_UNKNOWN"
+    ACTION_NOT_ALLOWED = "ACTION_NOT_ALLOWED"
+    CONTEXT_NOT_ALLOWED = "CONTEXT_NOT_ALLOWED"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
+    EXECUTION_FAILED = "EXECUTION_FAILED"
+    PROFILE_UNKNOWN = "PROFILE_UNKNOWN"
+    AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
+    PAYLOAD_INVALID = "PAYLOAD_INVALID"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"

@@ -1,0 +1,38 @@
+"""Configuration of the gate (``TECHNO_*`` environment variables)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+
+from techno_core.settings import ExecutorClientSettings, GrpcServerSettings, MemoryClientSettings, TechnoSettings
+
+
+def _default_gate_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GateSettings(TechnoSettings, GrpcServerSettings, MemoryClientSettings, ExecutorClientSettings):
+    gate_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the gate (0 picks a free one).")
+    gate_metrics_port: int = Field(9101, ge=0, le=65535, description="Port of the gate's Prometheus `/metrics`.")
+    gate_id: str = Field(
+        default_factory=_default_gate_id, description="Name of this gate replica in metrics and audit events."
+    )
+    gate_policy_file: str = Field("config/policy.yaml", description="YAML policy: actions, profiles, contexts.")
+    gate_key_refresh_seconds: float = Field(
+        1.0, gt=0, description="How often the authentication cache reloads API keys from memory (revocation lag)."
+    )
+    gate_key_cache_max_age_seconds: float = Field(
+        30.0, gt=0, description="Older than this, the key cache is stale: the gate reports NOT_SERVING."
+    )
+    gate_audit_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest wait for memory to commit a decision before denying (fail closed)."
+    )
+    gate_executor_timeout_seconds: float = Field(
+        60.0, gt=0, description="Ceiling of an executor call; the caller's deadline lowers it."
+    )
+    gate_max_payload_bytes: int = Field(
+        262_144, gt=0, description="Largest accepted payload, measured as serialized protobuf bytes."
+    )

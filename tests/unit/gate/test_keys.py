@@ -1,0 +1,42 @@
+"""API key generation and the bearer/x-api-key metadata parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from techno_gate.domain.keys import generate_key, hash_key
+from techno_gate.entrypoints.grpc import presented_key
+
+
+def test_keys_are_unique_high_entropy_and_only_their_hash_is_derived() -> None:
+    keys = [generate_key() for _ in range(200)]
+    assert len({k.secret for k in keys}) == 200
+    assert len({k.key_id for k in keys}) == 200
+    for key in keys[:5]:
+        assert key.secret.startswith("tk_")
+        assert key.secret.startswith(key.prefix)
+        assert len(key.prefix) == 11
+        assert len(key.secret) > 50
+        assert key.key_hash == hash_key(key.secret)
+        assert key.secret not in key.key_hash
+
+
+class Metadata:
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self._pairs = pairs
+
+    def invocation_metadata(self) -> Any:
+        return self._pairs
+
+
+def test_x_api_key_wins_over_bearer() -> None:
+    assert presented_key(Metadata(("authorization", "Bearer b"), ("x-api-key", "a"))) == "a"  # type: ignore[arg-type]
+
+
+def test_bearer_is_read_case_insensitively() -> None:
+    assert presented_key(Metadata(("authorization", "bearer  tk_x "))) == "tk_x"  # type: ignore[arg-type]
+
+
+def test_other_schemes_and_absence_give_none() -> None:
+    assert presented_key(Metadata(("authorization", "Basic abc"))) is None  # type: ignore[arg-type]
+    assert presented_key(Metadata()) is None  # type: ignore[arg-type]
