@@ -152,6 +152,8 @@ async def test_executor_failure_is_recorded_as_a_failed_outcome_and_passed_on() 
 
 def test_reason_mirror_matches_the_proto_enum() -> None:
     proto = {
-        name.removeprefix("REASON_CODE_") for name in gate_pb2.ReasonCode.keys() if name != "REASON_CODE_UNSPECIFIED"
+        name.removeprefix("REASON_CODE_")
+        for name in gate_pb2.ReasonCode.DESCRIPTOR.values_by_name
+        if name != "REASON_CODE_UNSPECIFIED"
     }
     assert proto == {reason.value for reason in Reason}
