@@ -1,0 +1,73 @@
+# Techno — the two commands that matter: `make run` (whole stack, embedded defaults) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+PYTHON_VERSION := 3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+BUF := node_modules/.bin/buf
+
+.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check pytest bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
+
+$(PY): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON_VERSION)
+	@touch $(PY)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(BUF)
+
+setup: $(PY) $(BUF) ## install the pinned Python and Node tool chains
+
+run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider); Ctrl-C stops it
+	$(PY) -m techno_stack
+
+test: check pytest ## everything CI runs: static checks, then the whole test suite
+
+check: lint typecheck protos-check buf docs-check ## static checks only
+
+lint: $(PY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(PY) ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(PY)
+	$(VENV)/bin/mypy core services tools scripts
+
+protos: $(PY) ## regenerate gen/python from protos/
+	$(PY) scripts/protos.py
+
+protos-check: $(PY)
+	$(PY) scripts/protos.py --check
+
+buf: $(BUF) $(PY)
+	$(PY) scripts/protodeps.py
+	$(BUF) lint
+	$(BUF) format --diff --exit-code protos
+
+docs: $(PY) ## regenerate docs/configuration.md from the settings classes
+	$(PY) scripts/settings_doc.py > docs/configuration.md
+
+docs-check: $(PY)
+	$(PY) scripts/settings_doc.py | diff -u docs/configuration.md - || (echo "docs/configuration.md is stale: make docs"; exit 1)
+
+pytest: $(PY)
+	$(VENV)/bin/pytest
+
+bench: $(PY) ## requests/s and p50/p95/p99 of POST /v1/process through the whole stack
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) scripts/bench.py
+
+clean: ## remove local state (database, logs, dev key) and caches
+	rm -rf var build .pytest_cache .mypy_cache .ruff_cache

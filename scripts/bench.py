@@ -1,0 +1,92 @@
+"""``make bench``: requests/s and latency percentiles of POST /v1/process through the whole stack.
+
+Starts the four services (fake provider, no added latency, SQLite in a temporary directory) on free loopback
+ports, warms up, then drives the edge with wrk at a fixed concurrency and prints the figures. wrk is used
+because a Python load generator would take the CPU it is trying to measure on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from techno_stack.stack import Ports, Stack, StackConfig
+
+LUA = r"""
+wrk.method = "POST"
+wrk.body = '{"action": "summarize", "contextId": "bench", "payload": {"text": "Techno governs every AI action."}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = os.getenv("TECHNO_BENCH_KEY")
+local statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  local out = string.format(
+    '{"requests": %d, "seconds": %.3f, "errors": %d, "p50_ms": %.2f, "p95_ms": %.2f, "p99_ms": %.2f, '
+      .. '"max_ms": %.2f, "non_2xx": %d}',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, summary.errors.status)
+  io.stderr:write("BENCH " .. out .. "\n")
+end
+"""
+
+
+def _wrk(url: str, key: str, *, connections: int, seconds: int, script: Path) -> dict[str, float]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    finished = subprocess.run(command, capture_output=True, text=True, env={"TECHNO_BENCH_KEY": key}, check=True)
+    line = next(x for x in finished.stderr.splitlines() if x.startswith("BENCH "))
+    figures: dict[str, float] = json.loads(line.removeprefix("BENCH "))
+    return figures
+
+
+async def _bench(connections: int, seconds: int, extra_env: dict[str, str]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="techno-bench-") as tmp:
+        stack = Stack(StackConfig(state_dir=Path(tmp), ports=Ports.free(), extra_env=extra_env))
+        await stack.start()
+        try:
+            key = stack.config.key_file.read_text().strip()
+            script = Path(tmp) / "process.lua"
+            script.write_text(LUA)
+            url = f"{stack.edge_url}/v1/process"
+            await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=3, script=script)  # warm-up
+            return await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=seconds, script=script)
+        finally:
+            await stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--seconds", type=int, default=15, help="measured duration (default 15)")
+    parser.add_argument("--fake-latency-ms", type=int, default=0, help="latency of the fake provider")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is required (apt-get install wrk)")
+    env = {"TECHNO_FAKE_LATENCY_MS": str(args.fake_latency_ms), "TECHNO_LOG_LEVEL": "INFO"}
+    figures = asyncio.run(_bench(args.connections, args.seconds, env))
+    rate = figures["requests"] / figures["seconds"]
+    print(
+        f"POST /v1/process through edge → gate → memory + executor, {args.connections} connections, "
+        f"{args.seconds}s, fake provider latency {args.fake_latency_ms} ms"
+    )
+    print(
+        f"  requests/s  {rate:,.0f}   ({figures['requests']:.0f} requests, {figures['non_2xx']:.0f} non-2xx, "
+        f"{figures['errors']:.0f} socket errors)"
+    )
+    print(
+        f"  latency ms  p50 {figures['p50_ms']:.2f}   p95 {figures['p95_ms']:.2f}   p99 {figures['p99_ms']:.2f}   "
+        f"max {figures['max_ms']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

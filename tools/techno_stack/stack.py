@@ -1,0 +1,201 @@
+"""Start, watch and stop the four services as child processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+_Check = Callable[[], Awaitable[bool]]
+
+
+class StackError(RuntimeError):
+    """A service did not start; the message names it and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Ports:
+    edge: int = 8080
+    gate: int = 50051
+    executor: int = 50052
+    memory: int = 50053
+    gate_metrics: int = 9101
+    executor_metrics: int = 9102
+    memory_metrics: int = 9103
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(free_port() for _ in range(7)))
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path = ROOT / "var"
+    ports: Ports = field(default_factory=Ports)
+    database_url: str = ""  # default: the SQLite file in state_dir
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    start_timeout_seconds: float = 30.0
+
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / "dev-api-key"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def environment(self) -> dict[str, str]:
+        p = self.ports
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TECHNO_")}
+        env.update(
+            {
+                "TECHNO_MEMORY_DATABASE_URL": self.database_url
+                or f"sqlite+aiosqlite:///{self.state_dir / 'memory.db'}",
+                "TECHNO_MEMORY_PORT": str(p.memory),
+                "TECHNO_MEMORY_METRICS_PORT": str(p.memory_metrics),
+                "TECHNO_EXECUTOR_PORT": str(p.executor),
+                "TECHNO_EXECUTOR_METRICS_PORT": str(p.executor_metrics),
+                "TECHNO_GATE_PORT": str(p.gate),
+                "TECHNO_GATE_METRICS_PORT": str(p.gate_metrics),
+                "TECHNO_GATE_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
+                "TECHNO_EDGE_PORT": str(p.edge),
+                "TECHNO_MEMORY_TARGET": f"127.0.0.1:{p.memory}",
+                "TECHNO_EXECUTOR_TARGET": f"127.0.0.1:{p.executor}",
+                "TECHNO_GATE_TARGET": f"127.0.0.1:{p.gate}",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    process: asyncio.subprocess.Process | None = None
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.env = config.environment()
+        self.services: list[Service] = []
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.edge}"
+
+    async def start(self) -> None:
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        await self._run_to_end("migrate", [sys.executable, "-m", "techno_memory", "migrate"])
+        try:
+            await self._start("memory", "techno_memory", self._grpc_ready(self.config.ports.memory))
+            await self.ensure_dev_key()
+            await self._start("executor", "techno_executor", self._grpc_ready(self.config.ports.executor))
+            await self._start("gate", "techno_gate", self._grpc_ready(self.config.ports.gate))
+            await self._start("edge", "techno_edge", self._http_ready(f"{self.edge_url}/readyz"))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def ensure_dev_key(self) -> str:
+        """Reuse the saved development key if memory still knows it; else create and save a new one."""
+        keys = [sys.executable, "-m", "techno_gate.keys_cli", "--memory", f"127.0.0.1:{self.config.ports.memory}"]
+        if self.config.key_file.exists():
+            check = await asyncio.create_subprocess_exec(*keys, "check", str(self.config.key_file), env=self.env)
+            if await check.wait() == 0:
+                return self.config.key_file.read_text().strip()
+        create = [*keys, "create", "--name", "development", "--output", str(self.config.key_file)]
+        await self._run_to_end("create-key", create)
+        return self.config.key_file.read_text().strip()
+
+    async def stop(self, *, grace_seconds: float = 10.0) -> None:
+        """SIGTERM in reverse start order (front door first), so no service loses a dependency mid-drain."""
+        for service in reversed(self.services):
+            process = service.process
+            if process is None or process.returncode is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace_seconds)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self.services.clear()
+
+    def exited(self) -> list[str]:
+        return [s.name for s in self.services if s.process is not None and s.process.returncode is not None]
+
+    async def _start(self, name: str, module: str, ready: _Check) -> None:
+        log = (self.config.log_dir / f"{name}.log").open("ab")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        self.services.append(Service(name, module, process))
+        deadline = time.monotonic() + self.config.start_timeout_seconds
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise StackError(f"{name} exited with {process.returncode}; see {self.config.log_dir / name}.log")
+            if await ready():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+        raise StackError(f"{name} not ready after {self.config.start_timeout_seconds}s; see its log")
+
+    async def _run_to_end(self, name: str, command: list[str]) -> None:
+        log_path = self.config.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = await asyncio.create_subprocess_exec(*command, env=self.env, stdout=log, stderr=log)
+            if await process.wait() != 0:
+                raise StackError(f"{name} failed; see {log_path}")
+
+    @staticmethod
+    def _grpc_ready(port: int) -> _Check:
+        async def check() -> bool:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    response = await health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                except grpc.aio.AioRpcError:
+                    return False
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+        return check
+
+    @staticmethod
+    def _http_ready(url: str) -> _Check:
+        def get() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback URL we built)
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        async def check() -> bool:
+            return await asyncio.to_thread(get)
+
+        return check
