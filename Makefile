@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 BUF := node_modules/.bin/buf
 
-.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check pytest bench clean
+.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check compose-check pytest bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider); Ctrl-C
 
 test: check pytest ## everything CI runs: static checks, then the whole test suite
 
-check: lint typecheck protos-check buf docs-check ## static checks only
+check: lint typecheck protos-check buf docs-check compose-check ## static checks only
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
@@ -61,6 +61,9 @@ docs: $(PY) ## regenerate docs/configuration.md from the settings classes
 
 docs-check: $(PY)
 	$(PY) scripts/settings_doc.py | diff -u docs/configuration.md - || (echo "docs/configuration.md is stale: make docs"; exit 1)
+
+compose-check: $(PY)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 pytest: $(PY)
 	$(VENV)/bin/pytest

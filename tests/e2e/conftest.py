@@ -1,0 +1,80 @@
+"""The whole stack as real processes (PostgreSQL-backed), shared by the end-to-end tests of a session."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from techno_stack.stack import Ports, Stack, StackConfig
+
+from .otlp_receiver import OtlpReceiver
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    key: str
+    receiver: OtlpReceiver
+
+    @property
+    def url(self) -> str:
+        return self.stack.edge_url
+
+    @property
+    def memory_target(self) -> str:
+        return f"127.0.0.1:{self.stack.config.ports.memory}"
+
+    async def create_key(self, profile: str) -> tuple[str, str]:
+        """A new key of ``profile`` through the real CLI; returns (key_id, secret)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "techno_gate.keys_cli", "--memory", self.memory_target,
+            "create", "--name", f"e2e-{profile}", "--profile", profile,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        key_id = err.decode().split()[1]
+        return key_id, out.decode().strip()
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def running_stack(
+    postgres_database: str, otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningStack]:
+    state: Path = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        state_dir=state,
+        ports=Ports.free(),
+        database_url=postgres_database,
+        extra_env={
+            "TECHNO_TRACE_EXPORTER": "otlp",
+            "TECHNO_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within 0.1 s, so tests wait little
+            "TECHNO_GATE_KEY_REFRESH_SECONDS": "0.5",
+        },
+    )
+    stack = Stack(config)
+    await stack.start()
+    try:
+        yield RunningStack(stack, config.key_file.read_text().strip(), otlp_receiver)
+    finally:
+        await stack.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(running_stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=running_stack.url, timeout=10) as client:
+        yield client
