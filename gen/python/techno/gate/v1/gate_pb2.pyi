@@ -32,6 +32,7 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_PROVIDER_UNAVAILABLE: _ClassVar[ReasonCode]
     REASON_CODE_PROVIDER_TIMEOUT: _ClassVar[ReasonCode]
     REASON_CODE_DEADLINE_EXCEEDED: _ClassVar[ReasonCode]
+    REASON_CODE_PROVIDER_OUTPUT_INVALID: _ClassVar[ReasonCode]
 
 class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ REASON_CODE_CIRCUIT_OPEN: ReasonCode
 REASON_CODE_PROVIDER_UNAVAILABLE: ReasonCode
 REASON_CODE_PROVIDER_TIMEOUT: ReasonCode
 REASON_CODE_DEADLINE_EXCEEDED: ReasonCode
+REASON_CODE_PROVIDER_OUTPUT_INVALID: ReasonCode
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 

@@ -1,0 +1,1 @@
+"""Implementations of the executor's ports: providers and telemetry."""

@@ -1,0 +1,115 @@
+"""Prometheus metrics, span attributes and logs of executions (the ``ExecutionObserver`` port).
+
+Metric names and labels are an operator contract (dashboards and alerts use them): change them only with
+those. Labels stay bounded: providers and models come from configuration, error types from a closed set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from techno_executor.domain.breaker import CircuitState
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CIRCUIT_OPEN = "circuit_open"
+
+
+class PrometheusExecutionObserver:
+    def __init__(self, registry: CollectorRegistry, executor_id: str) -> None:
+        self._executor_id = executor_id
+        self._latency = Histogram(
+            "llm_request_latency_seconds",
+            "Duration of one provider call (each attempt), failed ones included.",
+            ["provider", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "llm_tokens_total",
+            "Model tokens used, by type (input|output).",
+            ["provider", "model", "type"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "llm_errors_total",
+            "Failed provider calls and calls refused by the circuit breaker, by error_type "
+            "(timeout|provider_error|rate_limited|circuit_open).",
+            ["provider", "error_type"],
+            registry=registry,
+        )
+        self._calls = Counter("executor_calls_total", "Execute calls received.", ["executor"], registry=registry)
+        self._results = Counter(
+            "action_results_total", "Finished executions, by status (succeeded|failed).", ["status"], registry=registry
+        )
+        self._breaker = Gauge(
+            "llm_circuit_breaker_state",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=registry,
+        )
+
+    def provider_registered(self, provider: str) -> None:
+        """Show a provider's breaker as closed from the start, not only after its first transition."""
+        self._breaker.labels(provider=provider).set(CircuitState.CLOSED.value)
+
+    def call_received(self) -> None:
+        self._calls.labels(executor=self._executor_id).inc()
+
+    def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
+        self._latency.labels(provider=provider, model=model).observe(seconds)
+        if error_type is not None:
+            self._errors.labels(provider=provider, error_type=error_type).inc()
+
+    def circuit_rejected(self, provider: str) -> None:
+        self._errors.labels(provider=provider, error_type=CIRCUIT_OPEN).inc()
+
+    def execution_finished(
+        self,
+        *,
+        succeeded: bool,
+        provider: str | None,
+        model: str | None,
+        attempts: int,
+        input_tokens: int,
+        output_tokens: int,
+        breaker_state: CircuitState | None,
+    ) -> None:
+        self._results.labels(status="succeeded" if succeeded else "failed").inc()
+        if provider is not None and model is not None:
+            if input_tokens:
+                self._tokens.labels(provider=provider, model=model, type="input").inc(input_tokens)
+            if output_tokens:
+                self._tokens.labels(provider=provider, model=model, type="output").inc(output_tokens)
+        # Domain attributes on the server span the gRPC instrumentation opened for this call.
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        span.set_attribute("techno.executor.attempts", attempts)
+        if provider is not None and model is not None:
+            span.set_attribute("gen_ai.system", provider)
+            span.set_attribute("gen_ai.request.model", model)
+        if breaker_state is not None:
+            span.set_attribute("techno.executor.breaker_state", breaker_state.name.lower())
+        if input_tokens or output_tokens:
+            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+
+    def breaker_state_changed(self, provider: str, old: CircuitState, new: CircuitState) -> None:
+        self._breaker.labels(provider=provider).set(new.value)
+        log.warning(
+            "circuit breaker of %s: %s -> %s",
+            provider,
+            old.name.lower(),
+            new.name.lower(),
+            extra={
+                "event": "circuit_breaker_transition",
+                "provider": provider,
+                "from_state": old.name.lower(),
+                "to_state": new.name.lower(),
+            },
+        )

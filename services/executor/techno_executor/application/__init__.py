@@ -1,0 +1,1 @@
+"""Use cases of the executor, written against ports (Protocols) that adapters implement."""

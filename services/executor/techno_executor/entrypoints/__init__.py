@@ -1,0 +1,1 @@
+"""How the executor is called: the gRPC servicer."""
