@@ -1,0 +1,154 @@
+"""The gRPC side: one channel per upstream target, a generic unary call per binding, the gate's readiness, and
+the translation of a failed call into the edge's HTTP error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import TracerProvider
+
+from techno_core.channels import open_channel
+from techno_core.grpc_errors import rpc_status_of
+from techno_edge.adapters.bindings import Binding
+from techno_edge.domain.errors import HttpError, Violation, http_status_of
+
+log = logging.getLogger(__name__)
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+# Failures of the transport rather than answers of the service: their text names internal addresses, so the
+# client gets a generic message and the log keeps the original.
+_TRANSPORT_CODES = frozenset({"UNAVAILABLE", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "CANCELLED"})
+_READINESS_TIMEOUT_SECONDS = 1.0
+
+UnaryCall = Any  # grpc.aio.UnaryUnaryMultiCallable; its stubs' generics do not fit a generic message type
+
+
+class Upstreams:
+    """Owns the channels: one per distinct target, however many services it serves."""
+
+    def __init__(self, targets: Mapping[str, str], tracer_provider: TracerProvider) -> None:
+        self._targets = dict(targets)  # full service name → host:port
+        self._tracer_provider = tracer_provider
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[str, UnaryCall] = {}
+
+    def start(self, bindings: Iterable[Binding]) -> None:
+        for target in dict.fromkeys(self._targets.values()):
+            self._channels[target] = open_channel(target, self._tracer_provider)
+        for binding in bindings:
+            channel = self._channels[self._targets[binding.service]]
+            # A generic call: the path and (de)serializers come from the descriptors, no generated stub needed.
+            self._calls[binding.grpc_path] = channel.unary_unary(
+                binding.grpc_path,
+                request_serializer=binding.request_class.SerializeToString,
+                response_deserializer=binding.response_class.FromString,
+            )
+
+    def call_for(self, binding: Binding) -> UnaryCall | None:
+        return self._calls.get(binding.grpc_path)
+
+    def channel_for(self, service: str) -> grpc.aio.Channel | None:
+        target = self._targets.get(service)
+        return None if target is None else self._channels.get(target)
+
+    async def close(self) -> None:
+        channels, self._channels, self._calls = list(self._channels.values()), {}, {}
+        for channel in channels:
+            await channel.close(None)
+
+
+async def call(upstream: UnaryCall, request: Message, *, timeout: float, metadata: tuple[tuple[str, str], ...]) -> Any:
+    """One unary call; a failed one raises the ``HttpError`` it is answered with."""
+    try:
+        return await upstream(request, timeout=timeout, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        raise http_error_of(error) from None
+
+
+def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
+    status = rpc_status_of(error)
+    code = _CODE_NAMES.get(status.code, "UNKNOWN")
+    reasons, violations, retry_after = _details(status)
+    message = status.message or code
+    if code in _TRANSPORT_CODES and not reasons:
+        log.warning("upstream call failed: %s %s", code, status.message)
+        message = {
+            "DEADLINE_EXCEEDED": "the upstream did not answer before the deadline",
+            "CANCELLED": "the upstream call was cancelled",
+        }.get(code, "the upstream service is unavailable")
+    return HttpError(
+        http_status_of(code),
+        code,
+        message,
+        reasons=reasons,
+        violations=violations,
+        retry_after_seconds=retry_after,
+    )
+
+
+def _details(status: status_pb2.Status) -> tuple[tuple[str, ...], tuple[Violation, ...], int | None]:
+    reasons: list[str] = []
+    violations: list[Violation] = []
+    retry_after: int | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reasons.append(info.reason)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(Violation(v.field, v.description) for v in bad_request.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            # Retry-After is whole seconds; rounding up never invites a retry before the server asked for one.
+            retry_after = max(0, math.ceil(retry.retry_delay.ToNanoseconds() / 1e9))
+    return tuple(reasons), tuple(violations), retry_after
+
+
+class Readiness:
+    """Asks the gate's gRPC health service on every probe. Concurrent probes share one in-flight check, so a
+    burst of probes is one RPC."""
+
+    def __init__(self, upstreams: Upstreams, service: str) -> None:
+        self._upstreams = upstreams
+        self._service = service
+        self._inflight: asyncio.Task[bool] | None = None
+
+    async def ready(self) -> bool:
+        task = self._inflight
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._check())
+            self._inflight = task
+            task.add_done_callback(self._forget)
+        # shield: a probe whose client went away must not cancel the check the other probes await.
+        return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Task[bool]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    async def _check(self) -> bool:
+        channel = self._upstreams.channel_for(self._service)
+        if channel is None:
+            return False
+        try:
+            # Probes come every few seconds from the orchestrator: a trace each would bury the real ones.
+            with suppress_instrumentation():
+                response = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=_READINESS_TIMEOUT_SECONDS
+                )
+        except grpc.aio.AioRpcError as error:
+            log.info("gate not ready: %s", error.code().name)
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,75 @@
+"""Assembly of the edge's ASGI application from settings: bindings, router, OpenAPI, metrics, tracing.
+
+``build_app`` does all the start-up work that can fail on configuration (importing proto modules, reading
+annotations, compiling templates) so a bad upstream refuses to start. ``Edge.start`` opens the channels and
+``Edge.close`` closes them; between the two, the ``Edge`` is the ASGI app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from techno_edge.adapters.bindings import Binding, import_proto_modules, load_bindings, routes_of
+from techno_edge.adapters.metrics import HttpMetrics
+from techno_edge.adapters.openapi import build_openapi
+from techno_edge.adapters.upstream import Readiness, Upstreams
+from techno_edge.domain.routing import Router
+from techno_edge.entrypoints.asgi import HEALTHZ, METRICS, READYZ, EdgeApp, Limits, Receive, Scope, Send
+from techno_edge.settings import GATE_SERVICE, EdgeSettings
+
+# Probes and scrapes are not traced: they would be most of the traces and none of the interesting ones.
+# The middleware matches these against the full URL (scheme://host/path), hence the anchors.
+_UNTRACED = ",".join(rf"^[a-z]+://[^/]+{path}$" for path in (HEALTHZ, READYZ, METRICS))
+
+
+class Edge:
+    """The ASGI app with an explicit lifecycle."""
+
+    def __init__(self, app: EdgeApp, asgi: OpenTelemetryMiddleware, upstreams: Upstreams, bindings: list[Binding]):
+        self.app = app
+        self._asgi = asgi
+        self._upstreams = upstreams
+        self.bindings = bindings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    async def start(self) -> None:
+        self._upstreams.start(self.bindings)
+
+    async def close(self) -> None:
+        await self._upstreams.close()
+
+
+def build_app(
+    settings: EdgeSettings,
+    *,
+    tracer_provider: TracerProvider,
+    registry: CollectorRegistry,
+    upstreams: Mapping[str, str] | None = None,
+    proto_modules: Sequence[str] | None = None,
+) -> Edge:
+    """``upstreams`` (full service name → target) and ``proto_modules`` default to the settings'."""
+    targets = dict(upstreams if upstreams is not None else settings.upstreams())
+    import_proto_modules(proto_modules if proto_modules is not None else settings.proto_modules())
+    bindings = load_bindings(targets)
+    channels = Upstreams(targets, tracer_provider)
+    app = EdgeApp(
+        Router(routes_of(bindings)),
+        channels,
+        Readiness(channels, GATE_SERVICE),  # never ready when the gate is not an upstream
+        HttpMetrics(registry),
+        build_openapi(bindings),
+        Limits(settings.edge_request_timeout_seconds, settings.edge_max_body_bytes),
+    )
+    asgi = OpenTelemetryMiddleware(
+        app,
+        excluded_urls=_UNTRACED,
+        tracer_provider=tracer_provider,
+        exclude_spans=["receive", "send"],  # one span per request; per-message spans only cost time
+    )
+    return Edge(app, asgi, channels, bindings)
