@@ -18,6 +18,7 @@ class _TraceContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self._service
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")

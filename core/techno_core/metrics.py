@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+# serve_forever checks for shutdown this often; prometheus_client's start_http_server uses 0.5 s, which made
+# every graceful stop wait half a second.
+_SHUTDOWN_POLL_SECONDS = 0.05
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line each
+        return
 
 
 @dataclass
@@ -24,6 +35,10 @@ class MetricsServer:
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
-    # prometheus_client's own server: a small thread that keeps scrapes off the event loop.
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    # A small thread of its own keeps scrapes off the event loop.
+    server = make_server(host, port, make_wsgi_app(registry), ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": _SHUTDOWN_POLL_SECONDS}, daemon=True, name="metrics"
+    )
+    thread.start()
     return MetricsServer(port=server.server_port, _server=server, _thread=thread)

@@ -11,6 +11,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Every settings class, mixins included, carries this config: pydantic merges the configs of all bases, and a
+# mixin left with BaseSettings' default (no prefix) would silently drop the TECHNO_ prefix.
+TECHNO_CONFIG = SettingsConfigDict(env_prefix="TECHNO_", extra="ignore", frozen=True)
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 TraceExporter = Literal["none", "otlp", "console"]
 
@@ -18,7 +22,7 @@ TraceExporter = Literal["none", "otlp", "console"]
 class TechnoSettings(BaseSettings):
     """Base of every service's settings: the ``TECHNO_`` prefix and the observability options."""
 
-    model_config = SettingsConfigDict(env_prefix="TECHNO_", extra="ignore", frozen=True)
+    model_config = TECHNO_CONFIG
 
     log_level: LogLevel = Field("INFO", description="Minimum level of the JSON logs written to stderr.")
     trace_exporter: TraceExporter = Field(
@@ -35,17 +39,23 @@ class TechnoSettings(BaseSettings):
 class MemoryClientSettings(BaseSettings):
     """Mixin for services that call the memory service."""
 
+    model_config = TECHNO_CONFIG
+
     memory_target: str = Field("127.0.0.1:50053", description="gRPC address (host:port) of the memory service.")
 
 
 class ExecutorClientSettings(BaseSettings):
     """Mixin for services that call the executor service."""
 
+    model_config = TECHNO_CONFIG
+
     executor_target: str = Field("127.0.0.1:50052", description="gRPC address (host:port) of the executor service.")
 
 
 class GrpcServerSettings(BaseSettings):
     """Mixin for the listen and metrics addresses of a gRPC service. Subclasses set the defaults."""
+
+    model_config = TECHNO_CONFIG
 
     host: str = Field("127.0.0.1", description="Interface the gRPC and metrics servers bind to.")
     health_check_interval_seconds: float = Field(

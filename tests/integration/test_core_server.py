@@ -131,3 +131,12 @@ async def test_stop_reports_not_serving_and_refuses_new_calls(app: GrpcApp) -> N
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_metrics_are_served_over_http(app: GrpcApp) -> None:
+    import httpx
+
+    await _execute(app, "invalid")
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5)).text
+    assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT"' in text

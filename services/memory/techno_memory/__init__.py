@@ -1,0 +1,1 @@
+"""The memory service: owns the database (API key hashes and the append-only audit trail)."""
