@@ -1,14 +1,28 @@
-"""Process entry point shared by every service: run an app until SIGTERM or SIGINT, then stop it gracefully."""
+"""Process entry point shared by every service: load settings, run the app until SIGTERM or SIGINT, stop it
+gracefully. Start-up problems an operator can fix (bad configuration, a port in use, an unmigrated database)
+end the process with one clear line and a non-zero status, never a traceback."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 log = logging.getLogger(__name__)
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+class StartupError(Exception):
+    """The service cannot start for a reason its operator can fix; the message says what to do."""
 
 
 class Runnable(Protocol):
@@ -17,20 +31,45 @@ class Runnable(Protocol):
     async def stop(self) -> None: ...
 
 
+def load_settings(cls: type[Settings]) -> Settings:
+    """The service's settings, or exit 2 naming each invalid variable."""
+    try:
+        return cls()
+    except ValidationError as error:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for problem in error.errors():
+            variable = prefix + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"invalid configuration: {variable}: {problem['msg']}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
 async def run_until_signalled(app: Runnable) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop()  # release whatever was already bound or opened
+        raise
     await stop.wait()
     await app.stop()
 
 
-def run(build: Callable[[], Awaitable[Runnable]]) -> None:
-    """``build`` is the service's composition root; it runs inside the event loop so it may open channels."""
+def run(build: Callable[[], Awaitable[Runnable]]) -> int:
+    """Run the app ``build`` makes (the service's composition root; it runs inside the event loop so it may open
+    channels). Returns the process exit status."""
 
     async def main() -> None:
         await run_until_signalled(await build())
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StartupError as error:
+        log.error("cannot start: %s", error)
+        return EXIT_STARTUP
+    except Exception:  # a bug, not an operator's mistake: keep the traceback, as one JSON log line
+        log.critical("crashed", exc_info=True)
+        return EXIT_STARTUP
+    return 0

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from techno_core.health import DependencyMonitor, Probe
 from techno_core.interceptors import server_interceptors
 from techno_core.metrics import MetricsServer, serve_metrics
+from techno_core.runner import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class GrpcApp:
     _health: HealthServicer | None = field(default=None, init=False)
     _monitor: DependencyMonitor | None = field(default=None, init=False)
     _metrics: MetricsServer | None = field(default=None, init=False)
+    _stopped: bool = field(default=False, init=False)
 
     @property
     def address(self) -> str:
@@ -74,6 +76,13 @@ class GrpcApp:
     async def start(self) -> None:
         for starter in self.definition.starters:
             await starter()
+        try:
+            self._metrics = serve_metrics(self.registry, self.endpoint.host, self.endpoint.metrics_port)
+        except OSError as error:
+            raise StartupError(
+                f"cannot serve metrics on {self.endpoint.host}:{self.endpoint.metrics_port}: {error.strerror}"
+            ) from error
+        self.metrics_port = self._metrics.port
         server = grpc.aio.server(interceptors=server_interceptors(self.tracer_provider, self.registry))
         for register in self.definition.registrations:
             register(server)
@@ -81,7 +90,10 @@ class GrpcApp:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = list(self.definition.service_names)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(f"{self.endpoint.host}:{self.endpoint.port}")
+        try:
+            self.port = server.add_insecure_port(f"{self.endpoint.host}:{self.endpoint.port}")
+        except RuntimeError as error:  # grpc reports a failed bind (port in use, bad host) this way
+            raise StartupError(f"cannot listen on {self.endpoint.host}:{self.endpoint.port}: {error}") from error
         self._monitor = DependencyMonitor(
             self._health, names, self.definition.probes, interval_seconds=self.health_interval_seconds
         )
@@ -89,22 +101,22 @@ class GrpcApp:
         await server.start()
         self._server = server
         self._monitor.start()
-        self._metrics = serve_metrics(self.registry, self.endpoint.host, self.endpoint.metrics_port)
-        self.metrics_port = self._metrics.port
         log.info("%s serving", self.definition.name, extra={"grpc_port": self.port, "metrics_port": self.metrics_port})
 
     async def stop(self) -> None:
         """Graceful shutdown: report NOT_SERVING so balancers stop sending, drain in-flight calls for up to the
         grace period, then release resources."""
-        if self._server is None:
+        if self._stopped:
             return
+        self._stopped = True
         log.info("%s stopping", self.definition.name)
         if self._monitor is not None:
             await self._monitor.stop()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.grace_seconds)
-        self._server = None
+        if self._server is not None:
+            await self._server.stop(self.grace_seconds)
+            self._server = None
         for close in self.definition.closers:
             try:
                 await close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -26,6 +27,17 @@ _Check = Callable[[], Awaitable[bool]]
 
 class StackError(RuntimeError):
     """A service did not start; the message names it and where its log is."""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As the servers do: a port whose old connections linger in TIME_WAIT is free to listen on.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
@@ -108,6 +120,10 @@ class Stack:
         return f"http://127.0.0.1:{self.config.ports.edge}"
 
     async def start(self) -> None:
+        # Otherwise a health check could be answered by a stranger's process on our port.
+        taken = [port for port in dataclasses.astuple(self.config.ports) if not port_is_free(port)]
+        if taken:
+            raise StackError(f"ports already in use: {taken} (is another stack running?)")
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         await self._run_to_end("migrate", [sys.executable, "-m", "techno_memory", "migrate"])
         try:

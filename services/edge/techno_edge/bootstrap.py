@@ -13,6 +13,7 @@ import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from techno_core.runner import StartupError
 from techno_core.tracing import build_tracer_provider
 from techno_edge.app import Edge, build_app
 from techno_edge.settings import EdgeSettings
@@ -46,7 +47,11 @@ class EdgeServer:
         await self.edge.start()
         # Bound here, not by uvicorn: a taken port raises OSError to the caller instead of uvicorn's sys.exit()
         # inside a task, and the port is known (port 0 included) before start() returns.
-        sock = socket.create_server((self._settings.edge_host, self._settings.edge_port), reuse_port=False)
+        address = (self._settings.edge_host, self._settings.edge_port)
+        try:
+            sock = socket.create_server(address, reuse_port=False)
+        except OSError as error:
+            raise StartupError(f"cannot listen on {address[0]}:{address[1]}: {error.strerror}") from error
         config = uvicorn.Config(
             self.edge,
             http="httptools",
