@@ -22,7 +22,9 @@ $(PY): pyproject.toml uv.lock | $(UV)
 	@touch $(PY)
 
 $(BUF): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@# npm ci refuses a lock without every platform's optional buf binary (the registry here has only some);
+	@# package.json pins buf exactly and npm install keeps the committed lock as it is.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $(BUF)
 
 setup: $(PY) $(BUF) ## install the pinned Python and Node tool chains

@@ -19,10 +19,12 @@ def _settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     return [("edge", EdgeSettings), ("gate", GateSettings), ("executor", ExecutorSettings), ("memory", MemorySettings)]
 
 
-def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        return "(computed: host name and process id)" if "id" in str(field.default_factory) else "(computed)"
-    return f"`{field.default}`"
+def _default(name: str, field: Any) -> str:
+    if field.default_factory is None:
+        return f"`{field.default}`"
+    if name.endswith("_id"):  # computed per process, so not printable here
+        return "host name and process id"
+    return f"`{field.default_factory()}`"
 
 
 def render() -> str:
@@ -38,7 +40,7 @@ def render() -> str:
         lines += [f"## {service}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
         for name, field in cls.model_fields.items():
             variable = f"{prefix}{name}".upper()
-            lines.append(f"| `{variable}` | {_default(field)} | {field.description or ''} |")
+            lines.append(f"| `{variable}` | {_default(name, field)} | {field.description or ''} |")
         lines.append("")
     return "\n".join(lines)
 
