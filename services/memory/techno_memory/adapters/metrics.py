@@ -1,0 +1,60 @@
+"""Prometheus metrics of the memory service, on the app's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from techno_core.health import Probe
+
+
+def _batch_buckets(max_batch: int) -> list[float]:
+    """Powers of two up to ``max_batch``: group commit batch sizes spread geometrically under load."""
+    buckets, size = [], 1
+    while size < max_batch:
+        buckets.append(float(size))
+        size *= 2
+    return [*buckets, float(max_batch)]
+
+
+class AppendMetrics:
+    """Implements ``AppendObserver``."""
+
+    def __init__(self, registry: CollectorRegistry, *, max_batch: int) -> None:
+        self._appended = Counter(
+            "memory_audit_events_appended",
+            "Audit events newly stored (repeats of a stored event_id are not counted).",
+            registry=registry,
+        )
+        self._batch_size = Histogram(
+            "memory_audit_append_batch_size",
+            "Audit events written per database transaction (group commit); its count is the transactions.",
+            buckets=_batch_buckets(max_batch),
+            registry=registry,
+        )
+        self._failures = Counter(
+            "memory_audit_append_failures",
+            "Audit append transactions that failed; every event in them was refused.",
+            registry=registry,
+        )
+
+    def committed(self, batch_size: int, appended: int) -> None:
+        self._batch_size.observe(batch_size)
+        self._appended.inc(appended)
+
+    def failed(self, batch_size: int) -> None:
+        self._failures.inc()
+
+
+def database_probe(ping: Probe, registry: CollectorRegistry) -> Probe:
+    """``ping`` as a health probe that also sets ``memory_db_up`` (1 reachable, 0 not) for alerting."""
+    up = Gauge("memory_db_up", "1 when the last health probe reached the database, else 0.", registry=registry)
+
+    async def probe() -> None:
+        try:
+            await ping()
+        except BaseException:  # a timed-out probe is cancelled: the database is not up either
+            up.set(0)
+            raise
+        up.set(1)
+
+    return probe

@@ -1,0 +1,180 @@
+"""The memory service's data access over an ``AsyncEngine``: the audit trail and the API key directory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from techno_core.errors import AlreadyExists, NotFound, Unavailable
+from techno_memory.adapters.tables import ApiKeyRow, AuditEventRow
+from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, NewApiKey
+
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+API_KEY_EXISTS = "API_KEY_EXISTS"
+API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_when_unreachable() -> AsyncIterator[None]:
+    """A lost or refused connection (or an exhausted pool) is the database being unavailable: the caller may
+    retry. Anything else (a bug, a constraint we did not expect) stays an internal error."""
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeoutError) as error:
+        raise Unavailable(
+            reason=DATABASE_UNAVAILABLE, message="the database is unavailable", retry_after_seconds=1.0
+        ) from error
+
+
+def _insert_skipping_existing(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT (event_id) DO NOTHING: a repeated event_id (a writer's retry) is skipped, not an error,
+    and does not abort the rest of the transaction."""
+    if dialect == "postgresql":
+        return postgresql.insert(AuditEventRow).on_conflict_do_nothing(index_elements=["event_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(AuditEventRow).on_conflict_do_nothing(index_elements=["event_id"])
+    raise ValueError(f"no idempotent insert for dialect {dialect!r}")
+
+
+def _event_row(event: AuditEvent, recorded_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "trace_id": event.trace_id,
+        "kind": event.kind.value,
+        "occurred_at": event.occurred_at,
+        "recorded_at": recorded_at,
+        "service": event.service,
+        "principal_id": event.principal_id,
+        "action": event.action,
+        "context_id": event.context_id,
+        "result": event.result,
+        "reason_codes": list(event.reason_codes),
+        "attributes": event.attributes,
+    }
+
+
+def _event(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        event_id=row.event_id,
+        trace_id=row.trace_id,
+        kind=AuditEventKind(row.kind),
+        occurred_at=row.occurred_at,
+        service=row.service,
+        principal_id=row.principal_id,
+        action=row.action,
+        context_id=row.context_id,
+        result=row.result,
+        reason_codes=tuple(row.reason_codes),
+        attributes=dict(row.attributes),
+        recorded_at=row.recorded_at,
+    )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        key_id=row.key_id,
+        prefix=row.prefix,
+        key_hash=row.key_hash,
+        name=row.name,
+        profile=row.profile,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlRepository:
+    """Implements ``AuditStore`` and ``KeyStore``. ``clock`` stamps recorded_at, created_at and revoked_at."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+        self._insert_events = _insert_skipping_existing(engine.dialect.name).returning(AuditEventRow.event_id)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with _unavailable_when_unreachable(), self._sessions.begin() as session:
+            yield session
+
+    async def store_events(self, events: Sequence[AuditEvent]) -> list[bool]:
+        if not events:
+            return []
+        recorded_at = self._clock()
+        rows = [_event_row(event, recorded_at) for event in events]
+        async with self._transaction() as session:
+            # RETURNING lists only the rows actually inserted: the others were repeats.
+            inserted = set((await session.scalars(self._insert_events, rows)).all())
+        flags = []
+        for event in events:
+            # Only the first occurrence of an id within the batch is new; a later one repeats it.
+            flags.append(event.event_id in inserted)
+            inserted.discard(event.event_id)
+        return flags
+
+    async def append_events(self, events: Sequence[AuditEvent]) -> int:
+        """Store ``events`` in one transaction; how many were new."""
+        return sum(await self.store_events(events))
+
+    async def audit_trail(self, trace_id: str) -> list[AuditEvent]:
+        query = select(AuditEventRow).where(AuditEventRow.trace_id == trace_id).order_by(AuditEventRow.id)
+        async with self._transaction() as session:
+            return [_event(row) for row in await session.scalars(query)]
+
+    async def create_api_key(self, key: NewApiKey) -> ApiKey:
+        row = ApiKeyRow(
+            key_id=key.key_id,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            name=key.name,
+            profile=key.profile,
+            created_at=self._clock(),
+            revoked_at=None,
+        )
+        try:
+            async with self._transaction() as session:
+                session.add(row)
+        except IntegrityError as error:
+            # Both unique columns are checked by the database itself, so two concurrent creations cannot both win.
+            raise AlreadyExists(
+                reason=API_KEY_EXISTS,
+                message="an API key with this key_id or key_hash already exists",
+                metadata={"key_id": key.key_id},
+            ) from error
+        return _api_key(row)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
+        async with self._transaction() as session:
+            return [_api_key(row) for row in await session.scalars(query)]
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey:
+        # Only an unrevoked key is updated: revoking twice keeps the first revocation time.
+        revoke = (
+            update(ApiKeyRow)
+            .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=self._clock())
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as session:
+            await session.execute(revoke)
+            row = await session.get(ApiKeyRow, key_id)
+        if row is None:
+            raise NotFound(reason=API_KEY_NOT_FOUND, message="no API key with this key_id", metadata={"key_id": key_id})
+        return _api_key(row)
+
+    async def ping(self) -> None:
+        """Health probe: the database answers a trivial query."""
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))

@@ -1,0 +1,81 @@
+"""The database schema as SQLAlchemy models. Changing it needs a new migration in ``techno_memory/migrations``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from techno_memory.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+
+# Explicit constraint names, so migrations can refer to them identically on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text elsewhere.
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database. SQLite has no time zones: values are stored as UTC wall
+    time and given back their UTC zone when read, so callers never see a naive datetime."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(MAX_ID_LENGTH))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
+    profile: Mapped[str] = mapped_column(String(MAX_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+
+    # The append order. SQLite only auto-increments an INTEGER PRIMARY KEY, hence the variant.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), unique=True)
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    service: Mapped[str] = mapped_column(String(MAX_ID_LENGTH))
+    principal_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH))
+    action: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
+    context_id: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
+    result: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
+    reason_codes: Mapped[list[str]] = mapped_column(JsonDocument)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument)

@@ -1,0 +1,1 @@
+"""Use cases of the memory service, over the ports in ``ports``."""

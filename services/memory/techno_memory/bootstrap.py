@@ -1,0 +1,74 @@
+"""Composition root of the memory service: wires settings, the database and the use cases into a gRPC app."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from techno.memory.v1 import memory_pb2_grpc
+from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_core.tracing import build_tracer_provider
+from techno_memory.adapters.database import create_database_engine
+from techno_memory.adapters.metrics import AppendMetrics, database_probe
+from techno_memory.adapters.migrations import ensure_schema_current
+from techno_memory.adapters.repository import SqlRepository
+from techno_memory.application.audit_log import AuditLog
+from techno_memory.application.keys import KeyDirectory
+from techno_memory.entrypoints.grpc import MemoryServicer
+from techno_memory.settings import MemorySettings
+
+SERVICE_NAME = "techno.memory.v1.MemoryService"
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def bootstrap(
+    settings: MemorySettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> GrpcApp:
+    owns_tracer = tracer_provider is None
+    tracer = tracer_provider or build_tracer_provider("memory", _instance_id(), settings)
+    registry = registry or CollectorRegistry()
+
+    engine = create_database_engine(
+        settings.memory_database_url, pool_size=settings.memory_pool_size, tracer_provider=tracer
+    )
+    repository = SqlRepository(engine)
+    audit_log = AuditLog(
+        repository,
+        AppendMetrics(registry, max_batch=settings.memory_max_batch),
+        max_batch=settings.memory_max_batch,
+    )
+    servicer = MemoryServicer(audit_log, KeyDirectory(repository))
+
+    async def check_schema() -> None:
+        await ensure_schema_current(engine)
+
+    async def close_tracer() -> None:
+        if owns_tracer:
+            tracer.shutdown()
+
+    definition = ServiceDefinition(
+        name="memory",
+        registrations=[lambda server: memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)],
+        service_names=[SERVICE_NAME],
+        probes=[("database", database_probe(repository.ping, registry))],
+        starters=[check_schema],
+        # Pending appends are committed before the pool closes; spans of that last commit are then exported.
+        closers=[audit_log.close, engine.dispose, close_tracer],
+    )
+    return GrpcApp(
+        definition,
+        Endpoint(settings.host, settings.memory_port, settings.memory_metrics_port),
+        tracer,
+        registry,
+        health_interval_seconds=settings.health_check_interval_seconds,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )

@@ -1,0 +1,1 @@
+"""Protocol entry points of the memory service."""

@@ -1,0 +1,25 @@
+"""Configuration of the memory service (``TECHNO_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from techno_core.settings import GrpcServerSettings, TechnoSettings
+
+
+class MemorySettings(TechnoSettings, GrpcServerSettings):
+    memory_port: int = Field(50053, ge=0, le=65535, description="gRPC port of the memory service (0 picks a free one).")
+    memory_metrics_port: int = Field(
+        9103, ge=0, le=65535, description="Port of the memory service's Prometheus `/metrics`."
+    )
+    memory_database_url: str = Field(
+        "sqlite+aiosqlite:///var/memory.db",
+        description=(
+            "SQLAlchemy URL of the database: `sqlite+aiosqlite:///path` (a relative path is relative to the working "
+            "directory; its parent directory is created) or `postgresql+psycopg://user@host/db`."
+        ),
+    )
+    memory_pool_size: int = Field(5, gt=0, description="Connections kept open in the database pool.")
+    memory_max_batch: int = Field(
+        512, gt=0, description="Group commit: most audit events written in one database transaction."
+    )

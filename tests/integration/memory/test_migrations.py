@@ -1,0 +1,102 @@
+"""Schema migrations and the start-up schema check, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from techno_memory.adapters.database import create_database_engine
+from techno_memory.adapters.migrations import (
+    SchemaNotCurrent,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from techno_memory.adapters.tables import Base
+from techno_memory.bootstrap import bootstrap
+
+from .conftest import memory_settings
+
+TABLES = {"api_keys", "audit_events"}
+
+
+async def tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+def schema_differences(connection: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+
+async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
+    try:
+        await upgrade(engine)
+        assert await tables(engine) >= TABLES
+        assert await current_revision(engine) == head_revision()
+        async with engine.connect() as connection:
+            # The migration creates exactly what the models describe.
+            assert await connection.run_sync(schema_differences) == []
+
+        await downgrade(engine, "base")
+        assert not TABLES & await tables(engine)
+        assert await current_revision(engine) is None
+
+        await upgrade(engine)
+        assert await tables(engine) >= TABLES
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_the_server_refuses_an_unmigrated_database(database_url: str, tracer_provider: TracerProvider) -> None:
+    app = await bootstrap(memory_settings(database_url), tracer_provider=tracer_provider, registry=CollectorRegistry())
+    try:
+        with pytest.raises(SchemaNotCurrent, match="run `python -m techno_memory migrate`"):
+            await app.start()
+    finally:
+        await app.stop()  # releases the pool even though the start failed
+
+
+def run_cli(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {
+        "TECHNO_MEMORY_DATABASE_URL": url,
+        "TECHNO_MEMORY_PORT": "0",
+        "TECHNO_MEMORY_METRICS_PORT": "0",
+        "TECHNO_LOG_LEVEL": "INFO",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "techno_memory", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_migrates_and_serve_refuses_until_migrated(tmp_path: Path) -> None:
+    url = "sqlite+aiosqlite:///var/memory.db"  # relative: under the working directory, created on demand
+    refused = run_cli(url=url, cwd=tmp_path)
+    assert refused.returncode == 1
+    [line] = [line for line in refused.stderr.splitlines() if "migrate" in line]
+    assert "run `python -m techno_memory migrate` first" in line
+    assert "Traceback" not in refused.stderr
+
+    assert run_cli("migrate", url=url, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "var" / "memory.db").is_file()
+    assert run_cli("migrate", "--downgrade", "base", url=url, cwd=tmp_path).returncode == 0
+    assert run_cli("migrate", url=url, cwd=tmp_path).returncode == 0

@@ -1,0 +1,87 @@
+"""Conversion between the memory protos and the domain records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.protobuf import struct_pb2
+
+from techno.memory.v1 import memory_pb2
+from techno_core.errors import InvalidArgument
+from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind
+from techno_memory.entrypoints.convert import (
+    event_to_proto,
+    events_from_proto,
+    key_to_proto,
+    new_key_from_proto,
+    timestamp,
+)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+OCCURRED = datetime(2025, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
+
+
+def message(**changes: Any) -> memory_pb2.AuditEvent:
+    attributes = struct_pb2.Struct()
+    attributes.update({"policy_version": "v3", "tokens": 12, "nested": {"ok": True}, "list": [1, "a"]})
+    fields: dict[str, Any] = {
+        "event_id": "e-1",
+        "trace_id": TRACE_ID,
+        "kind": memory_pb2.AUDIT_EVENT_KIND_OUTCOME,
+        "occurred_at": timestamp(OCCURRED),
+        "service": "executor",
+        "principal_id": "key_1",
+        "action": "summarize",
+        "context_id": "ctx",
+        "result": "SUCCEEDED",
+        "reason_codes": ["ALLOWED"],
+        "attributes": attributes,
+    }
+    return memory_pb2.AuditEvent(**(fields | changes))
+
+
+def test_event_round_trips_between_proto_and_domain() -> None:
+    [event] = events_from_proto([message()])
+    assert event == AuditEvent(
+        event_id="e-1",
+        trace_id=TRACE_ID,
+        kind=AuditEventKind.OUTCOME,
+        occurred_at=OCCURRED,
+        service="executor",
+        principal_id="key_1",
+        action="summarize",
+        context_id="ctx",
+        result="SUCCEEDED",
+        reason_codes=("ALLOWED",),
+        # Struct numbers are doubles: an integer comes back as a float.
+        attributes={"policy_version": "v3", "tokens": 12.0, "nested": {"ok": True}, "list": [1.0, "a"]},
+    )
+    assert event.occurred_at.tzinfo is UTC
+    assert event_to_proto(event) == message()
+
+
+def test_unset_kind_and_timestamp_are_reported_with_the_other_violations() -> None:
+    bad = message(kind=memory_pb2.AUDIT_EVENT_KIND_UNSPECIFIED, trace_id="ABC", event_id="")
+    bad.ClearField("occurred_at")
+    with pytest.raises(InvalidArgument) as raised:
+        events_from_proto([message(), bad])
+    fields = {violation.field for violation in raised.value.violations}
+    assert fields == {"events[1].kind", "events[1].occurred_at", "events[1].trace_id", "events[1].event_id"}
+
+
+def test_api_key_to_proto_sets_revoked_at_only_when_revoked() -> None:
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    key = ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created)
+    valid = key_to_proto(key)
+    assert not valid.HasField("revoked_at")
+    assert valid.created_at.ToDatetime(tzinfo=UTC) == created
+    revoked = key_to_proto(ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created, created))
+    assert revoked.revoked_at.ToDatetime(tzinfo=UTC) == created
+
+
+def test_new_key_from_request() -> None:
+    request = memory_pb2.CreateApiKeyRequest(key_id="k", prefix="p", key_hash="h", name="n", profile="default")
+    key = new_key_from_proto(request)
+    assert (key.key_id, key.prefix, key.key_hash, key.name, key.profile) == ("k", "p", "h", "n", "default")
