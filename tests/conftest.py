@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -32,17 +32,31 @@ def tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvi
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards. The server is required: when it
-    cannot be reached the tests using this fixture fail (they never skip), so CI cannot pass without it."""
-    name = f"techno_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL}: {error}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+def create_postgres_database() -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases (``postgresql+psycopg://`` URLs), all dropped at the end of the session.
+    The server is required: when it cannot be reached the tests using it fail (they never skip), so CI cannot
+    pass without it."""
+    created: list[str] = []
     base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def create() -> str:
+        name = f"techno_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.OperationalError as error:
+            pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL}: {error}")
+        created.append(name)
+        return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+    yield create
+    if created:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            for name in created:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database(create_postgres_database: Callable[[], str]) -> str:
+    """One PostgreSQL database shared by a session's tests that start from its schema themselves."""
+    return create_postgres_database()

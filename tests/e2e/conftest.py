@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +52,13 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def running_stack(
-    postgres_database: str, otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+    create_postgres_database: Callable[[], str], otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningStack]:
     state: Path = tmp_path_factory.mktemp("stack")
     config = StackConfig(
         state_dir=state,
         ports=Ports.free(),
-        database_url=postgres_database,
+        database_url=create_postgres_database(),  # its own: other suites reset the shared one
         extra_env={
             "TECHNO_TRACE_EXPORTER": "otlp",
             "TECHNO_OTLP_ENDPOINT": otlp_receiver.endpoint,
