@@ -85,12 +85,35 @@ def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
 
 
+def _details(status: status_pb2.Status) -> tuple[list[errors.FieldViolation], float | None]:
+    violations: list[errors.FieldViolation] = []
+    retry_after: float | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations += [errors.FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    return violations, retry_after
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> errors.DomainError:
+    """The domain error a downstream service answered with, details and all, so passing it on loses nothing:
+    reason, metadata, field violations and retry delay reach the caller as the downstream service gave them."""
     status = rpc_status_of(error)
     info = error_info_of(status)
-    cls = _CLASSES.get(error.code(), errors.Unavailable if error.code() == grpc.StatusCode.UNKNOWN else errors.Internal)
-    if error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
+    code = error.code()
+    cls = _CLASSES.get(code, errors.Internal)
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
         cls = errors.Unavailable
-    reason = info.reason if info is not None and info.reason else default_reason
-    metadata = dict(info.metadata) if info is not None else {}
-    return cls(reason=reason, message=status.message or error.code().name, metadata=metadata)
+    violations, retry_after = _details(status)
+    return cls(
+        reason=info.reason if info is not None and info.reason else default_reason,
+        message=status.message or code.name,
+        metadata=dict(info.metadata) if info is not None else {},
+        violations=violations,
+        retry_after_seconds=retry_after,
+    )

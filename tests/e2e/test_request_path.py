@@ -153,3 +153,14 @@ async def test_revoked_key_is_refused_after_the_next_key_refresh(
     await eventually(refused, within=5)  # the gate's refresh interval is 0.5 s in this stack
     response = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": secret})
     assert error_of(response)["reason_codes"] == ["API_KEY_REVOKED"]
+
+
+async def test_payload_violations_from_the_executor_reach_the_client(
+    client: httpx.AsyncClient, running_stack: RunningStack
+) -> None:
+    request = {**SUMMARIZE, "payload": {"txt": "typo"}}
+    response = await client.post("/v1/process", json=request, headers={"X-API-Key": running_stack.key})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["reason_codes"] == ["PAYLOAD_INVALID"]
+    assert "payload.text" in {v["field"] for v in error["field_violations"]}

@@ -140,3 +140,12 @@ async def test_metrics_are_served_over_http(app: GrpcApp) -> None:
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5)).text
     assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT"' in text
+
+
+@pytest.mark.parametrize("action", ["invalid", "busy"])
+async def test_a_downstream_error_passes_on_with_every_detail(app: GrpcApp, action: str) -> None:
+    from techno_core.grpc_errors import from_rpc_error, to_rpc_status
+
+    received = await _execute(app, action)
+    passed_on = from_rpc_error(received, default_reason="UNUSED")
+    assert to_rpc_status(passed_on) == rpc_status_of(received)
