@@ -45,7 +45,7 @@ format: $(PY) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(PY)
-	$(VENV)/bin/mypy core services tools scripts
+	$(VENV)/bin/mypy core services tools scripts tests
 
 protos: $(PY) ## regenerate gen/python from protos/
 	$(PY) scripts/protos.py

@@ -60,3 +60,11 @@ def create_postgres_database() -> Iterator[Callable[[], str]]:
 def postgres_database(create_postgres_database: Callable[[], str]) -> str:
     """One PostgreSQL database shared by a session's tests that start from its schema themselves."""
     return create_postgres_database()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is not a passed one: any skip fails the run, so a missing service or tool cannot hide."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == pytest.ExitCode.OK:
+        reporter.write_line("FAILED: tests were skipped; every test must run", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
