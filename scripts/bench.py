@@ -68,10 +68,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--seconds", type=int, default=15, help="measured duration (default 15)")
     parser.add_argument("--fake-latency-ms", type=int, default=0, help="latency of the fake provider")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is required (apt-get install wrk)")
     env = {"TECHNO_FAKE_LATENCY_MS": str(args.fake_latency_ms), "TECHNO_LOG_LEVEL": "INFO"}
+    env.update(item.split("=", 1) for item in args.env)
     figures = asyncio.run(_bench(args.connections, args.seconds, env))
     rate = figures["requests"] / figures["seconds"]
     print(

@@ -60,6 +60,10 @@ class EdgeServer:
             loop="none",  # the loop is the running one; __main__ chose it (see there)
             log_config=None,  # logging is techno_core's JSON set-up
             access_log=False,  # metrics and traces cover requests; a log line each would cost throughput
+            # X-Forwarded-* from a client is not to be trusted by default; a deployment behind a proxy that
+            # sets them can add its own middleware. Also saves a layer on every request.
+            proxy_headers=False,
+            server_header=False,
             timeout_graceful_shutdown=math.ceil(self._settings.shutdown_grace_seconds),
         )
         self._server = _Server(config)
