@@ -27,15 +27,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtechno/memory/v1/memory.proto\x12\x10techno.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .techno.memory.v1.AuditEventKind\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12\x14\n\x0creason_codes\x18\n \x03(\t\x12+\n\nattributes\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\"H\n\x18\x41ppendAuditEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"-\n\x19\x41ppendAuditEventsResponse\x12\x10\n\x08\x61ppended\x18\x01 \x01(\x05\"(\n\x14GetAuditTrailRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"E\n\x15GetAuditTrailResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"\xb9\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\"A\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey\"\x14\n\x12ListApiKeysRequest\"A\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.techno.memory.v1.ApiKey\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey*o\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_EVENT_KIND_DECISION\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_OUTCOME\x10\x02\x32\xf9\x03\n\rMemoryService\x12l\n\x11\x41ppendAuditEvents\x12*.techno.memory.v1.AppendAuditEventsRequest\x1a+.techno.memory.v1.AppendAuditEventsResponse\x12`\n\rGetAuditTrail\x12&.techno.memory.v1.GetAuditTrailRequest\x1a\'.techno.memory.v1.GetAuditTrailResponse\x12]\n\x0c\x43reateApiKey\x12%.techno.memory.v1.CreateApiKeyRequest\x1a&.techno.memory.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.techno.memory.v1.ListApiKeysRequest\x1a%.techno.memory.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.techno.memory.v1.RevokeApiKeyRequest\x1a&.techno.memory.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtechno/memory/v1/memory.proto\x12\x10techno.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .techno.memory.v1.AuditEventKind\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12\x14\n\x0creason_codes\x18\n \x03(\t\x12+\n\nattributes\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\"H\n\x18\x41ppendAuditEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"-\n\x19\x41ppendAuditEventsResponse\x12\x10\n\x08\x61ppended\x18\x01 \x01(\x05\"(\n\x14GetAuditTrailRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"E\n\x15GetAuditTrailResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"\xa9\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey\"G\n\x12ListApiKeysRequest\x12\x31\n\rupdated_since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.techno.memory.v1.ApiKey\x12+\n\x07read_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey*o\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_EVENT_KIND_DECISION\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_OUTCOME\x10\x02\x32\xf9\x03\n\rMemoryService\x12l\n\x11\x41ppendAuditEvents\x12*.techno.memory.v1.AppendAuditEventsRequest\x1a+.techno.memory.v1.AppendAuditEventsResponse\x12`\n\rGetAuditTrail\x12&.techno.memory.v1.GetAuditTrailRequest\x1a\'.techno.memory.v1.GetAuditTrailResponse\x12]\n\x0c\x43reateApiKey\x12%.techno.memory.v1.CreateApiKeyRequest\x1a&.techno.memory.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.techno.memory.v1.ListApiKeysRequest\x1a%.techno.memory.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.techno.memory.v1.RevokeApiKeyRequest\x1a&.techno.memory.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'techno.memory.v1.memory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITEVENTKIND']._serialized_start=1208
-  _globals['_AUDITEVENTKIND']._serialized_end=1319
+  _globals['_AUDITEVENTKIND']._serialized_start=1481
+  _globals['_AUDITEVENTKIND']._serialized_end=1592
   _globals['_AUDITEVENT']._serialized_start=115
   _globals['_AUDITEVENT']._serialized_end=418
   _globals['_APPENDAUDITEVENTSREQUEST']._serialized_start=420
@@ -47,19 +47,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAUDITTRAILRESPONSE']._serialized_start=583
   _globals['_GETAUDITTRAILRESPONSE']._serialized_end=652
   _globals['_APIKEY']._serialized_start=655
-  _globals['_APIKEY']._serialized_end=840
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=842
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=944
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=946
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1011
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1013
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1033
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1035
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1100
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1102
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1139
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1141
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1206
-  _globals['_MEMORYSERVICE']._serialized_start=1322
-  _globals['_MEMORYSERVICE']._serialized_end=1827
+  _globals['_APIKEY']._serialized_end=952
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=955
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1121
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1123
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1188
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1190
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1261
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1263
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1373
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1375
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1412
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1414
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1479
+  _globals['_MEMORYSERVICE']._serialized_start=1595
+  _globals['_MEMORYSERVICE']._serialized_end=2100
 # @@protoc_insertion_point(module_scope)
