@@ -17,6 +17,14 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One limit that refused the request (becomes a ``google.rpc.QuotaFailure.Violation``)."""
+
+    subject: str
+    description: str
+
+
 @dataclass
 class DomainError(Exception):
     """A failure the caller can act on. ``reason`` is a machine-readable UPPER_SNAKE_CASE code."""
@@ -26,6 +34,7 @@ class DomainError(Exception):
     metadata: dict[str, str] = field(default_factory=dict)
     violations: list[FieldViolation] = field(default_factory=list)
     retry_after_seconds: float | None = None
+    quota_violations: list[QuotaViolation] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

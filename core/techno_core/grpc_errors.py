@@ -7,6 +7,7 @@ denial through with its reason intact.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -56,6 +57,12 @@ def to_rpc_status(error: errors.DomainError) -> status_pb2.Status:
             for v in error.violations
         ]
         details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
+    if error.quota_violations:
+        quota = [
+            error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
+            for v in error.quota_violations
+        ]
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=quota)))
     if error.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
@@ -85,19 +92,29 @@ def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
 
 
-def _details(status: status_pb2.Status) -> tuple[list[errors.FieldViolation], float | None]:
-    violations: list[errors.FieldViolation] = []
+@dataclass
+class _Details:
+    violations: list[errors.FieldViolation] = field(default_factory=list)
+    quota: list[errors.QuotaViolation] = field(default_factory=list)
     retry_after: float | None = None
+
+
+def _details(status: status_pb2.Status) -> _Details:
+    found = _Details()
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
-            violations += [errors.FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+            found.violations += [errors.FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            found.quota += [errors.QuotaViolation(v.subject, v.description) for v in quota.violations]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
-            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
-    return violations, retry_after
+            found.retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    return found
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> errors.DomainError:
@@ -109,11 +126,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> error
     cls = _CLASSES.get(code, errors.Internal)
     if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
         cls = errors.Unavailable
-    violations, retry_after = _details(status)
+    details = _details(status)
     return cls(
         reason=info.reason if info is not None and info.reason else default_reason,
         message=status.message or code.name,
         metadata=dict(info.metadata) if info is not None else {},
-        violations=violations,
-        retry_after_seconds=retry_after,
+        violations=details.violations,
+        retry_after_seconds=details.retry_after,
+        quota_violations=details.quota,
     )

@@ -48,6 +48,16 @@ async def run_until_signalled(app: Runnable) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reload = getattr(app, "reload", None)
+    reloads: set[asyncio.Task[None]] = set()
+    if reload is not None:  # SIGHUP re-reads configuration (e.g. the gate's policy) without a restart
+
+        def on_hangup() -> None:
+            task = loop.create_task(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await app.start()
     except BaseException:

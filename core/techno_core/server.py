@@ -36,7 +36,7 @@ class ServiceDefinition:
     ``registrations`` add servicers to the server; ``service_names`` are their full names (for health and
     reflection); ``probes`` check the service's own dependencies; ``closers`` release its resources (channels,
     pools, the tracer provider it created) after the server has drained; ``starters`` run before the server
-    accepts calls."""
+    accepts calls; ``reloaders`` re-read configuration on SIGHUP."""
 
     name: str
     registrations: Sequence[Registration]
@@ -44,6 +44,7 @@ class ServiceDefinition:
     probes: Sequence[tuple[str, Probe]] = ()
     starters: Sequence[Closer] = ()
     closers: Sequence[Closer] = ()
+    reloaders: Sequence[Closer] = ()
 
 
 @dataclass
@@ -125,6 +126,11 @@ class GrpcApp:
         if self._metrics is not None:
             self._metrics.close()
         log.info("%s stopped", self.definition.name)
+
+    async def reload(self) -> None:
+        """Re-read what the service can change without a restart (SIGHUP)."""
+        for reload in self.definition.reloaders:
+            await reload()
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -149,3 +149,20 @@ async def test_a_downstream_error_passes_on_with_every_detail(app: GrpcApp, acti
     received = await _execute(app, action)
     passed_on = from_rpc_error(received, default_reason="UNUSED")
     assert to_rpc_status(passed_on) == rpc_status_of(received)
+
+
+async def test_quota_failure_travels_and_passes_on() -> None:
+    from google.rpc import error_details_pb2
+
+    from techno_core.grpc_errors import to_rpc_status
+
+    error = errors.ResourceExhausted(
+        reason="RATE_LIMITED",
+        message="slow down",
+        retry_after_seconds=2.0,
+        quota_violations=[errors.QuotaViolation("key:k1/requests_per_minute", "100 per minute")],
+    )
+    status = to_rpc_status(error)
+    quota = error_details_pb2.QuotaFailure()
+    assert any(d.Unpack(quota) for d in status.details if d.Is(quota.DESCRIPTOR))
+    assert quota.violations[0].subject == "key:k1/requests_per_minute"
