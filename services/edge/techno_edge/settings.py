@@ -10,8 +10,10 @@ from pydantic_settings import NoDecode
 
 from techno_core.settings import TechnoSettings
 
+# The gate's public services, served by default at gate_target: the API and its admin side.
 GATE_SERVICE = "techno.gate.v1.GateService"
-GATE_PROTO_MODULE = "techno.gate.v1.gate_pb2"
+GATE_SERVICES = (GATE_SERVICE, "techno.gate.v1.GateAdminService")
+GATE_PROTO_MODULES = ("techno.gate.v1.gate_pb2", "techno.gate.v1.admin_pb2")
 
 
 def _split(value: str) -> list[str]:
@@ -30,8 +32,8 @@ class EdgeSettings(TechnoSettings):
         default_factory=dict,
         description=(
             "Extra upstream gRPC services exposed over REST, as `<full service name>=<host:port>` pairs separated "
-            "by commas (or a JSON object). `techno.gate.v1.GateService` is always served, at `gate_target` "
-            "unless listed here."
+            "by commas (or a JSON object). The gate's `techno.gate.v1.GateService` and `GateAdminService` are "
+            "always served, at `gate_target` unless listed here."
         ),
     )
     edge_proto_modules: Annotated[list[str], NoDecode] = Field(
@@ -76,7 +78,7 @@ class EdgeSettings(TechnoSettings):
 
     def upstreams(self) -> dict[str, str]:
         """Every served service and its target: the gate by default, then the configured extras."""
-        return {GATE_SERVICE: self.gate_target, **self.edge_upstreams}
+        return {**dict.fromkeys(GATE_SERVICES, self.gate_target), **self.edge_upstreams}
 
     def proto_modules(self) -> list[str]:
-        return [GATE_PROTO_MODULE, *(m for m in self.edge_proto_modules if m != GATE_PROTO_MODULE)]
+        return [*GATE_PROTO_MODULES, *(m for m in self.edge_proto_modules if m not in GATE_PROTO_MODULES)]

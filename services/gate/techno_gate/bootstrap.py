@@ -1,4 +1,4 @@
-"""Composition root of the gate: wires settings, adapters and the use case into a gRPC app."""
+"""Composition root of the gate: wires settings, adapters and the use cases into a gRPC app."""
 
 from __future__ import annotations
 
@@ -8,21 +8,28 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Gauge
 
 from techno.executor.v1 import executor_pb2_grpc
-from techno.gate.v1 import gate_pb2_grpc
+from techno.gate.v1 import admin_pb2_grpc, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2_grpc
 from techno_core.channels import open_channel
 from techno_core.health import grpc_health_probe
+from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_gate.adapters.executor import GrpcExecutor
-from techno_gate.adapters.memory import KeyCache, MemoryAuditLog
+from techno_gate.adapters.memory import KeyCache, MemoryAuditLog, MemoryKeyStore
 from techno_gate.adapters.observer import PrometheusDecisionObserver
-from techno_gate.adapters.policy_file import StaticPolicySource, load_policy
+from techno_gate.adapters.policy_file import PolicyError, ReloadablePolicySource
+from techno_gate.adapters.tokens import TokenConfigError, TokenVerifier
+from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.authenticate import Authenticator
+from techno_gate.application.limits import LimitGate
 from techno_gate.application.process import Gatekeeper
+from techno_gate.entrypoints.admin_grpc import GateAdminServicer
 from techno_gate.entrypoints.grpc import GateServicer
+from techno_gate.limit_settings import build_limiters
 from techno_gate.settings import GateSettings
 
-SERVICE_NAME = "techno.gate.v1.GateService"
+SERVICE_NAMES = ["techno.gate.v1.GateService", "techno.gate.v1.GateAdminService"]
 
 
 async def bootstrap(
@@ -31,10 +38,15 @@ async def bootstrap(
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
 ) -> GrpcApp:
-    policy = load_policy(Path(settings.gate_policy_file))  # an invalid policy refuses to start
+    registry = registry or CollectorRegistry()
+    observer = PrometheusDecisionObserver(registry, settings.gate_id)
+    try:  # an invalid policy or token configuration refuses to start, with the reason
+        policies = ReloadablePolicySource(Path(settings.gate_policy_file), on_reload=observer.policy_reloaded)
+        tokens = TokenVerifier(settings)
+    except (PolicyError, TokenConfigError) as error:
+        raise StartupError(str(error)) from error
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("gate", settings.gate_id, settings)
-    registry = registry or CollectorRegistry()
 
     memory_channel = open_channel(settings.memory_target, tracer)
     executor_channel = open_channel(settings.executor_target, tracer)
@@ -45,15 +57,19 @@ async def bootstrap(
         max_age_seconds=settings.gate_key_cache_max_age_seconds,
     )
     audit = MemoryAuditLog(memory, timeout_seconds=settings.gate_audit_timeout_seconds)
+    rates, concurrency, close_limits = build_limiters(settings)
     gatekeeper = Gatekeeper(
-        keys=keys,
-        policies=StaticPolicySource(policy),
+        authenticator=Authenticator(keys, tokens),
+        policies=policies,
         audit=audit,
         executor=GrpcExecutor(executor_pb2_grpc.ExecutorServiceStub(executor_channel)),
-        observer=PrometheusDecisionObserver(registry, settings.gate_id),
+        observer=observer,
+        limits=LimitGate(rates, concurrency, observer, fail_open=settings.gate_limits_on_store_unavailable == "allow"),
         max_payload_bytes=settings.gate_max_payload_bytes,
     )
+    key_admin = KeyAdmin(MemoryKeyStore(memory), keys, known_profiles=lambda: set(policies.current.document.profiles))
     servicer = GateServicer(gatekeeper, executor_timeout_seconds=settings.gate_executor_timeout_seconds)
+    admin = GateAdminServicer(gatekeeper, key_admin)
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size
     )
@@ -68,15 +84,19 @@ async def bootstrap(
 
     definition = ServiceDefinition(
         name="gate",
-        registrations=[lambda server: gate_pb2_grpc.add_GateServiceServicer_to_server(servicer, server)],
-        service_names=[SERVICE_NAME],
+        registrations=[
+            lambda server: gate_pb2_grpc.add_GateServiceServicer_to_server(servicer, server),
+            lambda server: admin_pb2_grpc.add_GateAdminServiceServicer_to_server(admin, server),
+        ],
+        service_names=SERVICE_NAMES,
         probes=[
             ("memory", grpc_health_probe(memory_channel)),
             ("executor", grpc_health_probe(executor_channel)),
             ("api_keys", keys.check_fresh),
         ],
         starters=[keys.start],
-        closers=[keys.close, audit.close, close_channels, close_tracer],
+        closers=[keys.close, audit.close, close_limits, close_channels, close_tracer],
+        reloaders=[policies.reload],
     )
     return GrpcApp(
         definition,

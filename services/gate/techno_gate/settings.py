@@ -8,13 +8,17 @@ import socket
 from pydantic import Field
 
 from techno_core.settings import ExecutorClientSettings, GrpcServerSettings, MemoryClientSettings, TechnoSettings
+from techno_gate.limit_settings import LimitSettings
+from techno_gate.token_settings import TokenSettings
 
 
 def _default_gate_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class GateSettings(TechnoSettings, GrpcServerSettings, MemoryClientSettings, ExecutorClientSettings):
+class GateSettings(
+    TechnoSettings, GrpcServerSettings, MemoryClientSettings, ExecutorClientSettings, TokenSettings, LimitSettings
+):
     gate_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the gate (0 picks a free one).")
     gate_metrics_port: int = Field(9101, ge=0, le=65535, description="Port of the gate's Prometheus `/metrics`.")
     gate_id: str = Field(
@@ -22,7 +26,7 @@ class GateSettings(TechnoSettings, GrpcServerSettings, MemoryClientSettings, Exe
     )
     gate_policy_file: str = Field("config/policy.yaml", description="YAML policy: actions, profiles, contexts.")
     gate_key_refresh_seconds: float = Field(
-        1.0, gt=0, description="How often the authentication cache reloads API keys from memory (revocation lag)."
+        0.5, gt=0, description="How often the key cache asks memory for changed keys (the revocation lag)."
     )
     gate_key_cache_max_age_seconds: float = Field(
         30.0, gt=0, description="Older than this, the key cache is stale: the gate reports NOT_SERVING."

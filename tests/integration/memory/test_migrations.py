@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, String, column, inspect, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from techno_memory.adapters.database import create_database_engine
@@ -23,7 +24,8 @@ from techno_memory.adapters.migrations import (
     head_revision,
     upgrade,
 )
-from techno_memory.adapters.tables import Base
+from techno_memory.adapters.repository import SqlRepository
+from techno_memory.adapters.tables import Base, UtcDateTime
 from techno_memory.bootstrap import bootstrap
 
 from .conftest import memory_settings
@@ -57,6 +59,66 @@ async def test_upgrade_downgrade_upgrade(database_url: str) -> None:
         await upgrade(engine)
         assert await tables(engine) >= TABLES
         assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+CREATED = datetime(2025, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+REVOKED = datetime(2025, 2, 3, 4, 5, 6, 789_000, tzinfo=UTC)
+
+# api_keys as revision 0001 created it: what a release before scopes and expiry wrote.
+_API_KEYS_0001 = table(
+    "api_keys",
+    *(column(name, String()) for name in ("key_id", "prefix", "key_hash", "name", "profile")),
+    column("created_at", UtcDateTime()),
+    column("revoked_at", UtcDateTime()),
+)
+
+
+async def api_key_columns(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("api_keys"))
+    return {column["name"] for column in columns}
+
+
+async def test_keys_stored_before_0002_get_default_scopes_and_updated_at(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
+    try:
+        await upgrade(engine, "0001")
+        async with engine.begin() as connection:
+            await connection.execute(
+                _API_KEYS_0001.insert(),
+                [
+                    {"key_id": "valid", "prefix": "tk_1", "key_hash": "a" * 64, "name": "", "profile": "default"}
+                    | {"created_at": CREATED, "revoked_at": None},
+                    {"key_id": "revoked", "prefix": "tk_2", "key_hash": "b" * 64, "name": "", "profile": "default"}
+                    | {"created_at": CREATED, "revoked_at": REVOKED},
+                ],
+            )
+
+        await upgrade(engine)
+        keys = {key.key_id: key for key in (await SqlRepository(engine).list_api_keys()).keys}
+        assert keys["valid"].scopes == keys["revoked"].scopes == ("process",)
+        assert keys["valid"].expires_at is keys["revoked"].expires_at is None
+        assert keys["valid"].updated_at == CREATED  # its last change: its creation
+        assert keys["revoked"].updated_at == REVOKED  # … or its revocation
+        async with engine.connect() as connection:
+            assert await connection.run_sync(schema_differences) == []
+
+        await downgrade(engine, "0001")
+        assert await current_revision(engine) == "0001"
+        assert not {"scopes", "expires_at", "updated_at"} & await api_key_columns(engine)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(_API_KEYS_0001.select().order_by("key_id"))).all()
+        # The keys themselves survive the downgrade, with the times they had.
+        assert [(row.key_id, row.created_at, row.revoked_at) for row in rows] == [
+            ("revoked", CREATED, REVOKED),
+            ("valid", CREATED, None),
+        ]
+
+        await upgrade(engine)
+        since_revocation = await SqlRepository(engine).list_api_keys(updated_since=REVOKED)
+        assert [key.key_id for key in since_revocation.keys] == ["revoked"]
     finally:
         await engine.dispose()
 

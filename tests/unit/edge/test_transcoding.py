@@ -63,12 +63,17 @@ def test_response_prints_defaults_with_json_names(bindings: dict[str, Binding]) 
 def test_settings_accept_pairs_list_and_json() -> None:
     assert EdgeSettings(edge_upstreams="a.B=h:1, c.D=h:2").upstreams() == {
         GATE_SERVICE: "127.0.0.1:50051",
+        "techno.gate.v1.GateAdminService": "127.0.0.1:50051",
         "a.B": "h:1",
         "c.D": "h:2",
     }
     assert EdgeSettings(edge_upstreams=["a.B=h:1"]).edge_upstreams == {"a.B": "h:1"}
     assert EdgeSettings(edge_upstreams='{"a.B": "h:1"}').edge_upstreams == {"a.B": "h:1"}
-    assert EdgeSettings(edge_proto_modules="x.y_pb2").proto_modules() == ["techno.gate.v1.gate_pb2", "x.y_pb2"]
+    assert EdgeSettings(edge_proto_modules="x.y_pb2").proto_modules() == [
+        "techno.gate.v1.gate_pb2",
+        "techno.gate.v1.admin_pb2",
+        "x.y_pb2",
+    ]
     with pytest.raises(ValueError, match="service name"):
         EdgeSettings(edge_upstreams="nonsense")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from techno_core import errors
@@ -58,18 +59,32 @@ class FakePolicies:
 @dataclass
 class FakeObserver:
     decisions: list[tuple[str, str]] = field(default_factory=list)
+    decision_fields: list[dict[str, Any]] = field(default_factory=list)
     audit_failures: list[str] = field(default_factory=list)
+    limit_rejections: list[str] = field(default_factory=list)
+    store_failures: list[bool] = field(default_factory=list)
 
     def decided(self, *, result: str, reason: str, fields: dict[str, Any]) -> None:
         self.decisions.append((result, reason))
+        self.decision_fields.append(fields)
 
     def audit_failed(self, kind: str) -> None:
         self.audit_failures.append(kind)
 
+    def rejected(self, scope: str) -> None:
+        self.limit_rejections.append(scope)
 
-def stored_key(profile: str = "default", *, revoked: bool = False) -> tuple[NewApiKey, ApiKeyRecord]:
-    from datetime import UTC, datetime
+    def store_unavailable(self, allowed: bool) -> None:
+        self.store_failures.append(allowed)
 
+
+def stored_key(
+    profile: str = "default",
+    *,
+    revoked: bool = False,
+    scopes: frozenset[str] = frozenset({"process"}),
+    expires_at: datetime | None = None,
+) -> tuple[NewApiKey, ApiKeyRecord]:
     key = generate_key()
     record = ApiKeyRecord(
         key_id=key.key_id,
@@ -79,5 +94,7 @@ def stored_key(profile: str = "default", *, revoked: bool = False) -> tuple[NewA
         profile=profile,
         created_at=datetime.now(UTC),
         revoked_at=datetime.now(UTC) if revoked else None,
+        scopes=scopes,
+        expires_at=expires_at,
     )
     return key, record

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from techno_gate.application.authenticate import Credentials
 from techno_gate.domain.keys import generate_key, hash_key
-from techno_gate.entrypoints.grpc import presented_key
+from techno_gate.entrypoints.grpc import presented_credentials
 
 
 def test_keys_are_unique_high_entropy_and_only_their_hash_is_derived() -> None:
@@ -29,14 +30,15 @@ class Metadata:
         return self._pairs
 
 
-def test_x_api_key_wins_over_bearer() -> None:
-    assert presented_key(Metadata(("authorization", "Bearer b"), ("x-api-key", "a"))) == "a"  # type: ignore[arg-type]
+def test_both_headers_are_read() -> None:
+    credentials = presented_credentials(Metadata(("authorization", "Bearer b"), ("x-api-key", "a")))  # type: ignore[arg-type]
+    assert credentials == Credentials(api_key="a", bearer="b")
 
 
 def test_bearer_is_read_case_insensitively() -> None:
-    assert presented_key(Metadata(("authorization", "bearer  tk_x "))) == "tk_x"  # type: ignore[arg-type]
+    assert presented_credentials(Metadata(("authorization", "bearer  tk_x "))).bearer == "tk_x"  # type: ignore[arg-type]
 
 
-def test_other_schemes_and_absence_give_none() -> None:
-    assert presented_key(Metadata(("authorization", "Basic abc"))) is None  # type: ignore[arg-type]
-    assert presented_key(Metadata()) is None  # type: ignore[arg-type]
+def test_other_schemes_and_absence_give_nothing() -> None:
+    assert presented_credentials(Metadata(("authorization", "Basic abc"))) == Credentials()  # type: ignore[arg-type]
+    assert presented_credentials(Metadata()) == Credentials()  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,13 +10,15 @@ from google.protobuf import struct_pb2
 
 from techno.memory.v1 import memory_pb2
 from techno_core.errors import InvalidArgument
-from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind
+from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing
 from techno_memory.entrypoints.convert import (
     event_to_proto,
     events_from_proto,
     key_to_proto,
+    listing_to_proto,
     new_key_from_proto,
     timestamp,
+    updated_since_from_proto,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -71,17 +73,81 @@ def test_unset_kind_and_timestamp_are_reported_with_the_other_violations() -> No
     assert fields == {"events[1].kind", "events[1].occurred_at", "events[1].trace_id", "events[1].event_id"}
 
 
-def test_api_key_to_proto_sets_revoked_at_only_when_revoked() -> None:
+def test_api_key_to_proto_sets_revoked_at_and_expires_at_only_when_set() -> None:
     created = datetime(2025, 1, 1, tzinfo=UTC)
-    key = ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created)
+    key = ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created, updated_at=created)
     valid = key_to_proto(key)
     assert not valid.HasField("revoked_at")
+    assert not valid.HasField("expires_at")
     assert valid.created_at.ToDatetime(tzinfo=UTC) == created
-    revoked = key_to_proto(ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created, created))
-    assert revoked.revoked_at.ToDatetime(tzinfo=UTC) == created
+    assert valid.updated_at.ToDatetime(tzinfo=UTC) == created
+    assert list(valid.scopes) == ["process"]
+    revoked_at, expires_at = created + timedelta(hours=1), created + timedelta(days=30)
+    revoked = key_to_proto(
+        ApiKey(
+            "key_1",
+            "tk_ab12",
+            "a" * 64,
+            "ci",
+            "default",
+            created,
+            revoked_at,
+            scopes=("process", "admin"),
+            expires_at=expires_at,
+            updated_at=revoked_at,
+        )
+    )
+    assert revoked.revoked_at.ToDatetime(tzinfo=UTC) == revoked_at
+    assert revoked.expires_at.ToDatetime(tzinfo=UTC) == expires_at
+    assert revoked.updated_at.ToDatetime(tzinfo=UTC) == revoked_at
+    assert list(revoked.scopes) == ["process", "admin"]
 
 
 def test_new_key_from_request() -> None:
     request = memory_pb2.CreateApiKeyRequest(key_id="k", prefix="p", key_hash="h", name="n", profile="default")
     key = new_key_from_proto(request)
     assert (key.key_id, key.prefix, key.key_hash, key.name, key.profile) == ("k", "p", "h", "n", "default")
+    assert (key.scopes, key.expires_at) == ((), None)  # the use case fills in the default scopes
+
+
+def test_new_key_from_request_with_scopes_and_expiry() -> None:
+    expires_at = datetime(2030, 1, 1, 8, 30, 0, 123_000, tzinfo=UTC)
+    request = memory_pb2.CreateApiKeyRequest(
+        key_id="k", scopes=["audit:read", "admin"], expires_at=timestamp(expires_at)
+    )
+    key = new_key_from_proto(request)
+    assert key.scopes == ("audit:read", "admin")
+    assert key.expires_at == expires_at
+    assert key.expires_at.tzinfo is UTC
+
+
+def test_an_out_of_range_timestamp_is_invalid_argument() -> None:
+    request = memory_pb2.CreateApiKeyRequest(key_id="k")
+    request.expires_at.nanos = -5
+    with pytest.raises(InvalidArgument) as raised:
+        new_key_from_proto(request)
+    assert raised.value.reason == "INVALID_API_KEY"
+    assert [v.field for v in raised.value.violations] == ["expires_at"]
+
+    listing = memory_pb2.ListApiKeysRequest()
+    listing.updated_since.seconds = 2**62
+    with pytest.raises(InvalidArgument) as raised:
+        updated_since_from_proto(listing)
+    assert raised.value.reason == "INVALID_KEY_LISTING"
+    assert [v.field for v in raised.value.violations] == ["updated_since"]
+
+
+def test_updated_since_is_none_when_unset() -> None:
+    assert updated_since_from_proto(memory_pb2.ListApiKeysRequest()) is None
+    since = datetime(2025, 6, 1, tzinfo=UTC)
+    assert updated_since_from_proto(memory_pb2.ListApiKeysRequest(updated_since=timestamp(since))) == since
+
+
+def test_listing_carries_read_at() -> None:
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    read_at = datetime(2025, 6, 1, tzinfo=UTC)
+    key = ApiKey("key_1", "tk_ab12", "a" * 64, "ci", "default", created, updated_at=created)
+    response = listing_to_proto(KeyListing(keys=(key,), read_at=read_at))
+    assert response.read_at.ToDatetime(tzinfo=UTC) == read_at
+    assert [k.key_id for k in response.api_keys] == ["key_1"]
+    assert listing_to_proto(KeyListing(keys=(), read_at=read_at)).HasField("read_at")

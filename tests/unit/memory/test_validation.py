@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from techno_memory.domain.validation import (
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 KEY_HASH = "a" * 64
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def event(**changes: Any) -> AuditEvent:
@@ -79,9 +80,9 @@ def test_get_audit_trail_needs_a_valid_trace_id() -> None:
 
 
 def test_new_key_needs_a_sha256_hex_hash_id_prefix_and_profile() -> None:
-    validate_new_key(NewApiKey("key_1", "tk_ab12", KEY_HASH, "", "default"))  # a name is optional
+    validate_new_key(NewApiKey("key_1", "tk_ab12", KEY_HASH, "", "default"), now=NOW)  # a name is optional
     with pytest.raises(InvalidArgument) as raised:
-        validate_new_key(NewApiKey("", "", KEY_HASH.upper(), "n", ""))
+        validate_new_key(NewApiKey("", "", KEY_HASH.upper(), "n", ""), now=NOW)
     assert raised.value.reason == "INVALID_API_KEY"
     assert {v.field for v in raised.value.violations} == {"key_id", "prefix", "key_hash", "profile"}
 
@@ -89,7 +90,7 @@ def test_new_key_needs_a_sha256_hex_hash_id_prefix_and_profile() -> None:
 @pytest.mark.parametrize("key_hash", ["", "a" * 63, "a" * 65, "z" * 64])
 def test_key_hash_must_be_64_lowercase_hex_digits(key_hash: str) -> None:
     with pytest.raises(InvalidArgument) as raised:
-        validate_new_key(NewApiKey("key_1", "tk_ab12", key_hash, "n", "default"))
+        validate_new_key(NewApiKey("key_1", "tk_ab12", key_hash, "n", "default"), now=NOW)
     assert [v.field for v in raised.value.violations] == ["key_hash"]
 
 
@@ -97,3 +98,27 @@ def test_revoking_needs_a_key_id() -> None:
     with pytest.raises(InvalidArgument) as raised:
         validate_key_id("")
     assert raised.value.reason == "INVALID_KEY_ID"
+
+
+def test_every_known_scope_and_a_future_expiry_pass() -> None:
+    key = NewApiKey(
+        "key_1", "tk_ab12", KEY_HASH, "n", "default", ("process", "audit:read", "admin"), NOW + timedelta(seconds=1)
+    )
+    validate_new_key(key, now=NOW)
+
+
+def test_unknown_scopes_are_reported_by_index() -> None:
+    key = NewApiKey("key_1", "tk_ab12", KEY_HASH, "n", "default", ("process", "Admin", "", "audit:write"))
+    with pytest.raises(InvalidArgument) as raised:
+        validate_new_key(key, now=NOW)
+    assert raised.value.reason == "INVALID_API_KEY"
+    assert [v.field for v in raised.value.violations] == ["scopes[1]", "scopes[2]", "scopes[3]"]
+    assert "admin, audit:read, process" in raised.value.violations[0].description
+
+
+@pytest.mark.parametrize("expires_at", [NOW, NOW - timedelta(days=1)])
+def test_an_expiry_must_be_in_the_future(expires_at: datetime) -> None:
+    key = NewApiKey("key_1", "tk_ab12", KEY_HASH, "n", "default", expires_at=expires_at)
+    with pytest.raises(InvalidArgument) as raised:
+        validate_new_key(key, now=NOW)
+    assert [(v.field, v.description) for v in raised.value.violations] == [("expires_at", "must be in the future")]

@@ -24,6 +24,7 @@ class GrpcExecutor:
             session_id=command.session_id,
             profile=command.profile,
             payload=command.payload,
+            providers=command.providers,
         )
         try:
             response = await self._stub.Execute(request, timeout=timeout)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
+from techno_core.grpc_errors import from_rpc_error
 from techno_gate.domain.audit import AuditKind, AuditRecord
-from techno_gate.domain.keys import ApiKeyRecord
+from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _KINDS = {
     AuditKind.DECISION: memory_pb2.AUDIT_EVENT_KIND_DECISION,
@@ -77,25 +80,41 @@ def key_record(key: memory_pb2.ApiKey) -> ApiKeyRecord:
         key_hash=key.key_hash,
         name=key.name,
         profile=key.profile,
-        created_at=key.created_at.ToDatetime() if key.HasField("created_at") else None,
-        revoked_at=key.revoked_at.ToDatetime() if key.HasField("revoked_at") else None,
+        created_at=key.created_at.ToDatetime(tzinfo=UTC) if key.HasField("created_at") else None,
+        revoked_at=key.revoked_at.ToDatetime(tzinfo=UTC) if key.HasField("revoked_at") else None,
+        scopes=frozenset(key.scopes) or frozenset({"process"}),
+        expires_at=key.expires_at.ToDatetime(tzinfo=UTC) if key.HasField("expires_at") else None,
     )
 
 
 class KeyCache:
-    """Every key's hash held in-process and reloaded from memory every ``refresh_seconds``: authentication
-    costs a dictionary look-up, never a database round trip, and a revocation reaches this replica within one
-    refresh. Unknown keys never reach the database either. Until the first load succeeds ``ready`` is False and
-    the gate refuses (fail closed)."""
+    """Every key's hash held in-process: authentication costs a dictionary look-up, never a database round
+    trip, and unknown keys never reach the database either.
+
+    Kept fresh by incremental reads: every ``refresh_seconds`` the cache asks memory only for keys changed since
+    its last read (less ``overlap_seconds``, so a change committed late is still seen), so a revocation reaches
+    every replica within about one refresh at the cost of one small indexed query. A full reload every
+    ``full_reload_seconds`` is the backstop. Until the first load succeeds ``ready`` is False and the gate
+    refuses (fail closed)."""
 
     def __init__(
-        self, stub: memory_pb2_grpc.MemoryServiceStub, *, refresh_seconds: float, max_age_seconds: float
+        self,
+        stub: memory_pb2_grpc.MemoryServiceStub,
+        *,
+        refresh_seconds: float,
+        max_age_seconds: float,
+        overlap_seconds: float = 5.0,
+        full_reload_seconds: float = 300.0,
     ) -> None:
         self._stub = stub
         self._refresh = refresh_seconds
         self._max_age = max_age_seconds
+        self._overlap = overlap_seconds
+        self._full_every = full_reload_seconds
         self._by_hash: dict[str, ApiKeyRecord] = {}
+        self._since: timestamp_pb2.Timestamp | None = None
         self._loaded_at: float | None = None
+        self._full_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -109,9 +128,21 @@ class KeyCache:
     def lookup(self, key_hash: str) -> ApiKeyRecord | None:
         return self._by_hash.get(key_hash)
 
-    async def reload(self) -> None:
-        response = await self._stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=self._refresh * 2 + 1)
-        self._by_hash = {key.key_hash: key_record(key) for key in response.api_keys}
+    def remember(self, record: ApiKeyRecord) -> None:
+        self._by_hash[record.key_hash] = record
+
+    async def reload(self, *, full: bool = False) -> None:
+        full = full or self._since is None or time.monotonic() - self._full_at > self._full_every
+        request = memory_pb2.ListApiKeysRequest(updated_since=None if full else self._since)
+        response = await self._stub.ListApiKeys(request, timeout=self._refresh * 2 + 1)
+        records = {key.key_hash: key_record(key) for key in response.api_keys}
+        if full:
+            self._by_hash, self._full_at = records, time.monotonic()
+        else:
+            self._by_hash.update(records)
+        since = timestamp_pb2.Timestamp()
+        since.FromNanoseconds(max(0, response.read_at.ToNanoseconds() - int(self._overlap * 1e9)))
+        self._since = since
         self._loaded_at = time.monotonic()
 
     async def check_fresh(self) -> None:
@@ -121,7 +152,7 @@ class KeyCache:
 
     async def start(self) -> None:
         try:
-            await self.reload()
+            await self.reload(full=True)
         except grpc.aio.AioRpcError as error:  # start anyway; health says NOT_SERVING until a load succeeds
             log.warning("initial API key load failed", extra={"grpc_code": error.code().name})
         self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="key-cache-refresh")
@@ -138,3 +169,42 @@ class KeyCache:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class MemoryKeyStore:
+    """Key management through the memory service; only hashes cross the wire."""
+
+    def __init__(self, stub: memory_pb2_grpc.MemoryServiceStub, *, timeout_seconds: float = 5.0) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+
+    async def create(
+        self, key: NewApiKey, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None
+    ) -> ApiKeyRecord:
+        request = memory_pb2.CreateApiKeyRequest(
+            key_id=key.key_id,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            name=name,
+            profile=profile,
+            scopes=scopes,
+            expires_at=_timestamp(expires_at) if expires_at else None,
+        )
+        response = await self._call(self._stub.CreateApiKey(request, timeout=self._timeout))
+        return key_record(response.api_key)
+
+    async def list(self) -> list[ApiKeyRecord]:
+        response = await self._call(self._stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=self._timeout))
+        return [key_record(key) for key in response.api_keys]
+
+    async def revoke(self, key_id: str) -> ApiKeyRecord:
+        request = memory_pb2.RevokeApiKeyRequest(key_id=key_id)
+        response = await self._call(self._stub.RevokeApiKey(request, timeout=self._timeout))
+        return key_record(response.api_key)
+
+    @staticmethod
+    async def _call(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:  # memory's own reasons (NOT_FOUND, ALREADY_EXISTS …) pass on
+            raise from_rpc_error(error, default_reason="MEMORY_UNAVAILABLE") from error

@@ -28,6 +28,28 @@ class PrometheusDecisionObserver:
             ["kind"],
             registry=registry,
         )
+        self._limit_rejections = Counter(
+            "gate_rate_limit_rejections_total",
+            "Requests refused by a limit, by which one.",
+            ["limit"],
+            registry=registry,
+        )
+        self._limit_store_failures = Counter(
+            "gate_limit_store_failures_total",
+            "Limit checks that could not reach the limit store, by what was done.",
+            ["action"],
+            registry=registry,
+        )
+        self._reloads = Counter(
+            "gate_policy_reloads_total",
+            "Policy reloads, by result (an invalid file keeps the last good policy).",
+            ["result"],
+            registry=registry,
+        )
+        for name in ("key", "profile", "concurrency"):
+            self._limit_rejections.labels(name)
+        for result in ("success", "failure"):
+            self._reloads.labels(result)
         for reason in Reason:  # expose zeros, so rate() and absent() behave from the first scrape
             self._decisions.labels(gate_id, "DENY" if reason != Reason.ALLOWED else "ALLOW", reason.value)
 
@@ -37,3 +59,12 @@ class PrometheusDecisionObserver:
 
     def audit_failed(self, kind: str) -> None:
         self._audit_failures.labels(kind).inc()
+
+    def rejected(self, scope: str) -> None:
+        self._limit_rejections.labels(scope).inc()
+
+    def store_unavailable(self, allowed: bool) -> None:
+        self._limit_store_failures.labels("allowed" if allowed else "denied").inc()
+
+    def policy_reloaded(self, ok: bool) -> None:
+        self._reloads.labels("success" if ok else "failure").inc()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from techno_gate.domain.audit import AuditRecord
-from techno_gate.domain.keys import ApiKeyRecord
+from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
 from techno_gate.domain.policy import Policy
 
 
@@ -31,8 +32,10 @@ class ExecuteCommand:
     context_id: str
     session_id: str
     profile: str
-    # The gate never reads the payload: it is handed on as received (a protobuf Struct), unconverted.
+    # Handed on as received (a protobuf Struct), unconverted.
     payload: Any
+    # Providers the policy allows for this request, in the action's order of preference.
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,14 @@ class DecisionObserver(Protocol):
     def decided(self, *, result: str, reason: str, fields: dict[str, Any]) -> None: ...
 
     def audit_failed(self, kind: str) -> None: ...
+
+
+class KeyAdminStore(Protocol):
+    """Key management in the memory service (the key's secret never goes there, only its hash)."""
+
+    async def create(self, key: NewApiKey, *, name: str, profile: str, scopes: tuple[str, ...],
+                     expires_at: datetime | None) -> ApiKeyRecord: ...  # fmt: skip
+
+    async def list(self) -> list[ApiKeyRecord]: ...
+
+    async def revoke(self, key_id: str) -> ApiKeyRecord: ...

@@ -1,16 +1,21 @@
-"""The governed request path: authenticate → validate → evaluate policy → record the decision → execute →
-record the outcome.
+"""The governed request path: authenticate → check scope and shape → policy → declared input → limits →
+record the decision → execute → record the outcome.
 
-Fail closed: nothing executes unless its ALLOW decision has been committed to the audit trail.
+``evaluate`` is the whole decision without side effects, shared by ``process`` and ``dry_run`` so a dry run
+can never disagree with the real thing. Fail closed: nothing executes unless its ALLOW decision has been
+committed to the audit trail.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from techno_core import errors
+from techno_gate.application.authenticate import Authenticator, Credentials, require
+from techno_gate.application.limits import Admission, LimitGate
 from techno_gate.application.ports import (
     AuditLog,
     DecisionObserver,
@@ -21,116 +26,161 @@ from techno_gate.application.ports import (
     PolicySource,
 )
 from techno_gate.domain.audit import AuditKind, AuditRecord
-from techno_gate.domain.keys import ApiKeyRecord, hash_key
-from techno_gate.domain.policy import PolicyDecision
+from techno_gate.domain.inputs import payload_violations
+from techno_gate.domain.principal import Principal, Scope
 from techno_gate.domain.reasons import Reason
 from techno_gate.domain.validation import request_violations
 
 log = logging.getLogger(__name__)
 
-_DENIAL_ERRORS: dict[Reason, type[errors.DomainError]] = {
-    Reason.CREDENTIALS_MISSING: errors.Unauthenticated,
-    Reason.API_KEY_INVALID: errors.Unauthenticated,
-    Reason.API_KEY_REVOKED: errors.Unauthenticated,
-    Reason.PROFILE_UNKNOWN: errors.PermissionDenied,
-    Reason.ACTION_NOT_ALLOWED: errors.PermissionDenied,
-    Reason.CONTEXT_NOT_ALLOWED: errors.PermissionDenied,
-    Reason.ACTION_UNKNOWN: errors.InvalidArgument,
-    Reason.INVALID_ARGUMENT: errors.InvalidArgument,
-}
-_DENIAL_MESSAGES: dict[Reason, str] = {
-    Reason.CREDENTIALS_MISSING: "an API key (X-API-Key or Authorization: Bearer) is required",
-    Reason.API_KEY_INVALID: "the API key is not valid",
-    Reason.API_KEY_REVOKED: "the API key has been revoked",
-    Reason.PROFILE_UNKNOWN: "the key's governance profile is not defined in the policy",
-    Reason.ACTION_NOT_ALLOWED: "the action is not allowed for this key's profile",
-    Reason.CONTEXT_NOT_ALLOWED: "the context is not allowed for this key's profile",
-    Reason.ACTION_UNKNOWN: "the action does not exist",
-    Reason.INVALID_ARGUMENT: "the request is invalid",
+_POLICY_ERRORS: dict[Reason, tuple[type[errors.DomainError], str]] = {
+    Reason.PROFILE_UNKNOWN: (errors.PermissionDenied, "the caller's governance profile is not in the policy"),
+    Reason.ACTION_NOT_ALLOWED: (errors.PermissionDenied, "the action is not allowed for this profile"),
+    Reason.CONTEXT_NOT_ALLOWED: (errors.PermissionDenied, "the context is not allowed for this profile"),
+    Reason.PROVIDER_NOT_ALLOWED: (errors.PermissionDenied, "no provider of this action is allowed for the profile"),
+    Reason.ACTION_UNKNOWN: (errors.InvalidArgument, "the action does not exist"),
 }
 
 
 @dataclass(frozen=True)
 class ProcessCommand:
     trace_id: str
-    api_key: str | None
+    credentials: Credentials
     action: str
     context_id: str
     session_id: str
-    payload: Any
+    payload: Any  # the received protobuf Struct (read through a mapping view), or None when absent
     payload_bytes: int
-    has_payload: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The decision for one request and why; ``error`` is what a DENY answers with."""
+
+    principal: Principal | None
+    allowed: bool
+    reason: Reason | str
+    rule: str
+    policy_version: str
+    providers: tuple[str, ...] = ()
+    error: errors.DomainError | None = None
+    remaining: int | None = None
+
+    @property
+    def profile(self) -> str:
+        return self.principal.profile if self.principal else ""
+
+    def denied_by(self, error: errors.DomainError, rule: str) -> Evaluation:
+        return dataclasses.replace(self, allowed=False, reason=error.reason, rule=rule, error=error)
 
 
 @dataclass
 class Gatekeeper:
-    keys: KeyDirectory
+    authenticator: Authenticator
     policies: PolicySource
     audit: AuditLog
     executor: Executor
     observer: DecisionObserver
+    limits: LimitGate
     max_payload_bytes: int
 
-    def authenticate(self, api_key: str | None) -> ApiKeyRecord:
-        """The caller's key record; raises Unauthenticated / Unavailable (fail closed before the first load)."""
-        if not self.keys.ready:
-            raise errors.Unavailable(reason=Reason.AUTH_UNAVAILABLE, message="authentication is not available yet")
-        if not api_key:
-            raise self._denial(Reason.CREDENTIALS_MISSING)
-        record = self.keys.lookup(hash_key(api_key))
-        if record is None:
-            raise self._denial(Reason.API_KEY_INVALID)
-        if record.revoked:
-            raise self._denial(Reason.API_KEY_REVOKED)
-        return record
+    @property
+    def keys(self) -> KeyDirectory:
+        return self.authenticator.keys
+
+    def authenticate(self, credentials: Credentials) -> Principal:
+        return self.authenticator.authenticate(credentials)
+
+    def evaluate(self, command: ProcessCommand, principal: Principal | None = None) -> Evaluation:
+        """The decision without limits and without side effects."""
+        policy = self.policies.current
+        denied = Evaluation(principal, False, Reason.CREDENTIALS_MISSING, "", policy.version)
+        try:
+            principal = principal or self.authenticate(command.credentials)
+            denied = dataclasses.replace(denied, principal=principal)
+            require(principal, Scope.PROCESS)
+            self._check_shape(command)
+            decision = policy.evaluate(principal.profile, command.action, command.context_id)
+            if not decision.allowed:
+                cls, message = _POLICY_ERRORS[decision.reason]
+                return denied.denied_by(cls(reason=decision.reason, message=message), decision.rule)
+            spec = policy.action(command.action)
+            violations = payload_violations(command.payload, spec.input) if spec else []
+            if violations:
+                error = errors.InvalidArgument(
+                    reason=Reason.PAYLOAD_INVALID, message="the payload does not fit the action's input",
+                    violations=violations,
+                )  # fmt: skip
+                return denied.denied_by(error, f"actions.{command.action}.input")
+        except errors.DomainError as error:
+            return denied.denied_by(error, "")
+        return Evaluation(principal, True, Reason.ALLOWED, decision.rule, policy.version, decision.providers)
+
+    async def dry_run(self, command: ProcessCommand) -> Evaluation:
+        """What ``process`` would decide for the caller's own request: no execution, no record, no quota."""
+        principal = self.authenticate(command.credentials)  # a caller we cannot identify gets no explanation
+        evaluation = self.evaluate(command, principal)
+        if not evaluation.allowed:
+            return evaluation
+        spec = self.policies.current.document.profiles[principal.profile].limits
+        return dataclasses.replace(
+            evaluation, remaining=await self.limits.remaining(principal, principal.profile, spec)
+        )
 
     async def process(self, command: ProcessCommand, *, timeout: float) -> Execution:
-        policy = self.policies.current
-        principal: ApiKeyRecord | None = None
+        evaluation = self.evaluate(command)
+        admission: Admission | None = None
+        if evaluation.allowed and evaluation.principal is not None:
+            limits = self.policies.current.document.profiles[evaluation.profile].limits
+            try:
+                admission = await self.limits.admit(evaluation.principal, evaluation.profile, limits)
+            except errors.DomainError as refusal:
+                evaluation = evaluation.denied_by(refusal, f"profiles.{evaluation.profile}.limits")
+            else:
+                evaluation = dataclasses.replace(evaluation, remaining=admission.remaining)
+        if not evaluation.allowed:
+            await self._record_denial(command, evaluation)
+            assert evaluation.error is not None
+            raise evaluation.error
         try:
-            principal = self.authenticate(command.api_key)
-            decision = self._decide(principal, command)
-        except errors.DomainError as denial:
-            await self._record_denial(command, principal, denial, policy.version)
-            raise
-        if not decision.allowed:
-            refusal = self._denial(decision.reason)
-            await self._record_denial(command, principal, refusal, policy.version, rule=decision.rule)
-            raise refusal
-        await self._record_allow(command, principal, decision, policy.version)
-        return await self._execute(command, principal, timeout)
+            await self._record_allow(command, evaluation)
+            return await self._execute(command, evaluation, timeout)
+        finally:
+            if admission is not None:
+                await admission.release()
 
-    def _decide(self, principal: ApiKeyRecord, command: ProcessCommand) -> PolicyDecision:
+    def _check_shape(self, command: ProcessCommand) -> None:
         violations = request_violations(
             action=command.action,
             context_id=command.context_id,
             session_id=command.session_id,
-            has_payload=command.has_payload,
+            has_payload=command.payload is not None,
             payload_bytes=command.payload_bytes,
             max_payload_bytes=self.max_payload_bytes,
         )
         if violations:
             raise errors.InvalidArgument(
-                reason=Reason.INVALID_ARGUMENT, message=_DENIAL_MESSAGES[Reason.INVALID_ARGUMENT], violations=violations
+                reason=Reason.INVALID_ARGUMENT, message="the request is invalid", violations=violations
             )
-        return self.policies.current.evaluate(principal.profile, command.action, command.context_id)
 
-    async def _execute(self, command: ProcessCommand, principal: ApiKeyRecord, timeout: float) -> Execution:
+    async def _execute(self, command: ProcessCommand, evaluation: Evaluation, timeout: float) -> Execution:
+        assert evaluation.principal is not None
         execute = ExecuteCommand(
             action=command.action,
             context_id=command.context_id,
             session_id=command.session_id,
-            profile=principal.profile,
+            profile=evaluation.profile,
             payload=command.payload,
+            providers=evaluation.providers,
         )
         try:
             execution = await self.executor.execute(execute, timeout=timeout)
         except errors.DomainError as failure:
-            await self._record_outcome(command, principal, "FAILED", (failure.reason,), {"message": failure.message})
+            await self._record_outcome(command, evaluation, "FAILED", (failure.reason,), {"message": failure.message})
             raise
         await self._record_outcome(
             command,
-            principal,
+            evaluation,
             "SUCCEEDED",
             (),
             {
@@ -144,14 +194,8 @@ class Gatekeeper:
         )
         return execution
 
-    @staticmethod
-    def _denial(reason: Reason) -> errors.DomainError:
-        return _DENIAL_ERRORS[reason](reason=reason, message=_DENIAL_MESSAGES[reason])
-
-    async def _record_allow(
-        self, command: ProcessCommand, principal: ApiKeyRecord, decision: PolicyDecision, policy_version: str
-    ) -> None:
-        record = self._decision_record(command, principal, "ALLOW", Reason.ALLOWED, policy_version, decision.rule)
+    async def _record_allow(self, command: ProcessCommand, evaluation: Evaluation) -> None:
+        record = _decision_record(command, evaluation)
         try:
             await self.audit.record(record)
         except Exception as failure:  # any failure to commit means we cannot prove the decision: deny
@@ -163,17 +207,9 @@ class Gatekeeper:
             ) from failure
         self._observe(record, Reason.ALLOWED, result="ALLOW")
 
-    async def _record_denial(
-        self,
-        command: ProcessCommand,
-        principal: ApiKeyRecord | None,
-        denial: errors.DomainError,
-        policy_version: str,
-        *,
-        rule: str = "",
-    ) -> None:
-        record = self._decision_record(command, principal, "DENY", denial.reason, policy_version, rule)
-        self._observe(record, denial.reason, result="DENY")
+    async def _record_denial(self, command: ProcessCommand, evaluation: Evaluation) -> None:
+        record = _decision_record(command, evaluation)
+        self._observe(record, str(evaluation.reason), result="DENY")
         try:
             await self.audit.record(record)
         except Exception as failure:  # the request is denied either way; the failure is counted and logged
@@ -183,7 +219,7 @@ class Gatekeeper:
     async def _record_outcome(
         self,
         command: ProcessCommand,
-        principal: ApiKeyRecord,
+        evaluation: Evaluation,
         result: str,
         reasons: tuple[str, ...],
         attributes: dict[str, Any],
@@ -191,7 +227,7 @@ class Gatekeeper:
         record = AuditRecord(
             trace_id=command.trace_id,
             kind=AuditKind.OUTCOME,
-            principal_id=principal.key_id,
+            principal_id=evaluation.principal.id if evaluation.principal else "",
             action=command.action,
             context_id=command.context_id,
             result=result,
@@ -203,30 +239,6 @@ class Gatekeeper:
         except Exception as failure:  # the work is done: answer it, and make the gap visible
             self.observer.audit_failed(AuditKind.OUTCOME)
             log.error("outcome not recorded", extra={"error": type(failure).__name__})
-
-    @staticmethod
-    def _decision_record(
-        command: ProcessCommand,
-        principal: ApiKeyRecord | None,
-        result: str,
-        reason: str,
-        policy_version: str,
-        rule: str,
-    ) -> AuditRecord:
-        return AuditRecord(
-            trace_id=command.trace_id,
-            kind=AuditKind.DECISION,
-            principal_id=principal.key_id if principal else "",
-            action=command.action,
-            context_id=command.context_id,
-            result=result,
-            reason_codes=(str(reason),),
-            attributes={
-                "policy_version": policy_version,
-                "rule": rule,
-                "profile": principal.profile if principal else "",
-            },
-        )
 
     def _observe(self, record: AuditRecord, reason: str, *, result: str) -> None:
         self.observer.decided(
@@ -240,3 +252,27 @@ class Gatekeeper:
                 **record.attributes,
             },
         )
+
+
+def _decision_record(command: ProcessCommand, evaluation: Evaluation) -> AuditRecord:
+    """Everything needed to explain the decision later: who, what, under which policy, which rule, why."""
+    principal = evaluation.principal
+    attributes: dict[str, Any] = {
+        "policy_version": evaluation.policy_version,
+        "rule": evaluation.rule,
+        "profile": evaluation.profile,
+        "credential": principal.kind.value if principal else "",
+        "providers": list(evaluation.providers),
+    }
+    if evaluation.remaining is not None:
+        attributes["remaining_requests"] = evaluation.remaining
+    return AuditRecord(
+        trace_id=command.trace_id,
+        kind=AuditKind.DECISION,
+        principal_id=principal.id if principal else "",
+        action=command.action,
+        context_id=command.context_id,
+        result="ALLOW" if evaluation.allowed else "DENY",
+        reason_codes=(str(evaluation.reason),),
+        attributes=attributes,
+    )

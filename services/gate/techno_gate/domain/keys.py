@@ -37,10 +37,15 @@ class ApiKeyRecord:
     profile: str
     created_at: datetime | None
     revoked_at: datetime | None
+    scopes: frozenset[str] = frozenset({"process"})
+    expires_at: datetime | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 def hash_key(secret: str) -> str:

@@ -1,4 +1,5 @@
-"""The governance policy: which actions exist, and which actions and contexts each profile may use.
+"""The governance policy: the action catalogue (with each action's declared input and providers) and the
+profiles (which actions, contexts and providers each may use, and its limits).
 
 Evaluation is a pure function of (policy, profile, action, context), so it is easy to test exhaustively and
 its answer always names the rule that decided it.
@@ -10,34 +11,65 @@ import fnmatch
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from techno_gate.domain.reasons import Reason
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
+_FIELD = r"^[a-z][a-z0-9_]{0,63}$"
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+FieldType = Literal["string", "number", "integer", "boolean", "array", "object"]
+
+
+class InputField(BaseModel):
+    """One declared payload field."""
+
+    model_config = _STRICT
+
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    max_length: PositiveInt | None = Field(None, description="strings: most characters")
+    items: Literal["string", "number", "integer", "boolean"] | None = Field(None, description="arrays: item type")
+    max_items: PositiveInt | None = Field(None, description="arrays: most items")
 
 
 class ActionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     description: str = Field(min_length=1)
+    providers: tuple[str, ...] = Field(("fake",), min_length=1, description="Providers to try, in order.")
+    input: dict[str, InputField] = Field(default_factory=dict)
+
+
+class LimitsSpec(BaseModel):
+    """Limits of a profile. Per key unless named profile_*; absent means unlimited."""
+
+    model_config = _STRICT
+
+    requests_per_minute: PositiveInt | None = None
+    burst: PositiveInt | None = Field(None, description="requests a key may send at once; default: the rate")
+    max_in_flight: PositiveInt | None = None
+    profile_requests_per_minute: PositiveInt | None = Field(None, description="shared by every key of the profile")
 
 
 class ProfileSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     description: str = ""
     actions: tuple[str, ...] = Field(description="Action names this profile may run.")
-    contexts: tuple[str, ...] = Field(
-        ("*",), min_length=1, description="Glob patterns of context ids this profile may use."
-    )
+    contexts: tuple[str, ...] = Field(("*",), min_length=1, description="Glob patterns of allowed context ids.")
+    providers: tuple[str, ...] = Field(("*",), min_length=1, description="Glob patterns of allowed providers.")
+    limits: LimitsSpec = LimitsSpec()
 
 
 class PolicyDocument(BaseModel):
     """The YAML file's schema. Unknown keys are errors, so a typo cannot silently widen access."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     actions: dict[str, ActionSpec] = Field(min_length=1)
     profiles: dict[str, ProfileSpec] = Field(min_length=1)
@@ -46,6 +78,9 @@ class PolicyDocument(BaseModel):
         bad_names = [n for n in [*self.actions, *self.profiles] if not re.match(_NAME, n)]
         if bad_names:
             raise ValueError(f"names must match {_NAME}: {sorted(bad_names)}")
+        bad_fields = [f"{a}.{f}" for a, spec in self.actions.items() for f in spec.input if not re.match(_FIELD, f)]
+        if bad_fields:
+            raise ValueError(f"input field names must match {_FIELD}: {sorted(bad_fields)}")
         for name, profile in self.profiles.items():
             unknown = sorted(set(profile.actions) - set(self.actions))
             if unknown:
@@ -57,6 +92,7 @@ class PolicyDecision:
     allowed: bool
     reason: Reason
     rule: str
+    providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,8 +104,11 @@ class Policy:
     def from_document(cls, document: PolicyDocument, source: bytes) -> Policy:
         return cls(document=document, version=hashlib.sha256(source).hexdigest()[:16])
 
-    def knows_action(self, action: str) -> bool:
-        return action in self.document.actions
+    def action(self, name: str) -> ActionSpec | None:
+        return self.document.actions.get(name)
+
+    def profile(self, name: str) -> ProfileSpec | None:
+        return self.document.profiles.get(name)
 
     def actions_for(self, profile: str) -> list[tuple[str, str]]:
         spec = self.document.profiles.get(profile)
@@ -81,10 +120,16 @@ class Policy:
         spec = self.document.profiles.get(profile)
         if spec is None:
             return PolicyDecision(False, Reason.PROFILE_UNKNOWN, f"profiles.{profile}")
-        if action not in self.document.actions:
+        action_spec = self.document.actions.get(action)
+        if action_spec is None:
             return PolicyDecision(False, Reason.ACTION_UNKNOWN, "actions")
         if action not in spec.actions:
             return PolicyDecision(False, Reason.ACTION_NOT_ALLOWED, f"profiles.{profile}.actions")
         if not any(fnmatch.fnmatchcase(context_id, pattern) for pattern in spec.contexts):
             return PolicyDecision(False, Reason.CONTEXT_NOT_ALLOWED, f"profiles.{profile}.contexts")
-        return PolicyDecision(True, Reason.ALLOWED, f"profiles.{profile}")
+        providers = tuple(
+            p for p in action_spec.providers if any(fnmatch.fnmatchcase(p, pattern) for pattern in spec.providers)
+        )
+        if not providers:
+            return PolicyDecision(False, Reason.PROVIDER_NOT_ALLOWED, f"profiles.{profile}.providers")
+        return PolicyDecision(True, Reason.ALLOWED, f"profiles.{profile}", providers)

@@ -15,7 +15,7 @@ class Scope(StrEnum):
 
 class CredentialKind(StrEnum):
     API_KEY = "api_key"
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 (a kind of credential, not a secret)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, select, text, update
@@ -15,15 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_core.errors import AlreadyExists, NotFound, Unavailable
 from techno_memory.adapters.tables import ApiKeyRow, AuditEventRow
-from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, NewApiKey
+from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey, utc_now
 
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 API_KEY_EXISTS = "API_KEY_EXISTS"
 API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @contextlib.asynccontextmanager
@@ -91,11 +87,15 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
         profile=row.profile,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        scopes=tuple(row.scopes),
+        expires_at=row.expires_at,
+        updated_at=row.updated_at,
     )
 
 
 class SqlRepository:
-    """Implements ``AuditStore`` and ``KeyStore``. ``clock`` stamps recorded_at, created_at and revoked_at."""
+    """Implements ``AuditStore`` and ``KeyStore``. ``clock`` stamps recorded_at, created_at, revoked_at and
+    updated_at, and tells the time of a key listing (``read_at``)."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
@@ -133,14 +133,18 @@ class SqlRepository:
             return [_event(row) for row in await session.scalars(query)]
 
     async def create_api_key(self, key: NewApiKey) -> ApiKey:
+        now = self._clock()
         row = ApiKeyRow(
             key_id=key.key_id,
             prefix=key.prefix,
             key_hash=key.key_hash,
             name=key.name,
             profile=key.profile,
-            created_at=self._clock(),
+            created_at=now,
             revoked_at=None,
+            scopes=list(key.scopes),
+            expires_at=key.expires_at,
+            updated_at=now,
         )
         try:
             async with self._transaction() as session:
@@ -154,17 +158,28 @@ class SqlRepository:
             ) from error
         return _api_key(row)
 
-    async def list_api_keys(self) -> list[ApiKey]:
+    async def list_api_keys(self, updated_since: datetime | None = None) -> KeyListing:
+        """``read_at`` is taken BEFORE the query, by the clock that stamps ``updated_at``: a key changed while the
+        query runs is stamped at or after ``read_at``, so a next read from ``read_at`` returns it even if this one
+        did not see it. What this cannot cover is a change stamped before ``read_at`` whose transaction commits
+        after the query's snapshot (or one stamped by another replica whose clock lags): hence the gate asks from
+        ``read_at`` less a safety margin, and gets a few keys twice rather than miss one."""
+        read_at = self._clock()
         query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
+        if updated_since is not None:
+            query = query.where(ApiKeyRow.updated_at >= updated_since)
         async with self._transaction() as session:
-            return [_api_key(row) for row in await session.scalars(query)]
+            keys = tuple(_api_key(row) for row in await session.scalars(query))
+        return KeyListing(keys=keys, read_at=read_at)
 
     async def revoke_api_key(self, key_id: str) -> ApiKey:
-        # Only an unrevoked key is updated: revoking twice keeps the first revocation time.
+        # Only an unrevoked key is updated: revoking twice keeps the first revocation time, and changes nothing a
+        # gate would have to refresh (so updated_at stays too).
+        now = self._clock()
         revoke = (
             update(ApiKeyRow)
             .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
-            .values(revoked_at=self._clock())
+            .values(revoked_at=now, updated_at=now)
             .execution_options(synchronize_session=False)
         )
         async with self._transaction() as session:

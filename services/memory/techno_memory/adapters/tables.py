@@ -60,6 +60,11 @@ class ApiKeyRow(Base):
     profile: Mapped[str] = mapped_column(String(MAX_ID_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # A JSON list rather than a join table: a key has at most a handful of scopes, always read with the key.
+    scopes: Mapped[list[str]] = mapped_column(JsonDocument)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Indexed: the gates' incremental refresh selects by it every few seconds.
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class AuditEventRow(Base):

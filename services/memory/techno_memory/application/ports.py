@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
-from techno_memory.domain.records import ApiKey, AuditEvent, NewApiKey
+from techno_memory.domain.records import ApiKey, AuditEvent, KeyListing, NewApiKey
 
 
 class AuditStore(Protocol):
@@ -24,10 +25,13 @@ class KeyStore(Protocol):
         """Raises ``AlreadyExists`` when the key_id or the key_hash is taken."""
         ...
 
-    async def list_api_keys(self) -> list[ApiKey]: ...
+    async def list_api_keys(self, updated_since: datetime | None = None) -> KeyListing:
+        """Every key, or only those with ``updated_at >= updated_since``; ``read_at`` is taken before the read."""
+        ...
 
     async def revoke_api_key(self, key_id: str) -> ApiKey:
-        """Raises ``NotFound`` for an unknown id; revoking again keeps the first revocation time."""
+        """Raises ``NotFound`` for an unknown id; revoking again changes nothing (neither the first revocation time
+        nor ``updated_at``)."""
         ...
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +33,22 @@ class AuditEvent:
     recorded_at: datetime | None = None
 
 
+# What a key may do. The gate enforces them; this service only keeps them, so it refuses any other value (a typo
+# would otherwise be stored and silently grant nothing).
+API_KEY_SCOPES = frozenset({"process", "audit:read", "admin"})
+# A key created without scopes may only process requests: never more than the caller asked for.
+DEFAULT_SCOPES = ("process",)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def effective_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """The scopes to store: ``DEFAULT_SCOPES`` when none are given, otherwise each once, in the order given."""
+    return tuple(dict.fromkeys(scopes)) or DEFAULT_SCOPES
+
+
 @dataclass(frozen=True)
 class NewApiKey:
     """What an operator tool sends to register a key: never the key itself, only its SHA-256."""
@@ -41,10 +58,15 @@ class NewApiKey:
     key_hash: str
     name: str
     profile: str
+    scopes: tuple[str, ...] = ()
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class ApiKey:
+    """A stored key. ``updated_at`` is the time of its last change (creation, then its first revocation): the
+    gates ask only for keys changed since their previous read."""
+
     key_id: str
     prefix: str
     key_hash: str
@@ -52,7 +74,19 @@ class ApiKey:
     profile: str
     created_at: datetime
     revoked_at: datetime | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    expires_at: datetime | None = None
+    updated_at: datetime = field(kw_only=True)
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """Keys as read, with the time of the read by the clock that stamps ``updated_at``: the next incremental read
+    starts from it (less a margin, see ``SqlRepository.list_api_keys``)."""
+
+    keys: tuple[ApiKey, ...]
+    read_at: datetime

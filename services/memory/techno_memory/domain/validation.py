@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 from techno_core.errors import FieldViolation, InvalidArgument
-from techno_memory.domain.records import AuditEvent, NewApiKey
+from techno_memory.domain.records import API_KEY_SCOPES, AuditEvent, NewApiKey
 
 # W3C trace-context: 32 lowercase hex digits, and all zeros is the "invalid" id.
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -27,6 +28,7 @@ INVALID_AUDIT_EVENT = "INVALID_AUDIT_EVENT"
 INVALID_TRACE_ID = "INVALID_TRACE_ID"
 INVALID_API_KEY = "INVALID_API_KEY"
 INVALID_KEY_ID = "INVALID_KEY_ID"
+INVALID_KEY_LISTING = "INVALID_KEY_LISTING"
 
 
 def trace_id_problem(trace_id: str) -> str | None:
@@ -77,13 +79,27 @@ def validate_trace_id(trace_id: str) -> None:
         )
 
 
-def validate_new_key(key: NewApiKey) -> None:
+def _scope_violations(scopes: Sequence[str]) -> list[FieldViolation]:
+    allowed = ", ".join(sorted(API_KEY_SCOPES))
+    return [
+        FieldViolation(f"scopes[{index}]", f"unknown scope {scope!r}: must be one of {allowed}")
+        for index, scope in enumerate(scopes)
+        if scope not in API_KEY_SCOPES
+    ]
+
+
+def validate_new_key(key: NewApiKey, *, now: datetime) -> None:
+    """``now`` is this service's clock: a key must not be born expired (it would be listed, cached and never
+    usable, which hides the operator's mistake)."""
     violations = _text_problems("key_id", key.key_id, required=True, max_length=MAX_ID_LENGTH)
     violations += _text_problems("prefix", key.prefix, required=True, max_length=MAX_ID_LENGTH)
     if not _SHA256_HEX.fullmatch(key.key_hash):
         violations.append(FieldViolation("key_hash", "must be a SHA-256 digest: 64 lowercase hex digits"))
     violations += _text_problems("name", key.name, required=False, max_length=MAX_TEXT_LENGTH)
     violations += _text_problems("profile", key.profile, required=True, max_length=MAX_ID_LENGTH)
+    violations += _scope_violations(key.scopes)
+    if key.expires_at is not None and key.expires_at <= now:
+        violations.append(FieldViolation("expires_at", "must be in the future"))
     if violations:
         raise InvalidArgument(reason=INVALID_API_KEY, message="invalid API key", violations=violations)
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from techno.memory.v1 import memory_pb2
-from techno_core.errors import FieldViolation
-from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, NewApiKey
-from techno_memory.domain.validation import validate_events
+from techno_core.errors import FieldViolation, InvalidArgument
+from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey
+from techno_memory.domain.validation import INVALID_API_KEY, INVALID_KEY_LISTING, validate_events
 
 _KIND_FROM_PROTO = {
     memory_pb2.AUDIT_EVENT_KIND_DECISION: AuditEventKind.DECISION,
@@ -26,6 +26,19 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def optional_time(message: timestamp_pb2.Timestamp | None, field: str, *, reason: str) -> datetime | None:
+    """The aware datetime of an optional timestamp (None when unset). A timestamp outside the range protobuf
+    defines (years 1 to 9999, nanos below a second) is the caller's ``InvalidArgument``, not an internal error."""
+    if message is None:
+        return None
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except ValueError as error:
+        raise InvalidArgument(
+            reason=reason, message=f"{field} is not a valid timestamp", violations=[FieldViolation(field, str(error))]
+        ) from error
 
 
 def event_from_proto(message: memory_pb2.AuditEvent, path: str) -> tuple[AuditEvent, list[FieldViolation]]:
@@ -82,13 +95,23 @@ def event_to_proto(event: AuditEvent) -> memory_pb2.AuditEvent:
 
 
 def new_key_from_proto(request: memory_pb2.CreateApiKeyRequest) -> NewApiKey:
+    """Scopes are taken as sent (the use case fills in the default for none); an unset expires_at is no expiry."""
+    expires_at = request.expires_at if request.HasField("expires_at") else None
     return NewApiKey(
         key_id=request.key_id,
         prefix=request.prefix,
         key_hash=request.key_hash,
         name=request.name,
         profile=request.profile,
+        scopes=tuple(request.scopes),
+        expires_at=optional_time(expires_at, "expires_at", reason=INVALID_API_KEY),
     )
+
+
+def updated_since_from_proto(request: memory_pb2.ListApiKeysRequest) -> datetime | None:
+    """None (every key) when unset."""
+    updated_since = request.updated_since if request.HasField("updated_since") else None
+    return optional_time(updated_since, "updated_since", reason=INVALID_KEY_LISTING)
 
 
 def key_to_proto(key: ApiKey) -> memory_pb2.ApiKey:
@@ -99,7 +122,18 @@ def key_to_proto(key: ApiKey) -> memory_pb2.ApiKey:
         name=key.name,
         profile=key.profile,
         created_at=timestamp(key.created_at),
+        scopes=key.scopes,
+        updated_at=timestamp(key.updated_at),
     )
+    # Unset (not the epoch) means "never": the gate tells the two apart with HasField.
     if key.revoked_at is not None:
         message.revoked_at.CopyFrom(timestamp(key.revoked_at))
+    if key.expires_at is not None:
+        message.expires_at.CopyFrom(timestamp(key.expires_at))
     return message
+
+
+def listing_to_proto(listing: KeyListing) -> memory_pb2.ListApiKeysResponse:
+    return memory_pb2.ListApiKeysResponse(
+        api_keys=[key_to_proto(key) for key in listing.keys], read_at=timestamp(listing.read_at)
+    )

@@ -14,7 +14,9 @@ from techno_memory.entrypoints.convert import (
     event_to_proto,
     events_from_proto,
     key_to_proto,
+    listing_to_proto,
     new_key_from_proto,
+    updated_since_from_proto,
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,8 +48,8 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def ListApiKeys(
         self, request: memory_pb2.ListApiKeysRequest, context: Context
     ) -> memory_pb2.ListApiKeysResponse:
-        keys = await self._keys.list()
-        return memory_pb2.ListApiKeysResponse(api_keys=[key_to_proto(key) for key in keys])
+        listing = await self._keys.list(updated_since_from_proto(request))
+        return listing_to_proto(listing)
 
     async def RevokeApiKey(
         self, request: memory_pb2.RevokeApiKeyRequest, context: Context

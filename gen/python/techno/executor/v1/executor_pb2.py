@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!techno/executor/v1/executor.proto\x12\x12techno.executor.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x83\x01\n\x0e\x45xecuteRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07profile\x18\x05 \x01(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\xc7\x01\n\x0f\x45xecuteResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.techno.executor.v1.Usage\x12\x19\n\x11\x65xecution_time_ms\x18\x06 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x32\x65\n\x0f\x45xecutorService\x12R\n\x07\x45xecute\x12\".techno.executor.v1.ExecuteRequest\x1a#.techno.executor.v1.ExecuteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!techno/executor/v1/executor.proto\x12\x12techno.executor.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x96\x01\n\x0e\x45xecuteRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\xc7\x01\n\x0f\x45xecuteResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.techno.executor.v1.Usage\x12\x19\n\x11\x65xecution_time_ms\x18\x06 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x32\x65\n\x0f\x45xecutorService\x12R\n\x07\x45xecute\x12\".techno.executor.v1.ExecuteRequest\x1a#.techno.executor.v1.ExecuteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'techno.executor.v1.executor
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECUTEREQUEST']._serialized_start=88
-  _globals['_EXECUTEREQUEST']._serialized_end=219
-  _globals['_USAGE']._serialized_start=221
-  _globals['_USAGE']._serialized_end=273
-  _globals['_EXECUTERESPONSE']._serialized_start=276
-  _globals['_EXECUTERESPONSE']._serialized_end=475
-  _globals['_EXECUTORSERVICE']._serialized_start=477
-  _globals['_EXECUTORSERVICE']._serialized_end=578
+  _globals['_EXECUTEREQUEST']._serialized_end=238
+  _globals['_USAGE']._serialized_start=240
+  _globals['_USAGE']._serialized_end=292
+  _globals['_EXECUTERESPONSE']._serialized_start=295
+  _globals['_EXECUTERESPONSE']._serialized_end=494
+  _globals['_EXECUTORSERVICE']._serialized_start=496
+  _globals['_EXECUTORSERVICE']._serialized_end=597
 # @@protoc_insertion_point(module_scope)
