@@ -93,15 +93,26 @@ def rpc_status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
 
 
 @dataclass
-class _Details:
+class ErrorDetails:
+    """The ``google.rpc`` details of a status, read once for every consumer (the gate passing errors on, the
+    edge rendering them as JSON)."""
+
+    reasons: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
     violations: list[errors.FieldViolation] = field(default_factory=list)
     quota: list[errors.QuotaViolation] = field(default_factory=list)
     retry_after: float | None = None
 
 
-def _details(status: status_pb2.Status) -> _Details:
-    found = _Details()
+def details_of(status: status_pb2.Status) -> ErrorDetails:
+    found = ErrorDetails()
     for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            found.reasons.append(info.reason)
+            found.metadata.update(info.metadata)
+            continue
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
@@ -121,16 +132,15 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> error
     """The domain error a downstream service answered with, details and all, so passing it on loses nothing:
     reason, metadata, field violations and retry delay reach the caller as the downstream service gave them."""
     status = rpc_status_of(error)
-    info = error_info_of(status)
     code = error.code()
     cls = _CLASSES.get(code, errors.Internal)
     if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
         cls = errors.Unavailable
-    details = _details(status)
+    details = details_of(status)
     return cls(
-        reason=info.reason if info is not None and info.reason else default_reason,
+        reason=next((r for r in details.reasons if r), default_reason),
         message=status.message or code.name,
-        metadata=dict(info.metadata) if info is not None else {},
+        metadata=details.metadata,
         violations=details.violations,
         retry_after_seconds=details.retry_after,
         quota_violations=details.quota,

@@ -16,12 +16,17 @@ from techno_stack.stack import Ports, Stack, StackConfig
 
 from .otlp_receiver import OtlpReceiver
 
+JWT_AUDIENCE = "techno-e2e"
+JWT_SECRET = "e2e-shared-secret-with-at-least-32-bytes!"
+POLICY = Path(__file__).with_name("policy.yaml")
+
 
 @dataclass
 class RunningStack:
     stack: Stack
     key: str
     receiver: OtlpReceiver
+    policy_file: Path
 
     @property
     def url(self) -> str:
@@ -31,11 +36,15 @@ class RunningStack:
     def memory_target(self) -> str:
         return f"127.0.0.1:{self.stack.config.ports.memory}"
 
-    async def create_key(self, profile: str) -> tuple[str, str]:
+    @property
+    def gate_target(self) -> str:
+        return f"127.0.0.1:{self.stack.config.ports.gate}"
+
+    async def create_key(self, profile: str, *options: str) -> tuple[str, str]:
         """A new key of ``profile`` through the real CLI; returns (key_id, secret)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "techno_gate.keys_cli", "--memory", self.memory_target,
-            "create", "--name", f"e2e-{profile}", "--profile", profile,
+            "create", "--name", f"e2e-{profile}", "--profile", profile, *options,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await process.communicate()
@@ -55,6 +64,10 @@ async def running_stack(
     create_postgres_database: Callable[[], str], otlp_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningStack]:
     state: Path = tmp_path_factory.mktemp("stack")
+    policy_file = state / "policy.yaml"
+    policy_file.write_bytes(POLICY.read_bytes())  # a copy: the reload test rewrites it
+    secret_file = state / "jwt-secret"
+    secret_file.write_text(JWT_SECRET)
     config = StackConfig(
         state_dir=state,
         ports=Ports.free(),
@@ -63,13 +76,15 @@ async def running_stack(
             "TECHNO_TRACE_EXPORTER": "otlp",
             "TECHNO_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within 0.1 s, so tests wait little
-            "TECHNO_GATE_KEY_REFRESH_SECONDS": "0.5",
+            "TECHNO_GATE_POLICY_FILE": str(policy_file),
+            "TECHNO_GATE_JWT_HS256_SECRET_FILE": str(secret_file),
+            "TECHNO_GATE_JWT_AUDIENCE": JWT_AUDIENCE,
         },
     )
     stack = Stack(config)
     await stack.start()
     try:
-        yield RunningStack(stack, config.key_file.read_text().strip(), otlp_receiver)
+        yield RunningStack(stack, config.key_file.read_text().strip(), otlp_receiver, policy_file)
     finally:
         await stack.stop()
 

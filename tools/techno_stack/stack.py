@@ -143,7 +143,8 @@ class Stack:
             check = await asyncio.create_subprocess_exec(*keys, "check", str(self.config.key_file), env=self.env)
             if await check.wait() == 0:
                 return self.config.key_file.read_text().strip()
-        create = [*keys, "create", "--name", "development", "--output", str(self.config.key_file)]
+        every_scope = ["--scope", "process", "--scope", "audit:read", "--scope", "admin"]  # a developer's own stack
+        create = [*keys, "create", "--name", "development", *every_scope, "--output", str(self.config.key_file)]
         await self._run_to_end("create-key", create)
         return self.config.key_file.read_text().strip()
 

@@ -11,14 +11,17 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.settings import MemoryClientSettings
 from techno_gate.adapters.memory import key_record
 from techno_gate.domain.keys import generate_key, hash_key
+from techno_gate.domain.principal import Scope
 
 _TIMEOUT_SECONDS = 10.0
 
@@ -30,36 +33,95 @@ def _parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True, help="who or what the key is for")
     create.add_argument("--profile", default="default", help="governance profile (default: default)")
+    create.add_argument(
+        "--scope", action="append", choices=[s.value for s in Scope], help="repeatable (default: process)"
+    )
+    create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
     create.add_argument("--output", type=Path, help="also write the key to this file (mode 0600)")
-    commands.add_parser("list", help="list keys (prefix, id, name, profile, state)")
+    commands.add_parser("list", help="list keys (prefix, id, name, profile, scopes, state)")
     revoke = commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    rotate = commands.add_parser("rotate", help="new key with the same attributes; the old one is revoked")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--output", type=Path, help="also write the new key to this file (mode 0600)")
     check = commands.add_parser("check", help="exit 0 if the key in FILE is stored and not revoked")
     check.add_argument("file", type=Path)
     return parser
 
 
-async def _create(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namespace) -> int:
+def _save(path: Path | None, secret: str) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret + "\n")
+
+
+async def _create_key(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+    *,
+    name: str,
+    profile: str,
+    scopes: list[str],
+    expires_at: timestamp_pb2.Timestamp | None,
+    output: Path | None,
+) -> str:
     key = generate_key()
     request = memory_pb2.CreateApiKeyRequest(
-        key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name=args.name, profile=args.profile
+        key_id=key.key_id,
+        prefix=key.prefix,
+        key_hash=key.key_hash,
+        name=name,
+        profile=profile,
+        scopes=scopes,
+        expires_at=expires_at,
     )
     await stub.CreateApiKey(request, timeout=_TIMEOUT_SECONDS)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(key.secret + "\n")
-    print(f"created {key.key_id} ({key.prefix}…) profile={args.profile}", file=sys.stderr)
+    _save(output, key.secret)
+    print(f"created {key.key_id} ({key.prefix}…) profile={profile} scopes={','.join(scopes)}", file=sys.stderr)
     print(key.secret)
+    return key.key_id
+
+
+async def _create(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namespace) -> int:
+    expires_at = None
+    if args.expires_in_days is not None:
+        expires_at = timestamp_pb2.Timestamp()
+        expires_at.FromDatetime(datetime.now(UTC) + timedelta(days=args.expires_in_days))
+    scopes = sorted(set(args.scope or [Scope.PROCESS.value]))
+    await _create_key(
+        stub, name=args.name, profile=args.profile, scopes=scopes, expires_at=expires_at, output=args.output
+    )
     return 0
+
+
+async def _rotate(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namespace) -> int:
+    """The new key is stored before the old one is revoked, so its holder is never left without one."""
+    response = await stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=_TIMEOUT_SECONDS)
+    old = next((k for k in response.api_keys if k.key_id == args.key_id), None)
+    if old is None or old.HasField("revoked_at"):
+        print(f"techno-keys: no active key {args.key_id}", file=sys.stderr)
+        return 1
+    await _create_key(
+        stub,
+        name=old.name,
+        profile=old.profile,
+        scopes=list(old.scopes),
+        expires_at=old.expires_at if old.HasField("expires_at") else None,
+        output=args.output,
+    )
+    return await _revoke(stub, args.key_id)
 
 
 async def _list(stub: memory_pb2_grpc.MemoryServiceStub) -> int:
     response = await stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=_TIMEOUT_SECONDS)
     for key in map(key_record, response.api_keys):
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-        print(f"{key.prefix}…\t{key.key_id}\t{key.name}\t{key.profile}\t{state}")
+        if key.expires_at and not key.revoked_at:
+            state += f" until {key.expires_at:%Y-%m-%d %H:%M}"
+        scopes = ",".join(sorted(key.scopes))
+        print(f"{key.prefix}…\t{key.key_id}\t{key.name}\t{key.profile}\t{scopes}\t{state}")
     return 0
 
 
@@ -85,6 +147,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _list(stub)
         if args.command == "check":
             return await _check(stub, args.secret)
+        if args.command == "rotate":
+            return await _rotate(stub, args)
         return await _revoke(stub, args.key_id)
 
 

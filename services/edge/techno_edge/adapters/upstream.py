@@ -11,13 +11,12 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 
 from techno_core.channels import open_channel
-from techno_core.grpc_errors import rpc_status_of
+from techno_core.grpc_errors import details_of, rpc_status_of
 from techno_edge.adapters.bindings import Binding
 from techno_edge.domain.errors import HttpError, Violation, http_status_of
 
@@ -77,7 +76,8 @@ async def call(upstream: UnaryCall, request: Message, *, timeout: float, metadat
 def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
     status = rpc_status_of(error)
     code = _CODE_NAMES.get(status.code, "UNKNOWN")
-    reasons, violations, retry_after = _details(status)
+    details = details_of(status)
+    reasons = tuple(details.reasons)
     message = status.message or code
     if code in _TRANSPORT_CODES and not reasons:
         log.warning("upstream call failed: %s %s", code, status.message)
@@ -90,30 +90,11 @@ def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
         code,
         message,
         reasons=reasons,
-        violations=violations,
-        retry_after_seconds=retry_after,
+        violations=tuple(Violation(v.field, v.description) for v in details.violations),
+        quota_violations=tuple(Violation(q.subject, q.description) for q in details.quota),
+        # Retry-After is whole seconds; rounding up never invites a retry before the server asked for one.
+        retry_after_seconds=None if details.retry_after is None else max(0, math.ceil(details.retry_after)),
     )
-
-
-def _details(status: status_pb2.Status) -> tuple[tuple[str, ...], tuple[Violation, ...], int | None]:
-    reasons: list[str] = []
-    violations: list[Violation] = []
-    retry_after: int | None = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reasons.append(info.reason)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            violations.extend(Violation(v.field, v.description) for v in bad_request.field_violations)
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            # Retry-After is whole seconds; rounding up never invites a retry before the server asked for one.
-            retry_after = max(0, math.ceil(retry.retry_delay.ToNanoseconds() / 1e9))
-    return tuple(reasons), tuple(violations), retry_after
 
 
 class Readiness:

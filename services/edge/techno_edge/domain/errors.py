@@ -60,6 +60,7 @@ class HttpError(Exception):
     reasons: tuple[str, ...] = ()
     violations: tuple[Violation, ...] = ()
     retry_after_seconds: int | None = None
+    quota_violations: tuple[Violation, ...] = ()  # field = the limit's subject
     headers: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -79,6 +80,10 @@ class HttpError(Exception):
         }
         if self.violations:
             error["field_violations"] = [{"field": v.field, "description": v.description} for v in self.violations]
+        if self.quota_violations:
+            error["quota_violations"] = [
+                {"subject": v.field, "description": v.description} for v in self.quota_violations
+            ]
         return {"error": error}
 
 
