@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 BUF := node_modules/.bin/buf
 
-.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check compose-check pytest bench clean
+.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check compose-check pytest bench bench-gate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ pytest: $(PY)
 bench: $(PY) ## requests/s and p50/p95/p99 of POST /v1/process through the whole stack
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) scripts/bench.py
+
+bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against calling the executor directly
+	$(PY) scripts/bench_gate.py
 
 clean: ## remove local state (database, logs, dev key) and caches
 	rm -rf var build .pytest_cache .mypy_cache .ruff_cache

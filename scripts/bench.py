@@ -48,9 +48,14 @@ def _wrk(url: str, key: str, *, connections: int, seconds: int, script: Path) ->
     return figures
 
 
-async def _bench(connections: int, seconds: int, extra_env: dict[str, str]) -> dict[str, float]:
+POLICY = Path(__file__).with_name("bench_policy.yaml")
+
+
+async def _bench(connections: int, seconds: int, extra_env: dict[str, str], database_url: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="techno-bench-") as tmp:
-        stack = Stack(StackConfig(state_dir=Path(tmp), ports=Ports.free(), extra_env=extra_env))
+        env = {"TECHNO_GATE_POLICY_FILE": str(POLICY), **extra_env}
+        config = StackConfig(state_dir=Path(tmp), ports=Ports.free(), database_url=database_url, extra_env=env)
+        stack = Stack(config)
         await stack.start()
         try:
             key = stack.config.key_file.read_text().strip()
@@ -68,6 +73,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--seconds", type=int, default=15, help="measured duration (default 15)")
     parser.add_argument("--fake-latency-ms", type=int, default=0, help="latency of the fake provider")
+    parser.add_argument("--database-url", default="", help="memory's database (default: SQLite in a temp dir)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
     )
@@ -76,7 +82,7 @@ def main() -> None:
         sys.exit("bench: wrk is required (apt-get install wrk)")
     env = {"TECHNO_FAKE_LATENCY_MS": str(args.fake_latency_ms), "TECHNO_LOG_LEVEL": "INFO"}
     env.update(item.split("=", 1) for item in args.env)
-    figures = asyncio.run(_bench(args.connections, args.seconds, env))
+    figures = asyncio.run(_bench(args.connections, args.seconds, env, args.database_url))
     rate = figures["requests"] / figures["seconds"]
     print(
         f"POST /v1/process through edge → gate → memory + executor, {args.connections} connections, "
