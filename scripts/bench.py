@@ -84,9 +84,10 @@ def main() -> None:
     env.update(item.split("=", 1) for item in args.env)
     figures = asyncio.run(_bench(args.connections, args.seconds, env, args.database_url))
     rate = figures["requests"] / figures["seconds"]
+    database = args.database_url.split("://", 1)[0] if args.database_url else "sqlite"
     print(
         f"POST /v1/process through edge → gate → memory + executor, {args.connections} connections, "
-        f"{args.seconds}s, fake provider latency {args.fake_latency_ms} ms"
+        f"{args.seconds}s, {database}, fake provider latency {args.fake_latency_ms} ms"
     )
     print(
         f"  requests/s  {rate:,.0f}   ({figures['requests']:.0f} requests, {figures['non_2xx']:.0f} non-2xx, "
