@@ -13,10 +13,9 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from techno_stack.stack import Ports, Stack, StackConfig
+from bench_support import add_stack_options, bench_stack, database_name
 
 LUA = r"""
 wrk.method = "POST"
@@ -48,24 +47,14 @@ def _wrk(url: str, key: str, *, connections: int, seconds: int, script: Path) ->
     return figures
 
 
-POLICY = Path(__file__).with_name("bench_policy.yaml")
-
-
 async def _bench(connections: int, seconds: int, extra_env: dict[str, str], database_url: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="techno-bench-") as tmp:
-        env = {"TECHNO_GATE_POLICY_FILE": str(POLICY), **extra_env}
-        config = StackConfig(state_dir=Path(tmp), ports=Ports.free(), database_url=database_url, extra_env=env)
-        stack = Stack(config)
-        await stack.start()
-        try:
-            key = stack.config.key_file.read_text().strip()
-            script = Path(tmp) / "process.lua"
-            script.write_text(LUA)
-            url = f"{stack.edge_url}/v1/process"
-            await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=3, script=script)  # warm-up
-            return await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=seconds, script=script)
-        finally:
-            await stack.stop()
+    async with bench_stack(database_url, extra_env) as (stack, scratch):
+        key = stack.config.key_file.read_text().strip()
+        script = scratch / "process.lua"
+        script.write_text(LUA)
+        url = f"{stack.edge_url}/v1/process"
+        await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=3, script=script)  # warm-up
+        return await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=seconds, script=script)
 
 
 def main() -> None:
@@ -73,10 +62,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--seconds", type=int, default=15, help="measured duration (default 15)")
     parser.add_argument("--fake-latency-ms", type=int, default=0, help="latency of the fake provider")
-    parser.add_argument("--database-url", default="", help="memory's database (default: SQLite in a temp dir)")
-    parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
-    )
+    add_stack_options(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is required (apt-get install wrk)")
@@ -84,7 +70,7 @@ def main() -> None:
     env.update(item.split("=", 1) for item in args.env)
     figures = asyncio.run(_bench(args.connections, args.seconds, env, args.database_url))
     rate = figures["requests"] / figures["seconds"]
-    database = args.database_url.split("://", 1)[0] if args.database_url else "sqlite"
+    database = database_name(args.database_url)
     print(
         f"POST /v1/process through edge → gate → memory + executor, {args.connections} connections, "
         f"{args.seconds}s, {database}, fake provider latency {args.fake_latency_ms} ms"

@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import grpc
+from bench_support import add_stack_options, bench_stack, database_name
 from google.protobuf import struct_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
-from techno_stack.stack import Ports, Stack, StackConfig
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -44,58 +42,45 @@ async def _drive(call: Callable[[], Awaitable[object]], *, requests: int, concur
     return latencies
 
 
-POLICY = Path(__file__).with_name("bench_policy.yaml")
-
-
 async def _bench(
     requests: int, concurrency: int, database_url: str, extra_env: dict[str, str]
 ) -> dict[str, list[float]]:
     payload = struct_pb2.Struct()
     payload.update({"text": "Techno governs every AI action."})
-    with tempfile.TemporaryDirectory(prefix="techno-bench-gate-") as tmp:
-        env = {"TECHNO_GATE_POLICY_FILE": str(POLICY), **extra_env}
-        config = StackConfig(state_dir=Path(tmp), ports=Ports.free(), database_url=database_url, extra_env=env)
-        stack = Stack(config)
-        await stack.start()
-        try:
-            key = stack.config.key_file.read_text().strip()
-            ports = stack.config.ports
-            async with (
-                grpc.aio.insecure_channel(f"127.0.0.1:{ports.executor}") as executor_channel,
-                grpc.aio.insecure_channel(f"127.0.0.1:{ports.gate}") as gate_channel,
-            ):
-                executor = executor_pb2_grpc.ExecutorServiceStub(executor_channel)
-                gate = gate_pb2_grpc.GateServiceStub(gate_channel)
-                execute = executor_pb2.ExecuteRequest(action="summarize", context_id="bench", payload=payload)
-                process = gate_pb2.ProcessRequest(action="summarize", context_id="bench", payload=payload)
+    async with bench_stack(database_url, extra_env) as (stack, _):
+        key = stack.config.key_file.read_text().strip()
+        ports = stack.config.ports
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports.executor}") as executor_channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports.gate}") as gate_channel,
+        ):
+            executor = executor_pb2_grpc.ExecutorServiceStub(executor_channel)
+            gate = gate_pb2_grpc.GateServiceStub(gate_channel)
+            execute = executor_pb2.ExecuteRequest(action="summarize", context_id="bench", payload=payload)
+            process = gate_pb2.ProcessRequest(action="summarize", context_id="bench", payload=payload)
 
-                async def direct() -> object:
-                    return await executor.Execute(execute, timeout=10)
+            async def direct() -> object:
+                return await executor.Execute(execute, timeout=10)
 
-                async def governed() -> object:
-                    return await gate.Process(process, metadata=[("x-api-key", key)], timeout=10)
+            async def governed() -> object:
+                return await gate.Process(process, metadata=[("x-api-key", key)], timeout=10)
 
-                results = {}
-                for name, call in (("executor", direct), ("gate", governed)):
-                    await _drive(call, requests=requests // 5, concurrency=concurrency)  # warm-up
-                    results[name] = await _drive(call, requests=requests, concurrency=concurrency)
-                return results
-        finally:
-            await stack.stop()
+            results = {}
+            for name, call in (("executor", direct), ("gate", governed)):
+                await _drive(call, requests=requests // 5, concurrency=concurrency)  # warm-up
+                results[name] = await _drive(call, requests=requests, concurrency=concurrency)
+            return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--database-url", default="", help="memory's database (default: SQLite in a temp dir)")
-    parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
-    )
+    add_stack_options(parser)
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     results = asyncio.run(_bench(args.requests, args.concurrency, args.database_url, extra_env))
-    database = args.database_url.split("://", 1)[0] if args.database_url else "sqlite"
+    database = database_name(args.database_url)
     print(f"{args.requests} Process requests, concurrency {args.concurrency}, {database}, fake provider")
     figures = {name: (_percentile(s, 0.5), _percentile(s, 0.99)) for name, s in results.items()}
     for name, (p50, p99) in figures.items():

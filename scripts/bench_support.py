@@ -1,0 +1,39 @@
+"""What the benchmarks share: the whole stack on free loopback ports, with a policy whose limits never bind,
+and the command-line options that choose its database and environment."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from techno_stack.stack import Ports, Stack, StackConfig
+
+POLICY = Path(__file__).with_name("bench_policy.yaml")
+
+
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default="", help="memory's database (default: SQLite in a temp dir)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
+    )
+
+
+def database_name(url: str) -> str:
+    return url.split("://", 1)[0] if url else "sqlite"
+
+
+@contextlib.asynccontextmanager
+async def bench_stack(database_url: str, extra_env: dict[str, str]) -> AsyncIterator[tuple[Stack, Path]]:
+    """The started stack and a scratch directory; stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="techno-bench-") as tmp:
+        env = {"TECHNO_GATE_POLICY_FILE": str(POLICY), **extra_env}
+        config = StackConfig(state_dir=Path(tmp), ports=Ports.free(), database_url=database_url, extra_env=env)
+        stack = Stack(config)
+        await stack.start()
+        try:
+            yield stack, Path(tmp)
+        finally:
+            await stack.stop()
