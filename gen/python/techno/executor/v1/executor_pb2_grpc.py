@@ -105,3 +105,170 @@ class ExecutorService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ExecutorAdminServiceStub:
+    """ExecutorAdminService lets operators rehearse incidents and steer the circuit breakers. Internal: the gate's
+    admin service (admin scope) is its only caller.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetFaults = channel.unary_unary(
+                '/techno.executor.v1.ExecutorAdminService/SetFaults',
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsRequest.SerializeToString,
+                response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsResponse.FromString,
+                _registered_method=True)
+        self.ListBreakers = channel.unary_unary(
+                '/techno.executor.v1.ExecutorAdminService/ListBreakers',
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersRequest.SerializeToString,
+                response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersResponse.FromString,
+                _registered_method=True)
+        self.SetBreaker = channel.unary_unary(
+                '/techno.executor.v1.ExecutorAdminService/SetBreaker',
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerRequest.SerializeToString,
+                response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerResponse.FromString,
+                _registered_method=True)
+
+
+class ExecutorAdminServiceServicer:
+    """ExecutorAdminService lets operators rehearse incidents and steer the circuit breakers. Internal: the gate's
+    admin service (admin scope) is its only caller.
+    """
+
+    def SetFaults(self, request, context):
+        """SetFaults replaces the injected faults of a fake provider (only fake providers accept faults).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBreakers(self, request, context):
+        """ListBreakers reports every provider's circuit breaker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBreaker(self, request, context):
+        """SetBreaker forces a breaker open or closed, or resets it to normal operation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ExecutorAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFaults,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsRequest.FromString,
+                    response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsResponse.SerializeToString,
+            ),
+            'ListBreakers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBreakers,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersRequest.FromString,
+                    response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersResponse.SerializeToString,
+            ),
+            'SetBreaker': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBreaker,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerRequest.FromString,
+                    response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'techno.executor.v1.ExecutorAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('techno.executor.v1.ExecutorAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ExecutorAdminService:
+    """ExecutorAdminService lets operators rehearse incidents and steer the circuit breakers. Internal: the gate's
+    admin service (admin scope) is its only caller.
+    """
+
+    @staticmethod
+    def SetFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.executor.v1.ExecutorAdminService/SetFaults',
+            techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.SetFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBreakers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.executor.v1.ExecutorAdminService/ListBreakers',
+            techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.ListBreakersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBreaker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.executor.v1.ExecutorAdminService/SetBreaker',
+            techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.SetBreakerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -26,10 +26,11 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from techno.executor.v1 import executor_pb2 as techno_dot_executor_dot_v1_dot_executor__pb2
 from techno.gate.v1 import gate_pb2 as techno_dot_gate_dot_v1_dot_gate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atechno/gate/v1/admin.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19techno/gate/v1/gate.proto\"\xeb\x01\n\nApiKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x14\x43reateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"C\n\x13ListApiKeysResponse\x12,\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14RevokeApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RotateApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x80\x01\n\x14RotateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12+\n\x07revoked\x18\x03 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"F\n\rDryRunRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1e.techno.gate.v1.ProcessRequestB\x04\xe2\x41\x01\x02\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x88\x02\n\x0e\x44ryRunResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12/\n\x0breason_code\x18\x02 \x01(\x0e\x32\x1a.techno.gate.v1.ReasonCode\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x38\n\x10\x66ield_violations\x18\x07 \x03(\x0b\x32\x1e.techno.gate.v1.FieldViolation\x12\x1a\n\x12remaining_requests\x18\x08 \x01(\x05\x12\x10\n\x08trace_id\x18\t \x01(\t2\xee\x04\n\x10GateAdminService\x12t\n\x0c\x43reateApiKey\x12#.techno.gate.v1.CreateApiKeyRequest\x1a$.techno.gate.v1.CreateApiKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12n\n\x0bListApiKeys\x12\".techno.gate.v1.ListApiKeysRequest\x1a#.techno.gate.v1.ListApiKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x84\x01\n\x0cRevokeApiKey\x12#.techno.gate.v1.RevokeApiKeyRequest\x1a$.techno.gate.v1.RevokeApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*\x12\x84\x01\n\x0cRotateApiKey\x12#.techno.gate.v1.RotateApiKeyRequest\x1a$.techno.gate.v1.RotateApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:rotate:\x01*\x12\x66\n\x06\x44ryRun\x12\x1d.techno.gate.v1.DryRunRequest\x1a\x1e.techno.gate.v1.DryRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/process:dryRun:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atechno/gate/v1/admin.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!techno/executor/v1/executor.proto\x1a\x19techno/gate/v1/gate.proto\"\xeb\x01\n\nApiKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x14\x43reateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"C\n\x13ListApiKeysResponse\x12,\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14RevokeApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RotateApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x80\x01\n\x14RotateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12+\n\x07revoked\x18\x03 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"F\n\rDryRunRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1e.techno.gate.v1.ProcessRequestB\x04\xe2\x41\x01\x02\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x88\x02\n\x0e\x44ryRunResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12/\n\x0breason_code\x18\x02 \x01(\x0e\x32\x1a.techno.gate.v1.ReasonCode\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x38\n\x10\x66ield_violations\x18\x07 \x03(\x0b\x32\x1e.techno.gate.v1.FieldViolation\x12\x1a\n\x12remaining_requests\x18\x08 \x01(\x05\x12\x10\n\x08trace_id\x18\t \x01(\t\"d\n\x18SetProviderFaultsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"_\n\x19SetProviderFaultsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"\x1c\n\x1aListCircuitBreakersRequest\"P\n\x1bListCircuitBreakersResponse\x12\x31\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1f.techno.executor.v1.BreakerInfo\"m\n\x18SetCircuitBreakerRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\".techno.executor.v1.BreakerCommandB\x04\xe2\x41\x01\x02\"M\n\x19SetCircuitBreakerResponse\x12\x30\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x1f.techno.executor.v1.BreakerInfo2\xb2\x08\n\x10GateAdminService\x12t\n\x0c\x43reateApiKey\x12#.techno.gate.v1.CreateApiKeyRequest\x1a$.techno.gate.v1.CreateApiKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12n\n\x0bListApiKeys\x12\".techno.gate.v1.ListApiKeysRequest\x1a#.techno.gate.v1.ListApiKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x84\x01\n\x0cRevokeApiKey\x12#.techno.gate.v1.RevokeApiKeyRequest\x1a$.techno.gate.v1.RevokeApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*\x12\x84\x01\n\x0cRotateApiKey\x12#.techno.gate.v1.RotateApiKeyRequest\x1a$.techno.gate.v1.RotateApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:rotate:\x01*\x12\x9f\x01\n\x11SetProviderFaults\x12(.techno.gate.v1.SetProviderFaultsRequest\x1a).techno.gate.v1.SetProviderFaultsResponse\"5\x82\xd3\xe4\x93\x02/\"%/v1/admin/providers/{provider}/faults:\x06\x66\x61ults\x12\x8a\x01\n\x13ListCircuitBreakers\x12*.techno.gate.v1.ListCircuitBreakersRequest\x1a+.techno.gate.v1.ListCircuitBreakersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/admin/breakers\x12\x92\x01\n\x11SetCircuitBreaker\x12(.techno.gate.v1.SetCircuitBreakerRequest\x1a).techno.gate.v1.SetCircuitBreakerResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/admin/breakers/{provider}:\x01*\x12\x66\n\x06\x44ryRun\x12\x1d.techno.gate.v1.DryRunRequest\x1a\x1e.techno.gate.v1.DryRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/process:dryRun:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['key_id']._serialized_options = b'\342A\001\002'
   _globals['_DRYRUNREQUEST'].fields_by_name['request']._loaded_options = None
   _globals['_DRYRUNREQUEST'].fields_by_name['request']._serialized_options = b'\342A\001\002'
+  _globals['_SETPROVIDERFAULTSREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_SETPROVIDERFAULTSREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_SETCIRCUITBREAKERREQUEST'].fields_by_name['provider']._loaded_options = None
+  _globals['_SETCIRCUITBREAKERREQUEST'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_SETCIRCUITBREAKERREQUEST'].fields_by_name['command']._loaded_options = None
+  _globals['_SETCIRCUITBREAKERREQUEST'].fields_by_name['command']._serialized_options = b'\342A\001\002'
   _globals['_GATEADMINSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
   _globals['_GATEADMINSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/admin/keys:\001*'
   _globals['_GATEADMINSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
@@ -52,32 +59,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEADMINSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\002#\"\036/v1/admin/keys/{key_id}:revoke:\001*'
   _globals['_GATEADMINSERVICE'].methods_by_name['RotateApiKey']._loaded_options = None
   _globals['_GATEADMINSERVICE'].methods_by_name['RotateApiKey']._serialized_options = b'\202\323\344\223\002#\"\036/v1/admin/keys/{key_id}:rotate:\001*'
+  _globals['_GATEADMINSERVICE'].methods_by_name['SetProviderFaults']._loaded_options = None
+  _globals['_GATEADMINSERVICE'].methods_by_name['SetProviderFaults']._serialized_options = b'\202\323\344\223\002/\"%/v1/admin/providers/{provider}/faults:\006faults'
+  _globals['_GATEADMINSERVICE'].methods_by_name['ListCircuitBreakers']._loaded_options = None
+  _globals['_GATEADMINSERVICE'].methods_by_name['ListCircuitBreakers']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/admin/breakers'
+  _globals['_GATEADMINSERVICE'].methods_by_name['SetCircuitBreaker']._loaded_options = None
+  _globals['_GATEADMINSERVICE'].methods_by_name['SetCircuitBreaker']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/admin/breakers/{provider}:\001*'
   _globals['_GATEADMINSERVICE'].methods_by_name['DryRun']._loaded_options = None
   _globals['_GATEADMINSERVICE'].methods_by_name['DryRun']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/process:dryRun:\001*'
-  _globals['_APIKEYINFO']._serialized_start=170
-  _globals['_APIKEYINFO']._serialized_end=405
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=407
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=529
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=531
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=614
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=616
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=636
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=638
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=705
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=707
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=750
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=752
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=819
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=821
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=864
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=867
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=995
-  _globals['_DRYRUNREQUEST']._serialized_start=997
-  _globals['_DRYRUNREQUEST']._serialized_end=1067
-  _globals['_FIELDVIOLATION']._serialized_start=1069
-  _globals['_FIELDVIOLATION']._serialized_end=1121
-  _globals['_DRYRUNRESPONSE']._serialized_start=1124
-  _globals['_DRYRUNRESPONSE']._serialized_end=1388
-  _globals['_GATEADMINSERVICE']._serialized_start=1391
-  _globals['_GATEADMINSERVICE']._serialized_end=2013
+  _globals['_APIKEYINFO']._serialized_start=205
+  _globals['_APIKEYINFO']._serialized_end=440
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=442
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=564
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=566
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=649
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=651
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=671
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=673
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=740
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=742
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=785
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=787
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=854
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=856
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=899
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=902
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1030
+  _globals['_DRYRUNREQUEST']._serialized_start=1032
+  _globals['_DRYRUNREQUEST']._serialized_end=1102
+  _globals['_FIELDVIOLATION']._serialized_start=1104
+  _globals['_FIELDVIOLATION']._serialized_end=1156
+  _globals['_DRYRUNRESPONSE']._serialized_start=1159
+  _globals['_DRYRUNRESPONSE']._serialized_end=1423
+  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_start=1425
+  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_end=1525
+  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_start=1527
+  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_end=1622
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_start=1624
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_end=1652
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_start=1654
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_end=1734
+  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_start=1736
+  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_end=1845
+  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_start=1847
+  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_end=1924
+  _globals['_GATEADMINSERVICE']._serialized_start=1927
+  _globals['_GATEADMINSERVICE']._serialized_end=3001
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from techno.executor.v1 import executor_pb2 as _executor_pb2
 from techno.gate.v1 import gate_pb2 as _gate_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -126,3 +127,43 @@ class DryRunResponse(_message.Message):
     remaining_requests: int
     trace_id: str
     def __init__(self, decision: _Optional[str] = ..., reason_code: _Optional[_Union[_gate_pb2.ReasonCode, str]] = ..., rule: _Optional[str] = ..., policy_version: _Optional[str] = ..., profile: _Optional[str] = ..., principal_id: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., remaining_requests: _Optional[int] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class SetProviderFaultsRequest(_message.Message):
+    __slots__ = ("provider", "faults")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    faults: _executor_pb2.FaultProfile
+    def __init__(self, provider: _Optional[str] = ..., faults: _Optional[_Union[_executor_pb2.FaultProfile, _Mapping]] = ...) -> None: ...
+
+class SetProviderFaultsResponse(_message.Message):
+    __slots__ = ("provider", "faults")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    faults: _executor_pb2.FaultProfile
+    def __init__(self, provider: _Optional[str] = ..., faults: _Optional[_Union[_executor_pb2.FaultProfile, _Mapping]] = ...) -> None: ...
+
+class ListCircuitBreakersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCircuitBreakersResponse(_message.Message):
+    __slots__ = ("breakers",)
+    BREAKERS_FIELD_NUMBER: _ClassVar[int]
+    breakers: _containers.RepeatedCompositeFieldContainer[_executor_pb2.BreakerInfo]
+    def __init__(self, breakers: _Optional[_Iterable[_Union[_executor_pb2.BreakerInfo, _Mapping]]] = ...) -> None: ...
+
+class SetCircuitBreakerRequest(_message.Message):
+    __slots__ = ("provider", "command")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    command: _executor_pb2.BreakerCommand
+    def __init__(self, provider: _Optional[str] = ..., command: _Optional[_Union[_executor_pb2.BreakerCommand, str]] = ...) -> None: ...
+
+class SetCircuitBreakerResponse(_message.Message):
+    __slots__ = ("breaker",)
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    breaker: _executor_pb2.BreakerInfo
+    def __init__(self, breaker: _Optional[_Union[_executor_pb2.BreakerInfo, _Mapping]] = ...) -> None: ...

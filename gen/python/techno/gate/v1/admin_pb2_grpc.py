@@ -57,6 +57,21 @@ class GateAdminServiceStub:
                 request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyRequest.SerializeToString,
                 response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.SetProviderFaults = channel.unary_unary(
+                '/techno.gate.v1.GateAdminService/SetProviderFaults',
+                request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsResponse.FromString,
+                _registered_method=True)
+        self.ListCircuitBreakers = channel.unary_unary(
+                '/techno.gate.v1.GateAdminService/ListCircuitBreakers',
+                request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersResponse.FromString,
+                _registered_method=True)
+        self.SetCircuitBreaker = channel.unary_unary(
+                '/techno.gate.v1.GateAdminService/SetCircuitBreaker',
+                request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerResponse.FromString,
+                _registered_method=True)
         self.DryRun = channel.unary_unary(
                 '/techno.gate.v1.GateAdminService/DryRun',
                 request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.DryRunRequest.SerializeToString,
@@ -97,6 +112,27 @@ class GateAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetProviderFaults(self, request, context):
+        """SetProviderFaults injects faults into a fake provider, to rehearse incidents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCircuitBreakers(self, request, context):
+        """ListCircuitBreakers reports every provider's circuit breaker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCircuitBreaker(self, request, context):
+        """SetCircuitBreaker forces a provider's breaker open or closed, or resets it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DryRun(self, request, context):
         """DryRun evaluates a request against the policy and limits and says what would be decided and why, without
         executing, recording or consuming quota.
@@ -127,6 +163,21 @@ def add_GateAdminServiceServicer_to_server(servicer, server):
                     servicer.RotateApiKey,
                     request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyRequest.FromString,
                     response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyResponse.SerializeToString,
+            ),
+            'SetProviderFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetProviderFaults,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsResponse.SerializeToString,
+            ),
+            'ListCircuitBreakers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCircuitBreakers,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersResponse.SerializeToString,
+            ),
+            'SetCircuitBreaker': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCircuitBreaker,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerResponse.SerializeToString,
             ),
             'DryRun': grpc.unary_unary_rpc_method_handler(
                     servicer.DryRun,
@@ -244,6 +295,87 @@ class GateAdminService:
             '/techno.gate.v1.GateAdminService/RotateApiKey',
             techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyRequest.SerializeToString,
             techno_dot_gate_dot_v1_dot_admin__pb2.RotateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetProviderFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateAdminService/SetProviderFaults',
+            techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_admin__pb2.SetProviderFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCircuitBreakers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateAdminService/ListCircuitBreakers',
+            techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_admin__pb2.ListCircuitBreakersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCircuitBreaker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateAdminService/SetCircuitBreaker',
+            techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_admin__pb2.SetCircuitBreakerResponse.FromString,
             options,
             channel_credentials,
             insecure,
