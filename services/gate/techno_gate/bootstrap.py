@@ -69,7 +69,7 @@ async def bootstrap(
     )
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, known_profiles=lambda: set(policies.current.document.profiles))
     servicer = GateServicer(gatekeeper, executor_timeout_seconds=settings.gate_executor_timeout_seconds)
-    admin = GateAdminServicer(gatekeeper, key_admin)
+    admin = GateAdminServicer(gatekeeper, key_admin, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel))
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size
     )

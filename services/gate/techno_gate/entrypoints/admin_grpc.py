@@ -1,17 +1,28 @@
-"""The gRPC face of key management and dry runs."""
+"""The gRPC face of the gate's admin service: key management, dry runs, and operator commands for the executor."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
+import grpc
 from google.protobuf import timestamp_pb2
 
+from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
+from techno_core.grpc_errors import from_rpc_error
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.authenticate import require
 from techno_gate.application.process import Gatekeeper
 from techno_gate.domain.keys import ApiKeyRecord
+from techno_gate.domain.principal import Scope
+from techno_gate.domain.reasons import Reason
 from techno_gate.entrypoints.grpc import Context, presented_credentials, process_command
+
+T = TypeVar("T")
+_ADMIN_TIMEOUT_SECONDS = 5.0
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -41,9 +52,48 @@ def _reason_code(reason: str) -> str:
 
 
 class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
-    def __init__(self, gatekeeper: Gatekeeper, keys: KeyAdmin) -> None:
+    def __init__(
+        self, gatekeeper: Gatekeeper, keys: KeyAdmin, executor_admin: executor_pb2_grpc.ExecutorAdminServiceStub
+    ) -> None:
         self._gatekeeper = gatekeeper
         self._keys = keys
+        self._executor_admin = executor_admin
+
+    async def _admin(self, context: Context) -> None:
+        require(self._gatekeeper.authenticate(presented_credentials(context)), Scope.ADMIN)
+
+    async def _forward(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:  # the executor's own reasons (NOT_FOUND …) reach the operator
+            raise from_rpc_error(error, default_reason=Reason.EXECUTOR_UNAVAILABLE) from error
+
+    # Operator commands for the executor pass through unchanged: the gate's only part is the admin scope.
+
+    async def SetProviderFaults(
+        self, request: admin_pb2.SetProviderFaultsRequest, context: Context
+    ) -> admin_pb2.SetProviderFaultsResponse:
+        await self._admin(context)
+        forwarded = executor_pb2.SetFaultsRequest(provider=request.provider, faults=request.faults)
+        reply = await self._forward(self._executor_admin.SetFaults(forwarded, timeout=_ADMIN_TIMEOUT_SECONDS))
+        return admin_pb2.SetProviderFaultsResponse(provider=reply.provider, faults=reply.faults)
+
+    async def ListCircuitBreakers(
+        self, request: admin_pb2.ListCircuitBreakersRequest, context: Context
+    ) -> admin_pb2.ListCircuitBreakersResponse:
+        await self._admin(context)
+        reply = await self._forward(
+            self._executor_admin.ListBreakers(executor_pb2.ListBreakersRequest(), timeout=_ADMIN_TIMEOUT_SECONDS)
+        )
+        return admin_pb2.ListCircuitBreakersResponse(breakers=reply.breakers)
+
+    async def SetCircuitBreaker(
+        self, request: admin_pb2.SetCircuitBreakerRequest, context: Context
+    ) -> admin_pb2.SetCircuitBreakerResponse:
+        await self._admin(context)
+        forwarded = executor_pb2.SetBreakerRequest(provider=request.provider, command=request.command)
+        reply = await self._forward(self._executor_admin.SetBreaker(forwarded, timeout=_ADMIN_TIMEOUT_SECONDS))
+        return admin_pb2.SetCircuitBreakerResponse(breaker=reply.breaker)
 
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: Context
