@@ -151,3 +151,19 @@ def test_listing_carries_read_at() -> None:
     assert response.read_at.ToDatetime(tzinfo=UTC) == read_at
     assert [k.key_id for k in response.api_keys] == ["key_1"]
     assert listing_to_proto(KeyListing(keys=(), read_at=read_at)).HasField("read_at")
+
+
+def test_every_proto_event_kind_but_unspecified_round_trips() -> None:
+    from google.protobuf import timestamp_pb2
+
+    from techno.memory.v1 import memory_pb2
+    from techno_memory.entrypoints.convert import event_from_proto, event_to_proto
+
+    for name, number in memory_pb2.AuditEventKind.items():
+        if number == memory_pb2.AUDIT_EVENT_KIND_UNSPECIFIED:
+            continue
+        stamp = timestamp_pb2.Timestamp(seconds=1_800_000_000)
+        message = memory_pb2.AuditEvent(event_id="e", trace_id="a" * 32, kind=number, occurred_at=stamp, service="s")
+        event, violations = event_from_proto(message, "events[0]")
+        assert violations == [], name
+        assert event_to_proto(event).kind == number

@@ -12,6 +12,7 @@ from typing import Any
 class AuditEventKind(StrEnum):
     DECISION = "DECISION"
     OUTCOME = "OUTCOME"
+    BREAKER = "BREAKER"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from techno_memory.domain.validation import INVALID_API_KEY, INVALID_KEY_LISTING
 _KIND_FROM_PROTO = {
     memory_pb2.AUDIT_EVENT_KIND_DECISION: AuditEventKind.DECISION,
     memory_pb2.AUDIT_EVENT_KIND_OUTCOME: AuditEventKind.OUTCOME,
+    memory_pb2.AUDIT_EVENT_KIND_BREAKER: AuditEventKind.BREAKER,
 }
 _KIND_TO_PROTO = {kind: value for value, kind in _KIND_FROM_PROTO.items()}
 # Stands in for a missing timestamp while the rest of the event is checked; such an event is always refused.
@@ -46,7 +47,7 @@ def event_from_proto(message: memory_pb2.AuditEvent, path: str) -> tuple[AuditEv
     violations = []
     kind = _KIND_FROM_PROTO.get(message.kind)
     if kind is None:
-        violations.append(FieldViolation(f"{path}.kind", "must be AUDIT_EVENT_KIND_DECISION or _OUTCOME"))
+        violations.append(FieldViolation(f"{path}.kind", "must be a known AUDIT_EVENT_KIND_* other than UNSPECIFIED"))
     if not message.HasField("occurred_at"):
         violations.append(FieldViolation(f"{path}.occurred_at", "required"))
     event = AuditEvent(

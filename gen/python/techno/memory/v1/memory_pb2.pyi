@@ -17,9 +17,11 @@ class AuditEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_KIND_UNSPECIFIED: _ClassVar[AuditEventKind]
     AUDIT_EVENT_KIND_DECISION: _ClassVar[AuditEventKind]
     AUDIT_EVENT_KIND_OUTCOME: _ClassVar[AuditEventKind]
+    AUDIT_EVENT_KIND_BREAKER: _ClassVar[AuditEventKind]
 AUDIT_EVENT_KIND_UNSPECIFIED: AuditEventKind
 AUDIT_EVENT_KIND_DECISION: AuditEventKind
 AUDIT_EVENT_KIND_OUTCOME: AuditEventKind
+AUDIT_EVENT_KIND_BREAKER: AuditEventKind
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "trace_id", "kind", "occurred_at", "service", "principal_id", "action", "context_id", "result", "reason_codes", "attributes")
