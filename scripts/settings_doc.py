@@ -39,7 +39,8 @@ def render() -> str:
     for service, cls in _settings_classes():
         lines += [f"## {service}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
         for name, field in cls.model_fields.items():
-            variable = f"{prefix}{name}".upper()
+            alias = field.validation_alias
+            variable = alias.upper() if isinstance(alias, str) else f"{prefix}{name}".upper()
             lines.append(f"| `{variable}` | {_default(name, field)} | {field.description or ''} |")
         lines.append("")
     return "\n".join(lines)

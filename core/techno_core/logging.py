@@ -41,3 +41,5 @@ def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO; providers' calls are already in metrics and traces.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

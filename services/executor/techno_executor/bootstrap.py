@@ -1,5 +1,5 @@
-"""Composition root of the executor: wires settings, provider, breaker, retry policy and telemetry into a gRPC
-app. Nothing here runs at import time."""
+"""Composition root of the executor: wires settings, providers, breakers, retry policy, fault switches and
+telemetry into a gRPC app. Nothing here runs at import time."""
 
 from __future__ import annotations
 
@@ -10,25 +10,43 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2_grpc
+from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
+from techno_executor.adapters.audit import BreakerAuditWriter
 from techno_executor.adapters.fake_provider import FakeProvider
+from techno_executor.adapters.providers import build_providers, close_providers
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
-from techno_executor.application.execute import ExecuteAction, ProviderRoute
+from techno_executor.application.execute import ExecuteAction
 from techno_executor.domain.actions import default_catalogue
-from techno_executor.domain.breaker import CircuitBreaker
+from techno_executor.domain.breaker import fan_out
+from techno_executor.domain.faults import FaultSwitch
 from techno_executor.domain.provider import Provider
 from techno_executor.domain.retry import RetryPolicy
+from techno_executor.entrypoints.admin_grpc import ExecutorAdminServicer
 from techno_executor.entrypoints.grpc import ExecutorServicer
+from techno_executor.provider_settings import ProviderConfigError
+from techno_executor.resilience_settings import provider_routes
 from techno_executor.settings import ExecutorSettings
 
 SERVICE_NAME = "techno.executor.v1.ExecutorService"
+ADMIN_SERVICE_NAME = "techno.executor.v1.ExecutorAdminService"
 
 
-def fake_provider(settings: ExecutorSettings) -> FakeProvider:
-    return FakeProvider(
-        latency_ms=settings.fake_latency_ms, error_rate=settings.fake_error_rate, seed=settings.fake_seed
-    )
+def _providers(
+    settings: ExecutorSettings, provider: Provider | None
+) -> tuple[dict[str, Provider], dict[str, FaultSwitch]]:
+    """The configured providers in fallback order, and the fault switch of the fake one. ``provider`` (tests)
+    replaces the whole set."""
+    if provider is not None:
+        faults = getattr(provider, "faults", None)
+        return {provider.name: provider}, ({provider.name: faults} if isinstance(faults, FaultSwitch) else {})
+    switch = FaultSwitch(settings.initial_faults())
+    fake = FakeProvider(faults=switch, seed=settings.fake_seed)
+    try:  # fail closed: an unknown or key-less provider on the allowlist refuses to start
+        return build_providers(settings, fake=fake), {fake.name: switch}
+    except ProviderConfigError as error:
+        raise StartupError(str(error)) from error
 
 
 async def bootstrap(
@@ -39,22 +57,33 @@ async def bootstrap(
     provider: Provider | None = None,
     clock: Callable[[], float] | None = None,
 ) -> GrpcApp:
-    """``provider`` replaces the configured one (the fake, until vendor adapters exist); ``clock`` drives the
-    breaker's cooldown and the deadline arithmetic, so tests can move time without sleeping."""
+    """``provider`` replaces the configured ones; ``clock`` drives the breakers' cooldowns and the deadline
+    arithmetic, so tests can move time without sleeping."""
+    providers, fault_switches = _providers(settings, provider)
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("executor", settings.executor_id, settings)
     registry = registry or CollectorRegistry()
     clock = clock or time.monotonic
-    provider = provider or fake_provider(settings)
 
     observer = PrometheusExecutionObserver(registry, settings.executor_id)
-    observer.provider_registered(provider.name)
-    breaker = CircuitBreaker(
-        provider.name,
-        failure_threshold=settings.cb_threshold,
-        open_seconds=settings.cb_timeout,
+    for name in providers:
+        observer.provider_registered(name)
+    audit = (
+        BreakerAuditWriter.connect(
+            settings.memory_target,
+            tracer,
+            executor_id=settings.executor_id,
+            registry=registry,
+            timeout_seconds=settings.executor_audit_timeout_seconds,
+        )
+        if settings.executor_audit_breaker_transitions
+        else None
+    )
+    routes = provider_routes(
+        settings,
+        providers.values(),
         clock=clock,
-        on_state_change=observer.breaker_state_changed,
+        on_state_change=fan_out(observer.breaker_state_changed, audit.transition if audit else None),
     )
     retry = RetryPolicy(
         max_attempts=settings.executor_retry_max_attempts,
@@ -64,24 +93,31 @@ async def bootstrap(
     )
     use_case = ExecuteAction(
         catalogue=default_catalogue(),
-        route=ProviderRoute(provider, breaker),
+        routes=routes,
         retry=retry,
         observer=observer,
         provider_timeout_seconds=settings.executor_provider_timeout_seconds,
         clock=clock,
     )
     servicer = ExecutorServicer(use_case, executor_id=settings.executor_id)
+    admin = ExecutorAdminServicer({name: route.breaker for name, route in use_case.routes.items()}, fault_switches)
 
-    async def close_tracer() -> None:
+    async def close() -> None:
+        if audit is not None:
+            await audit.close()
+        await close_providers(providers)
         if owns_tracer:
             tracer.shutdown()
 
     definition = ServiceDefinition(
         name="executor",
-        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)],
-        service_names=[SERVICE_NAME],
-        probes=[],  # no dependency of its own: provider trouble shows in the breaker, not as NOT_SERVING
-        closers=[close_tracer],
+        registrations=[
+            lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server),
+            lambda server: executor_pb2_grpc.add_ExecutorAdminServiceServicer_to_server(admin, server),
+        ],
+        service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
+        probes=[],  # no dependency of its own: provider trouble shows in the breakers, not as NOT_SERVING
+        closers=[close],
     )
     return GrpcApp(
         definition,

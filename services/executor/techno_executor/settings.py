@@ -7,7 +7,10 @@ import socket
 
 from pydantic import Field
 
-from techno_core.settings import GrpcServerSettings, TechnoSettings
+from techno_core.settings import GrpcServerSettings, MemoryClientSettings, TechnoSettings
+from techno_executor.fault_settings import FaultSettings
+from techno_executor.provider_settings import ProviderSettings
+from techno_executor.resilience_settings import ResilienceSettings
 
 
 def _default_executor_id() -> str:
@@ -15,7 +18,9 @@ def _default_executor_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class ExecutorSettings(TechnoSettings, GrpcServerSettings):
+class ExecutorSettings(
+    TechnoSettings, GrpcServerSettings, MemoryClientSettings, ResilienceSettings, FaultSettings, ProviderSettings
+):
     executor_port: int = Field(50052, ge=0, le=65535, description="gRPC port of the executor (0 picks a free one).")
     executor_metrics_port: int = Field(
         9102, ge=0, le=65535, description="Port of the executor's Prometheus `/metrics`."
@@ -37,17 +42,4 @@ class ExecutorSettings(TechnoSettings, GrpcServerSettings):
         5.0,
         ge=0,
         description="Largest backoff between retries; a provider asking for a longer Retry-After is not retried.",
-    )
-    cb_threshold: int = Field(
-        3, ge=1, description="Consecutive failed executions of a provider that open its circuit breaker."
-    )
-    cb_timeout: float = Field(
-        60.0, gt=0, description="Seconds an open circuit rejects calls before it lets one probe call through."
-    )
-    fake_latency_ms: int = Field(0, ge=0, description="Latency the fake provider adds to each call, in milliseconds.")
-    fake_error_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of fake provider calls that fail with a server error (0 to 1)."
-    )
-    fake_seed: int | None = Field(
-        None, description="Seed of the fake provider's error draws, for reproducible failures (unset: random)."
     )

@@ -95,8 +95,8 @@ def test_half_open_lets_only_the_allowed_number_of_probes_through() -> None:
     breaker.release(first)  # a probe that ended without a verdict frees its slot
     third = breaker.allow()
     breaker.record_success(second)
-    assert state(breaker) is CircuitState.CLOSED
-    breaker.record_failure(third)  # granted before the transition: ignored
+    assert state(breaker) is CircuitState.HALF_OPEN  # every probe must succeed before it closes
+    breaker.record_success(third)
     assert state(breaker) is CircuitState.CLOSED
 
 

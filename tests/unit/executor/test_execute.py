@@ -13,7 +13,7 @@ from techno_executor.application.execute import ExecuteAction, ExecuteCommand, P
 from techno_executor.domain.actions import default_catalogue
 from techno_executor.domain.breaker import CircuitBreaker, CircuitState
 from techno_executor.domain.provider import ProviderError, ProviderRateLimited, ProviderServerError, ProviderTimeout
-from techno_executor.domain.retry import RetryPolicy
+from techno_executor.domain.retry import AttemptReport, RetryPolicy
 
 from .fakes import FakeClock, ScriptedProvider
 
@@ -24,12 +24,16 @@ SUMMARIZE = ExecuteCommand(action="summarize", payload={"text": "A long text."})
 class RecordingObserver:
     events: list[tuple[str, Any]] = field(default_factory=list)
     finished: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[tuple[str, AttemptReport]] = field(default_factory=list)
 
     def call_received(self) -> None:
         self.events.append(("call", None))
 
     def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
         self.events.append(("attempt", error_type))
+
+    def attempt_reported(self, provider: str, model: str, report: AttemptReport) -> None:
+        self.reports.append((provider, report))
 
     def circuit_rejected(self, provider: str) -> None:
         self.events.append(("rejected", provider))

@@ -1,10 +1,12 @@
 """The fake language-model vendor: deterministic answers computed from the prompt, no network.
 
 It stands where a real vendor adapter stands (behind the ``Provider`` port) and behaves like one: it honours
-its timeout, takes configurable time and fails at a configurable, seeded rate with a server error. Its answers
-come from reading the executor's prompt convention (``domain.prompt``) the way a model would read the
-instructions — crude text heuristics, but in the output format the task asked for, so every action can run
-end to end in development and tests.
+its timeout and takes configurable time. It also injects the faults of a ``FaultSwitch`` — latency with jitter,
+server errors, 429 with Retry-After, timeouts and hangs — drawn per call from a seeded random generator, and an
+operator can switch them at run time (``FaultSwitch.replace`` takes effect on the next call). Its answers come
+from reading the executor's prompt convention (``domain.prompt``) the way a model would read the instructions —
+crude text heuristics, but in the output format the task asked for, so every action can run end to end in
+development and tests.
 """
 
 from __future__ import annotations
@@ -14,17 +16,56 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
 
+from techno_executor.domain.faults import FaultProfile, FaultSwitch
 from techno_executor.domain.prompt import Prompt, parse_prompt
-from techno_executor.domain.provider import Completion, ProviderServerError, ProviderTimeout
+from techno_executor.domain.provider import Completion, ProviderRateLimited, ProviderServerError, ProviderTimeout
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"\w+")
 
+Fault = Literal["hang", "timeout", "rate_limit", "error"]
+Sleep = Callable[[float], Awaitable[None]]
+
+# A timeout fault answers this long after the caller's timeout: late enough that the caller's own timeout
+# fires first, bounded so that a caller without one is not held for ever.
+TIMEOUT_FAULT_MARGIN_SECONDS = 0.1
+SERVER_ERROR_STATUS = 503
+
+
+def pick_fault(profile: FaultProfile, draw: float) -> Fault | None:
+    """The fault for a uniform ``draw`` in [0, 1): cumulative bands hang, timeout, rate limit, error, then none.
+
+    A rate of 1.0 always wins its band and 0.0 never does, since ``draw < 1``.
+    """
+    bound = 0.0
+    bands: tuple[tuple[Fault, float], ...] = (
+        ("hang", profile.hang_rate),
+        ("timeout", profile.timeout_rate),
+        ("rate_limit", profile.rate_limit_rate),
+        ("error", profile.error_rate),
+    )
+    for fault, rate in bands:
+        bound += max(rate, 0.0)
+        if draw < bound:
+            return fault
+    return None
+
+
+def latency_seconds(profile: FaultProfile, draw: float) -> float:
+    """``latency_ms`` ± uniform jitter for a uniform ``draw`` in [0, 1), in seconds, never negative."""
+    milliseconds = profile.latency_ms + (2 * draw - 1) * profile.latency_jitter_ms
+    return max(milliseconds, 0.0) / 1000
+
 
 class FakeProvider:
+    """``faults`` switches the injected faults at run time; without it, ``latency_ms`` and ``error_rate`` make
+    a fixed profile (the older form). ``rng`` (or ``seed``) drives the draws, so a seeded run replays the same
+    faults; ``sleep`` lets tests observe the delays without waiting them."""
+
     def __init__(
         self,
         *,
@@ -33,16 +74,28 @@ class FakeProvider:
         latency_ms: int = 0,
         error_rate: float = 0.0,
         seed: int | None = None,
+        faults: FaultSwitch | None = None,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if not 0.0 <= error_rate <= 1.0 or latency_ms < 0:
-            raise ValueError("error_rate must be within [0, 1] and latency_ms >= 0")
+        if faults is not None and (latency_ms or error_rate):
+            raise ValueError("pass either faults or latency_ms/error_rate, not both")
+        if rng is not None and seed is not None:
+            raise ValueError("pass either rng or seed, not both")
+        if faults is None:
+            faults = FaultSwitch(FaultProfile(latency_ms=latency_ms, error_rate=error_rate))
+        problems = faults.current.problems()
+        if problems:
+            raise ValueError("; ".join(f"{field} {why}" for field, why in problems))
         self._name = name
         self._model = model
-        self._latency = latency_ms / 1000
-        self._error_rate = error_rate
-        # Error draws only; a test simulating failures reproduces them exactly by fixing the seed.
-        self._random = random.Random(seed)  # noqa: S311 - simulation, not security
+        self._faults = faults
+        # Two draws per call (fault, then jitter), whatever the profile: a seed replays the same faults even
+        # when the latency settings change.
+        self._random = rng or random.Random(seed)  # noqa: S311 - simulation, not security
+        self._sleep = sleep
         self.calls = 0
+        self.injected: Counter[Fault] = Counter()
 
     @property
     def name(self) -> str:
@@ -52,17 +105,35 @@ class FakeProvider:
     def model(self) -> str:
         return self._model
 
+    @property
+    def faults(self) -> FaultSwitch:
+        return self._faults
+
     async def complete(self, prompt: str, *, timeout: float) -> Completion:
         self.calls += 1
-        try:
-            async with asyncio.timeout(timeout):
-                if self._latency:
-                    await asyncio.sleep(self._latency)
-        except TimeoutError as error:
-            raise ProviderTimeout(f"{self._name} did not answer within {timeout:.3f}s") from error
-        # error_rate 1.0 must always fail, and 0.0 never: random() is in [0, 1).
-        if self._random.random() < self._error_rate:
-            raise ProviderServerError(f"{self._name} failed (simulated)", status=503)
+        profile = self._faults.current  # read per call: a replace() applies from the next call on
+        fault = pick_fault(profile, self._random.random())
+        delay = latency_seconds(profile, self._random.random())
+        if fault is not None:
+            self.injected[fault] += 1
+        if fault == "hang":
+            # Never answers: only the caller's timeout or deadline, by cancelling, ends the wait.
+            await asyncio.Event().wait()
+        elif fault == "timeout":
+            # Answers too late; the caller's own timeout fires first (not ProviderTimeout raised here).
+            await self._sleep(timeout + TIMEOUT_FAULT_MARGIN_SECONDS)
+        else:
+            if delay >= timeout:
+                await self._sleep(timeout)
+                raise ProviderTimeout(f"{self._name} did not answer within {timeout:.3f}s")
+            if delay:
+                await self._sleep(delay)
+            if fault == "rate_limit":
+                raise ProviderRateLimited(
+                    f"{self._name} throttled the call (simulated)", retry_after=profile.retry_after_seconds
+                )
+            if fault == "error":
+                raise ProviderServerError(f"{self._name} failed (simulated)", status=SERVER_ERROR_STATUS)
         text = answer(prompt)
         return Completion(text=text, input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
 

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from techno_executor.domain.breaker import CircuitState
+from techno_executor.domain.retry import AttemptReport
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,21 @@ class PrometheusExecutionObserver:
         )
         self._breaker = Gauge(
             "llm_circuit_breaker_state",
-            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open (forced states read as what they "
+            "do: forced open 2, forced closed 0).",
             ["provider"],
+            registry=registry,
+        )
+        self._transitions = Counter(
+            "llm_circuit_transitions_total",
+            "Circuit breaker transitions, by provider and new state (closed|half_open|open|forced_open|forced_closed).",
+            ["provider", "to"],
             registry=registry,
         )
 
     def provider_registered(self, provider: str) -> None:
         """Show a provider's breaker as closed from the start, not only after its first transition."""
-        self._breaker.labels(provider=provider).set(CircuitState.CLOSED.value)
+        self._breaker.labels(provider=provider).set(CircuitState.CLOSED.gauge_value)
 
     def call_received(self) -> None:
         self._calls.labels(executor=self._executor_id).inc()
@@ -64,6 +72,24 @@ class PrometheusExecutionObserver:
         self._latency.labels(provider=provider, model=model).observe(seconds)
         if error_type is not None:
             self._errors.labels(provider=provider, error_type=error_type).inc()
+
+    def attempt_reported(self, provider: str, model: str, report: AttemptReport) -> None:
+        """One span event per attempt on the current (server) span: no extra spans, the trace shows the retries."""
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, str | int | float] = {
+            "techno.executor.attempt": report.number,
+            "gen_ai.system": provider,
+            "gen_ai.request.model": model,
+        }
+        if report.error is not None:
+            attributes["error.type"] = report.error.error_type
+        if report.wait is not None:
+            attributes["techno.executor.retry_wait_seconds"] = report.wait
+        if report.stop is not None:
+            attributes["techno.executor.retry_stop"] = report.stop.value
+        span.add_event("techno.executor.provider_attempt", attributes)
 
     def circuit_rejected(self, provider: str) -> None:
         self._errors.labels(provider=provider, error_type=CIRCUIT_OPEN).inc()
@@ -94,22 +120,23 @@ class PrometheusExecutionObserver:
             span.set_attribute("gen_ai.system", provider)
             span.set_attribute("gen_ai.request.model", model)
         if breaker_state is not None:
-            span.set_attribute("techno.executor.breaker_state", breaker_state.name.lower())
+            span.set_attribute("techno.executor.breaker_state", breaker_state.value)
         if input_tokens or output_tokens:
             span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
 
     def breaker_state_changed(self, provider: str, old: CircuitState, new: CircuitState) -> None:
-        self._breaker.labels(provider=provider).set(new.value)
+        self._breaker.labels(provider=provider).set(new.gauge_value)
+        self._transitions.labels(provider=provider, to=new.value).inc()
         log.warning(
             "circuit breaker of %s: %s -> %s",
             provider,
-            old.name.lower(),
-            new.name.lower(),
+            old.value,
+            new.value,
             extra={
                 "event": "circuit_breaker_transition",
                 "provider": provider,
-                "from_state": old.name.lower(),
-                "to_state": new.name.lower(),
+                "from_state": old.value,
+                "to_state": new.value,
             },
         )

@@ -1,25 +1,36 @@
-"""The ExecuteAction use case: validate, ask the circuit breaker, call the provider under the retry policy and
-the deadline, parse the answer.
+"""The ExecuteAction use case: validate, pick the provider chain, and for each provider in turn ask its circuit
+breaker, call it under the retry policy and the deadline, parse the answer.
 
 Order matters: the payload is validated before anything else, so bad input never costs a provider call nor
-counts against the provider's breaker; the breaker is asked once per execution (not per attempt), so one
-execution that spends all its retries is one failure, and ``cb_threshold`` counts failed executions.
+counts against a provider's breaker; a breaker is asked once per execution (not per attempt), so one execution
+that spends all its retries on a provider is one failure of that provider.
+
+Fallback. The chain is the request's ``providers`` (the gate's policy-allowed providers, in order) kept to the
+ones this executor has, or, when the request names none, every configured provider in configuration order. A
+provider is skipped when its circuit is open; the next one is tried when a provider's attempts are spent
+(retryable errors, or its retry budget ran out), when it failed with a non-retryable error (4xx, malformed
+request: another vendor may well accept it), when its own timeout fired while the caller's deadline still
+leaves time, or when its answer did not parse. Non-retryable errors say nothing about the provider's health:
+they release the breaker permit without a verdict. A timeout cut short by the caller's deadline ends the
+execution at once (there is no time left for anyone). When every provider of the chain is open the call fails
+closed at once with ``CIRCUIT_OPEN`` and the smallest ``retry_after``, without calling anyone; otherwise the
+last provider's failure is the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from techno_core.errors import DeadlineExceeded, DomainError, Unavailable
+from techno_core.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
 from techno_executor.application.ports import ExecutionObserver
-from techno_executor.domain.actions import ActionCatalogue, ActionOutputInvalid
+from techno_executor.domain.actions import Action, ActionCatalogue, ActionOutputInvalid
 from techno_executor.domain.breaker import CircuitBreaker, CircuitOpenError, CircuitState
 from techno_executor.domain.provider import Completion, Provider, ProviderError, ProviderRateLimited, ProviderTimeout
-from techno_executor.domain.retry import GaveUp, RetryPolicy, StopReason
+from techno_executor.domain.retry import RETRYABLE, AttemptReport, GaveUp, RetryBudget, RetryPolicy, StopReason
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,9 @@ class ExecuteCommand:
     payload: Mapping[str, Any]
     context_id: str = ""
     session_id: str = ""
-    profile: str = ""  # will select the provider chain; one provider serves every profile for now
+    profile: str = ""
+    # The gate's policy-allowed providers in order of preference; empty: the executor's default chain.
+    providers: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -44,10 +57,15 @@ class Execution:
 
 @dataclass(frozen=True)
 class ProviderRoute:
-    """A provider with its own breaker. Fallback chains will be an ordered list of these, per profile."""
+    """A provider with its own breaker and retry budget."""
 
     provider: Provider
     breaker: CircuitBreaker
+    budget: RetryBudget = field(default_factory=RetryBudget)
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
 
 
 @dataclass
@@ -61,23 +79,45 @@ class _Progress:
     breaker_state: CircuitState | None = None
 
 
+class _Next(Exception):
+    """This provider could not answer; try the next one (``error`` is the answer if none can)."""
+
+    def __init__(self, error: DomainError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ExecuteAction:
     def __init__(
         self,
         *,
         catalogue: ActionCatalogue,
-        route: ProviderRoute,
         retry: RetryPolicy,
         observer: ExecutionObserver,
         provider_timeout_seconds: float,
+        routes: Sequence[ProviderRoute] = (),
+        route: ProviderRoute | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``routes`` is the default chain in configuration order; ``route`` (one provider) is kept for callers
+        that have a single provider."""
+        chain = [*routes, *([route] if route is not None else [])]
+        if not chain:
+            raise ValueError("at least one provider route is required")
+        self._routes = {r.name: r for r in chain}
+        if len(self._routes) != len(chain):
+            raise ValueError("provider names must be unique")
+        self._default_chain = tuple(chain)
         self._catalogue = catalogue
-        self._route = route
         self._retry = retry
         self._observer = observer
         self._provider_timeout = provider_timeout_seconds
         self._clock = clock
+
+    @property
+    def routes(self) -> Mapping[str, ProviderRoute]:
+        """Every configured provider's route, by name (the admin API reads the breakers from here)."""
+        return self._routes
 
     async def execute(self, command: ExecuteCommand, *, timeout: float | None) -> Execution:
         """Run ``command`` within ``timeout`` seconds (None: no deadline, only the provider timeout)."""
@@ -101,35 +141,89 @@ class ExecuteAction:
                 breaker_state=progress.breaker_state,
             )
 
+    def chain(self, requested: Sequence[str]) -> tuple[ProviderRoute, ...]:
+        """The routes to try, in order: the requested providers this executor has, or the default chain."""
+        if not requested:
+            return self._default_chain
+        chosen = tuple(self._routes[name] for name in dict.fromkeys(requested) if name in self._routes)
+        if not chosen:
+            raise FailedPrecondition(
+                reason="PROVIDER_NOT_ALLOWED",
+                message="none of the providers allowed for this request is configured on this executor",
+                metadata={"requested": ",".join(requested)[:512], "configured": ",".join(self._routes)[:512]},
+            )
+        return chosen
+
     async def _execute(
         self, command: ExecuteCommand, started: float, deadline: float | None, progress: _Progress
     ) -> Execution:
         action = self._catalogue.get(command.action)
         inputs = action.validate(command.payload)
         prompt = action.prompt(inputs)
-        provider, breaker = self._route.provider, self._route.breaker
-        progress.provider, progress.model = provider.name, provider.model
+        chain = self.chain(command.providers)
         if deadline is not None and deadline <= self._clock():
             raise DeadlineExceeded(reason="DEADLINE_EXCEEDED", message="the deadline passed before the provider call")
 
+        rejected: list[CircuitOpenError] = []
+        last_error: DomainError | None = None
+        for route in chain:
+            if last_error is not None and deadline is not None and deadline <= self._clock():
+                break  # no time left to fall back: the last provider's failure is the answer
+            try:
+                completion, result = await self._try(route, action, inputs, prompt, deadline, progress)
+            except CircuitOpenError as refusal:
+                rejected.append(refusal)
+                continue
+            except _Next as skipped:
+                last_error = skipped.error
+                continue
+            return Execution(
+                result=result,
+                provider=route.provider.name,
+                model=route.provider.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                execution_time_ms=round((self._clock() - started) * 1000),
+                attempts=progress.attempts,
+            )
+        if last_error is not None:
+            raise last_error
+        first = min(rejected, key=lambda refusal: refusal.retry_after)
+        names = ",".join(refusal.name for refusal in rejected)
+        raise Unavailable(
+            reason="CIRCUIT_OPEN",
+            message=f"every allowed provider is failing ({names}); none was called",
+            metadata={"provider": first.name, "providers": names[:512]},
+            retry_after_seconds=first.retry_after,
+        ) from first
+
+    async def _try(
+        self,
+        route: ProviderRoute,
+        action: Action,
+        inputs: Mapping[str, Any],
+        prompt: str,
+        deadline: float | None,
+        progress: _Progress,
+    ) -> tuple[Completion, dict[str, Any]]:
+        """One provider of the chain: its result, or ``CircuitOpenError`` / ``_Next`` to move on, or a domain
+        error that ends the execution."""
+        provider, breaker = route.provider, route.breaker
+        progress.provider, progress.model = provider.name, provider.model
         try:
             permit = breaker.allow()
-        except CircuitOpenError as rejected:
+        except CircuitOpenError:
             progress.breaker_state = breaker.state
             self._observer.circuit_rejected(provider.name)
-            raise Unavailable(
-                reason="CIRCUIT_OPEN",
-                message=f"provider {provider.name} is failing; it was not called",
-                metadata={"provider": provider.name},
-                retry_after_seconds=rejected.retry_after,
-            ) from rejected
+            raise
 
         # Set by each attempt: whether the caller's deadline, not the provider timeout, bounded it. A timeout
         # forced by a caller in a hurry says nothing about the provider's health and must not trip its breaker.
         cut_by_deadline = False
+        last_seconds: float | None = None
 
         async def attempt() -> Completion:
-            nonlocal cut_by_deadline
+            nonlocal cut_by_deadline, last_seconds
             timeout = self._provider_timeout
             cut_by_deadline = False
             if deadline is not None and deadline - self._clock() < timeout:
@@ -137,41 +231,45 @@ class ExecuteAction:
             if timeout <= 0:
                 raise ProviderTimeout("no time left for another provider call")
             progress.attempts += 1
-            return await self._call(provider, prompt, timeout)
+            begun = self._clock()
+            try:
+                return await self._call(provider, prompt, timeout)
+            finally:
+                last_seconds = self._clock() - begun
+
+        def report(attempted: AttemptReport) -> None:
+            self._observer.attempt_reported(provider.name, provider.model, attempted)
 
         try:
-            attempted = await self._retry.run(attempt, deadline=deadline)
+            attempted = await self._retry.run(attempt, deadline=deadline, budget=route.budget, on_attempt=report)
         except GaveUp as gave_up:
-            if isinstance(gave_up.last_error, ProviderTimeout) and cut_by_deadline:
-                breaker.release(permit)
+            error = gave_up.last_error
+            timed_out = isinstance(error, ProviderTimeout)
+            if (timed_out and cut_by_deadline) or not (timed_out or isinstance(error, RETRYABLE)):
+                breaker.release(permit)  # the caller's deadline, or a request this vendor refused: no verdict
             else:
-                breaker.record_failure(permit)
+                breaker.record_failure(permit, seconds=last_seconds)
             progress.breaker_state = breaker.state
-            raise _failure(gave_up, provider.name) from gave_up
+            failure = _failure(gave_up, provider.name)
+            if timed_out and cut_by_deadline:
+                raise failure from gave_up
+            raise _Next(failure) from gave_up
         except BaseException:  # cancelled, or a bug: no verdict on the provider, but free a probe slot
             breaker.release(permit)
             raise
-        breaker.record_success(permit)
+        breaker.record_success(permit, seconds=last_seconds)
         progress.breaker_state = breaker.state
         completion = progress.completion = attempted.value
 
         try:
-            result = action.parse(completion.text, inputs)
+            return completion, action.parse(completion.text, inputs)
         except ActionOutputInvalid as error:
-            raise Unavailable(
+            invalid = Unavailable(
                 reason="PROVIDER_OUTPUT_INVALID",
                 message=f"provider {provider.name} answered in an unexpected shape: {error}",
                 metadata={"provider": provider.name},
-            ) from error
-        return Execution(
-            result=result,
-            provider=provider.name,
-            model=provider.model,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            execution_time_ms=round((self._clock() - started) * 1000),
-            attempts=attempted.attempts,
-        )
+            )
+            raise _Next(invalid) from error
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
         begun = self._clock()
@@ -197,7 +295,11 @@ def _failure(gave_up: GaveUp, provider: str) -> DomainError:
         return DeadlineExceeded(
             reason="PROVIDER_TIMEOUT", message=f"provider {provider} did not answer in time", metadata=metadata
         )
-    why = "not enough time left to retry" if gave_up.reason is StopReason.DEADLINE else f"{gave_up.attempts} attempt(s)"
+    why = {
+        StopReason.DEADLINE: "not enough time left to retry",
+        StopReason.THROTTLED: f"{gave_up.attempts} attempt(s), retries throttled",
+        StopReason.NOT_RETRYABLE: "not retryable",
+    }.get(gave_up.reason, f"{gave_up.attempts} attempt(s)")
     retry_after = error.retry_after if isinstance(error, ProviderRateLimited) else None
     return Unavailable(
         reason="PROVIDER_UNAVAILABLE",

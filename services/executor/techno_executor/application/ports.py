@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from techno_executor.domain.breaker import CircuitState
+from techno_executor.domain.retry import AttemptReport
 
 
 class ExecutionObserver(Protocol):
@@ -15,6 +16,10 @@ class ExecutionObserver(Protocol):
 
     def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
         """One provider call ended; ``error_type`` is None on success, else the ``ProviderError.error_type``."""
+        ...
+
+    def attempt_reported(self, provider: str, model: str, report: AttemptReport) -> None:
+        """One attempt's place in the retry sequence (number, error, wait before the next): for the trace."""
         ...
 
     def circuit_rejected(self, provider: str) -> None: ...
@@ -41,6 +46,9 @@ class NullObserver:
         pass
 
     def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
+        pass
+
+    def attempt_reported(self, provider: str, model: str, report: AttemptReport) -> None:
         pass
 
     def circuit_rejected(self, provider: str) -> None:

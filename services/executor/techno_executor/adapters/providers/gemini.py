@@ -1,0 +1,57 @@
+"""Google Gemini API (generativelanguage.googleapis.com).
+
+``POST {base_url}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key`` (a header, never the
+``?key=`` query parameter, which would put the key in URLs and their logs). The answer is the concatenated
+``text`` of ``candidates[0].content.parts`` (thought summaries excluded); the usage is
+``usageMetadata.promptTokenCount`` / ``candidatesTokenCount`` plus ``thoughtsTokenCount``, which Gemini bills
+as output. Gemini leaves zero counts out of its JSON, so a missing output count is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from techno_executor.adapters.providers.http import JsonHttpProvider, require_int
+from techno_executor.domain.provider import Completion
+
+
+class GeminiProvider(JsonHttpProvider):
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str = "https://generativelanguage.googleapis.com",
+        name: str = "google",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        model = model.removeprefix("models/")
+        super().__init__(
+            name=name, model=model, base_url=base_url, headers={"x-goog-api-key": api_key}, transport=transport
+        )
+        self._path = f"/v1beta/models/{quote(model, safe='')}:generateContent"
+
+    async def complete(self, prompt: str, *, timeout: float) -> Completion:
+        body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+        answer = await self.post_json(self._path, body, timeout=timeout)
+        return self._completion(answer)
+
+    def _completion(self, answer: Any) -> Completion:
+        try:
+            parts = answer["candidates"][0]["content"]["parts"]
+            if not isinstance(parts, list):
+                raise TypeError("parts is not a list")
+            texts = [part["text"] for part in parts if "text" in part and not part.get("thought")]
+            if not texts or not all(isinstance(text, str) for text in texts):
+                raise TypeError("no text part")
+            usage = answer["usageMetadata"]
+            input_tokens = require_int(usage["promptTokenCount"])
+            output_tokens = require_int(usage.get("candidatesTokenCount", 0))
+            output_tokens += require_int(usage.get("thoughtsTokenCount", 0))
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            # A candidate without content is also how a safety block looks (finishReason SAFETY).
+            raise self.bad_response("candidates[0].content.parts[].text and usageMetadata") from error
+        return Completion(text="".join(texts), input_tokens=input_tokens, output_tokens=output_tokens)
