@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -13,12 +14,13 @@ from techno.executor.v1 import executor_pb2_grpc
 from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
+from techno_executor.adapters.action_file import load_catalogue
 from techno_executor.adapters.audit import BreakerAuditWriter
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.adapters.providers import build_providers, close_providers
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
 from techno_executor.application.execute import ExecuteAction
-from techno_executor.domain.actions import default_catalogue
+from techno_executor.domain.actions import ActionCatalogError
 from techno_executor.domain.breaker import fan_out
 from techno_executor.domain.faults import FaultSwitch
 from techno_executor.domain.provider import Provider
@@ -59,6 +61,10 @@ async def bootstrap(
 ) -> GrpcApp:
     """``provider`` replaces the configured ones; ``clock`` drives the breakers' cooldowns and the deadline
     arithmetic, so tests can move time without sleeping."""
+    try:  # an invalid catalogue refuses to start, before anything connects
+        catalogue = load_catalogue(Path(settings.executor_actions_file))
+    except ActionCatalogError as error:
+        raise StartupError(str(error)) from error
     providers, fault_switches = _providers(settings, provider)
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("executor", settings.executor_id, settings)
@@ -92,7 +98,7 @@ async def bootstrap(
         clock=clock,
     )
     use_case = ExecuteAction(
-        catalogue=default_catalogue(),
+        catalogue=catalogue,
         routes=routes,
         retry=retry,
         observer=observer,

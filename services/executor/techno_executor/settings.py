@@ -8,6 +8,7 @@ import socket
 from pydantic import Field
 
 from techno_core.settings import GrpcServerSettings, MemoryClientSettings, TechnoSettings
+from techno_executor.action_settings import ActionSettings
 from techno_executor.fault_settings import FaultSettings
 from techno_executor.provider_settings import ProviderSettings
 from techno_executor.resilience_settings import ResilienceSettings
@@ -19,7 +20,13 @@ def _default_executor_id() -> str:
 
 
 class ExecutorSettings(
-    TechnoSettings, GrpcServerSettings, MemoryClientSettings, ResilienceSettings, FaultSettings, ProviderSettings
+    TechnoSettings,
+    GrpcServerSettings,
+    MemoryClientSettings,
+    ResilienceSettings,
+    FaultSettings,
+    ProviderSettings,
+    ActionSettings,
 ):
     executor_port: int = Field(50052, ge=0, le=65535, description="gRPC port of the executor (0 picks a free one).")
     executor_metrics_port: int = Field(

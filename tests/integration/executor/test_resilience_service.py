@@ -20,11 +20,11 @@ from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_executor.adapters.action_file import shipped_catalogue
 from techno_executor.adapters.audit import BreakerAuditWriter
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
 from techno_executor.application.execute import ExecuteAction
-from techno_executor.domain.actions import default_catalogue
 from techno_executor.domain.breaker import fan_out
 from techno_executor.domain.faults import FaultProfile, FaultSwitch
 from techno_executor.domain.provider import Completion, Provider, ProviderServerError
@@ -81,7 +81,7 @@ def compose(
         on_state_change=fan_out(observer.breaker_state_changed, audit.transition if audit else None),
     )
     use_case = ExecuteAction(
-        catalogue=default_catalogue(),
+        catalogue=shipped_catalogue(),
         routes=routes,
         retry=RetryPolicy(max_attempts=3, initial_backoff_seconds=0.001, max_backoff_seconds=0.01),
         observer=observer,

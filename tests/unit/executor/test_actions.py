@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from techno_core.errors import InvalidArgument
-from techno_executor.domain.actions import ActionOutputInvalid, default_catalogue
+from techno_executor.adapters.action_file import shipped_catalogue
+from techno_executor.domain.actions import ActionOutputInvalid
 from techno_executor.domain.prompt import Prompt, parse_prompt
 
-CATALOGUE = default_catalogue()
+CATALOGUE = shipped_catalogue()
 
 
 def violations_of(action: str, payload: dict[str, Any]) -> dict[str, str]:
@@ -124,21 +125,49 @@ def test_classification_outside_the_labels_or_not_json_is_invalid(answer: str) -
         CATALOGUE.get("classify").parse(answer, {"text": "t", "labels": ["positive", "negative"]})
 
 
-def test_classification_drops_an_out_of_range_confidence() -> None:
+def test_classification_refuses_an_out_of_range_confidence() -> None:
     inputs = {"text": "t", "labels": ["a"]}
-    assert CATALOGUE.get("classify").parse('{"label": "a", "confidence": 7}', inputs) == {"label": "a"}
+    with pytest.raises(ActionOutputInvalid, match=r"action classify: \$\.confidence: 7 is greater than the maximum"):
+        CATALOGUE.get("classify").parse('{"label": "a", "confidence": 7}', inputs)
+    assert CATALOGUE.get("classify").parse('{"label": "a", "extra": 1}', inputs) == {"label": "a"}
 
 
 def test_extraction_returns_exactly_the_requested_fields() -> None:
-    answer = '{"name": "Ada", "born": 1815, "extra": "x", "tags": ["a"]}'
+    answer = '{"name": "Ada", "born": 1815, "died": null, "tags": ["a"]}'
     result = CATALOGUE.get("extract").parse(answer, {"text": "t", "fields": ["name", "born", "died", "tags"]})
     assert result == {"fields": {"name": "Ada", "born": 1815, "died": None, "tags": '["a"]'}}
 
 
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ('{"name": "Ada"}', "'born' is a required property"),  # missing: the model must say null
+        ('{"name": "Ada", "born": 1815, "extra": "x"}', "'extra' was unexpected"),
+    ],
+)
+def test_extraction_with_missing_or_extra_keys_is_invalid(answer: str, problem: str) -> None:
+    with pytest.raises(ActionOutputInvalid, match=problem) as raised:
+        CATALOGUE.get("extract").parse(answer, {"text": "t", "fields": ["name", "born"]})
+    assert str(raised.value).startswith("action extract: ")
+
+
 def test_analysis_needs_a_summary_and_string_key_points() -> None:
     action = CATALOGUE.get("analyze_document")
-    good = '{"summary": "S.", "key_points": ["a", " ", "b"]}'
+    good = '{"summary": " S. ", "key_points": ["a", " ", "b"]}'
     assert action.parse(good, {"document": "d"}) == {"summary": "S.", "key_points": ["a", "b"]}
-    for bad in ('{"key_points": []}', '{"summary": "S.", "key_points": [1]}'):
+    for bad in (
+        '{"key_points": []}',
+        '{"summary": "S.", "key_points": [1]}',
+        '{"summary": "  ", "key_points": []}',
+        '{"summary": "S."}',
+    ):
         with pytest.raises(ActionOutputInvalid):
             action.parse(bad, {"document": "d"})
+
+
+def test_a_url_document_is_text_never_fetched() -> None:
+    action = CATALOGUE.get("analyze_document")
+    inputs = action.validate({"document": "https://example.com/report.pdf"})
+    prompt = parse_prompt(action.prompt(inputs))
+    assert prompt is not None
+    assert prompt.inputs == {"document": "https://example.com/report.pdf"}  # passed on as text, as is

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from techno_core.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from techno_executor.adapters.action_file import shipped_catalogue
 from techno_executor.application.execute import ExecuteAction, ExecuteCommand, ProviderRoute
-from techno_executor.domain.actions import default_catalogue
 from techno_executor.domain.breaker import CircuitBreaker, CircuitState
 from techno_executor.domain.provider import ProviderError, ProviderRateLimited, ProviderServerError, ProviderTimeout
 from techno_executor.domain.retry import AttemptReport, RetryPolicy
@@ -71,7 +71,7 @@ def harness(*steps: str | ProviderError, provider_timeout: float = 30.0, cost: f
     )
     retry = RetryPolicy(max_attempts=3, sleep=clock.sleep, random=lambda: 1.0, clock=clock)
     use_case = ExecuteAction(
-        catalogue=default_catalogue(),
+        catalogue=shipped_catalogue(),
         route=ProviderRoute(provider, breaker),
         retry=retry,
         observer=observer,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from techno_executor.adapters.action_file import shipped_catalogue
 from techno_executor.adapters.fake_provider import (
     TIMEOUT_FAULT_MARGIN_SECONDS,
     FakeProvider,
@@ -18,7 +19,6 @@ from techno_executor.adapters.fake_provider import (
     latency_seconds,
     pick_fault,
 )
-from techno_executor.domain.actions import default_catalogue
 from techno_executor.domain.faults import FaultProfile, FaultSwitch
 from techno_executor.domain.provider import (
     Completion,
@@ -39,7 +39,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("action_name", sorted(PAYLOADS))
 async def test_every_action_parses_the_fake_answer(action_name: str) -> None:
-    action = default_catalogue().get(action_name)
+    action = shipped_catalogue().get(action_name)
     inputs = action.validate(PAYLOADS[action_name])
     provider = FakeProvider()
     first = await provider.complete(action.prompt(inputs), timeout=1)
@@ -51,7 +51,7 @@ async def test_every_action_parses_the_fake_answer(action_name: str) -> None:
 
 
 async def test_answers_follow_the_input() -> None:
-    catalogue, provider = default_catalogue(), FakeProvider()
+    catalogue, provider = shipped_catalogue(), FakeProvider()
 
     async def run(name: str) -> dict[str, Any]:
         action = catalogue.get(name)

@@ -10,9 +10,11 @@ ones this executor has, or, when the request names none, every configured provid
 provider is skipped when its circuit is open; the next one is tried when a provider's attempts are spent
 (retryable errors, or its retry budget ran out), when it failed with a non-retryable error (4xx, malformed
 request: another vendor may well accept it), when its own timeout fired while the caller's deadline still
-leaves time, or when its answer did not parse. Non-retryable errors say nothing about the provider's health:
-they release the breaker permit without a verdict. A timeout cut short by the caller's deadline ends the
-execution at once (there is no time left for anyone). When every provider of the chain is open the call fails
+leaves time, or when its answer did not parse or validate twice in a row (a bad answer is asked for once more
+from the same provider: one call, outside the retry policy, that gives the breaker no verdict; then the failure
+is ``PROVIDER_OUTPUT_INVALID`` naming the action and what was wrong). Non-retryable errors say nothing about the
+provider's health: they release the breaker permit without a verdict. A timeout cut short by the caller's deadline
+ends the execution at once (there is no time left for anyone). When every provider of the chain is open the call fails
 closed at once with ``CIRCUIT_OPEN`` and the smallest ``retry_after``, without calling anyone; otherwise the
 last provider's failure is the answer.
 """
@@ -263,13 +265,29 @@ class ExecuteAction:
 
         try:
             return completion, action.parse(completion.text, inputs)
+        except ActionOutputInvalid as first:
+            problem: Exception = first
+        # An answer in the wrong shape: ask the same provider once more (one call, outside the retry policy; the
+        # breaker's verdict was already given: the provider answered). A second bad answer moves on.
+        try:
+            completion = progress.completion = await attempt()
+            return completion, action.parse(completion.text, inputs)
         except ActionOutputInvalid as error:
-            invalid = Unavailable(
-                reason="PROVIDER_OUTPUT_INVALID",
-                message=f"provider {provider.name} answered in an unexpected shape: {error}",
-                metadata={"provider": provider.name},
-            )
-            raise _Next(invalid) from error
+            problem = error
+        except ProviderError as error:
+            if isinstance(error, ProviderTimeout) and cut_by_deadline:
+                raise DeadlineExceeded(
+                    reason="PROVIDER_TIMEOUT",
+                    message=f"provider {provider.name} did not answer in time",
+                    metadata={"provider": provider.name, "action": action.name},
+                ) from error
+            problem = ActionOutputInvalid(f"{problem}; asked again, it failed: {error}")
+        invalid = Unavailable(
+            reason="PROVIDER_OUTPUT_INVALID",
+            message=f"provider {provider.name} gave no valid answer in two tries: {problem}",
+            metadata={"provider": provider.name, "action": action.name},
+        )
+        raise _Next(invalid) from problem
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
         begun = self._clock()
