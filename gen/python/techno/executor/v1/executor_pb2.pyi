@@ -36,20 +36,22 @@ BREAKER_COMMAND_FORCE_CLOSED: BreakerCommand
 BREAKER_COMMAND_RESET: BreakerCommand
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("action", "context_id", "session_id", "payload", "profile", "providers")
+    __slots__ = ("action", "context_id", "session_id", "payload", "profile", "providers", "principal_id")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
     action: str
     context_id: str
     session_id: str
     payload: _struct_pb2.Struct
     profile: str
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, action: _Optional[str] = ..., context_id: _Optional[str] = ..., session_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., profile: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    principal_id: str
+    def __init__(self, action: _Optional[str] = ..., context_id: _Optional[str] = ..., session_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., profile: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., principal_id: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens")

@@ -26,9 +26,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19techno/gate/v1/gate.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x8a\x01\n\x0eProcessRequest\x12\x14\n\x06\x61\x63tion\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncontext_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xf9\x01\n\x0fProcessResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.techno.gate.v1.ExecutionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.techno.gate.v1.TokenUsage\x12\x19\n\x11\x65xecution_time_ms\x18\x08 \x01(\x05\"\x14\n\x12ListActionsRequest\"+\n\x06\x41\x63tion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"h\n\x13ListActionsResponse\x12\'\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x16.techno.gate.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t*\xa1\x07\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13REASON_CODE_ALLOWED\x10\x01\x12#\n\x1fREASON_CODE_CREDENTIALS_MISSING\x10\x02\x12\x1f\n\x1bREASON_CODE_API_KEY_INVALID\x10\x03\x12\x1f\n\x1bREASON_CODE_API_KEY_REVOKED\x10\x04\x12\x1e\n\x1aREASON_CODE_ACTION_UNKNOWN\x10\x05\x12\"\n\x1eREASON_CODE_ACTION_NOT_ALLOWED\x10\x06\x12#\n\x1fREASON_CODE_CONTEXT_NOT_ALLOWED\x10\x07\x12 \n\x1cREASON_CODE_INVALID_ARGUMENT\x10\x08\x12!\n\x1dREASON_CODE_AUDIT_UNAVAILABLE\x10\t\x12$\n REASON_CODE_EXECUTOR_UNAVAILABLE\x10\n\x12 \n\x1cREASON_CODE_EXECUTION_FAILED\x10\x0b\x12\x1f\n\x1bREASON_CODE_PROFILE_UNKNOWN\x10\x0c\x12 \n\x1cREASON_CODE_AUTH_UNAVAILABLE\x10\r\x12\x1f\n\x1bREASON_CODE_PAYLOAD_INVALID\x10\x0e\x12\x1c\n\x18REASON_CODE_CIRCUIT_OPEN\x10\x0f\x12$\n REASON_CODE_PROVIDER_UNAVAILABLE\x10\x10\x12 \n\x1cREASON_CODE_PROVIDER_TIMEOUT\x10\x11\x12!\n\x1dREASON_CODE_DEADLINE_EXCEEDED\x10\x12\x12\'\n#REASON_CODE_PROVIDER_OUTPUT_INVALID\x10\x13\x12\x1f\n\x1bREASON_CODE_API_KEY_EXPIRED\x10\x14\x12\x1d\n\x19REASON_CODE_TOKEN_INVALID\x10\x15\x12\x1d\n\x19REASON_CODE_SCOPE_MISSING\x10\x16\x12\x1c\n\x18REASON_CODE_RATE_LIMITED\x10\x17\x12#\n\x1fREASON_CODE_CONCURRENCY_LIMITED\x10\x18\x12\"\n\x1eREASON_CODE_LIMITS_UNAVAILABLE\x10\x19\x12$\n REASON_CODE_PROVIDER_NOT_ALLOWED\x10\x1a*S\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x32\xde\x01\n\x0bGateService\x12\x62\n\x07Process\x12\x1e.techno.gate.v1.ProcessRequest\x1a\x1f.techno.gate.v1.ProcessResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/process:\x01*\x12k\n\x0bListActions\x12\".techno.gate.v1.ListActionsRequest\x1a#.techno.gate.v1.ListActionsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/actionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19techno/gate/v1/gate.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0eProcessRequest\x12\x14\n\x06\x61\x63tion\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncontext_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xf9\x01\n\x0fProcessResponse\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.techno.gate.v1.ExecutionStatus\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12)\n\x05usage\x18\x07 \x01(\x0b\x32\x1a.techno.gate.v1.TokenUsage\x12\x19\n\x11\x65xecution_time_ms\x18\x08 \x01(\x05\"\x14\n\x12ListActionsRequest\"+\n\x06\x41\x63tion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"h\n\x13ListActionsResponse\x12\'\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x16.techno.gate.v1.Action\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\"_\n\x0eSessionMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08messages\x18\x04 \x03(\x0b\x32\x1e.techno.gate.v1.SessionMessage\"\x16\n\x14\x43reateSessionRequest\"A\n\x15\x43reateSessionResponse\x12(\n\x07session\x18\x01 \x01(\x0b\x32\x17.techno.gate.v1.Session\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\">\n\x12GetSessionResponse\x12(\n\x07session\x18\x01 \x01(\x0b\x32\x17.techno.gate.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse\"=\n\x0bPreferences\x12\x0c\n\x04tone\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\"\x17\n\x15GetPreferencesRequest\"J\n\x16GetPreferencesResponse\x12\x30\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1b.techno.gate.v1.Preferences\"R\n\x18UpdatePreferencesRequest\x12\x36\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1b.techno.gate.v1.PreferencesB\x04\xe2\x41\x01\x02\"M\n\x19UpdatePreferencesResponse\x12\x30\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1b.techno.gate.v1.Preferences\"\x15\n\x13\x45xportMyDataRequest\"s\n\x14\x45xportMyDataResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.techno.gate.v1.Session\x12\x30\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1b.techno.gate.v1.Preferences\"\x15\n\x13\x44\x65leteMyDataRequest\"M\n\x14\x44\x65leteMyDataResponse\x12\x18\n\x10sessions_deleted\x18\x01 \x01(\x05\x12\x1b\n\x13preferences_deleted\x18\x02 \x01(\x08*\xa1\x07\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13REASON_CODE_ALLOWED\x10\x01\x12#\n\x1fREASON_CODE_CREDENTIALS_MISSING\x10\x02\x12\x1f\n\x1bREASON_CODE_API_KEY_INVALID\x10\x03\x12\x1f\n\x1bREASON_CODE_API_KEY_REVOKED\x10\x04\x12\x1e\n\x1aREASON_CODE_ACTION_UNKNOWN\x10\x05\x12\"\n\x1eREASON_CODE_ACTION_NOT_ALLOWED\x10\x06\x12#\n\x1fREASON_CODE_CONTEXT_NOT_ALLOWED\x10\x07\x12 \n\x1cREASON_CODE_INVALID_ARGUMENT\x10\x08\x12!\n\x1dREASON_CODE_AUDIT_UNAVAILABLE\x10\t\x12$\n REASON_CODE_EXECUTOR_UNAVAILABLE\x10\n\x12 \n\x1cREASON_CODE_EXECUTION_FAILED\x10\x0b\x12\x1f\n\x1bREASON_CODE_PROFILE_UNKNOWN\x10\x0c\x12 \n\x1cREASON_CODE_AUTH_UNAVAILABLE\x10\r\x12\x1f\n\x1bREASON_CODE_PAYLOAD_INVALID\x10\x0e\x12\x1c\n\x18REASON_CODE_CIRCUIT_OPEN\x10\x0f\x12$\n REASON_CODE_PROVIDER_UNAVAILABLE\x10\x10\x12 \n\x1cREASON_CODE_PROVIDER_TIMEOUT\x10\x11\x12!\n\x1dREASON_CODE_DEADLINE_EXCEEDED\x10\x12\x12\'\n#REASON_CODE_PROVIDER_OUTPUT_INVALID\x10\x13\x12\x1f\n\x1bREASON_CODE_API_KEY_EXPIRED\x10\x14\x12\x1d\n\x19REASON_CODE_TOKEN_INVALID\x10\x15\x12\x1d\n\x19REASON_CODE_SCOPE_MISSING\x10\x16\x12\x1c\n\x18REASON_CODE_RATE_LIMITED\x10\x17\x12#\n\x1fREASON_CODE_CONCURRENCY_LIMITED\x10\x18\x12\"\n\x1eREASON_CODE_LIMITS_UNAVAILABLE\x10\x19\x12$\n REASON_CODE_PROVIDER_NOT_ALLOWED\x10\x1a*S\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x32\xb9\x08\n\x0bGateService\x12\x62\n\x07Process\x12\x1e.techno.gate.v1.ProcessRequest\x1a\x1f.techno.gate.v1.ProcessResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/process:\x01*\x12k\n\x0bListActions\x12\".techno.gate.v1.ListActionsRequest\x1a#.techno.gate.v1.ListActionsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/actions\x12u\n\rCreateSession\x12$.techno.gate.v1.CreateSessionRequest\x1a%.techno.gate.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12v\n\nGetSession\x12!.techno.gate.v1.GetSessionRequest\x1a\".techno.gate.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x7f\n\rDeleteSession\x12$.techno.gate.v1.DeleteSessionRequest\x1a%.techno.gate.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12x\n\x0eGetPreferences\x12%.techno.gate.v1.GetPreferencesRequest\x1a&.techno.gate.v1.GetPreferencesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/preferences\x12\x8e\x01\n\x11UpdatePreferences\x12(.techno.gate.v1.UpdatePreferencesRequest\x1a).techno.gate.v1.UpdatePreferencesResponse\"$\x82\xd3\xe4\x93\x02\x1e\x1a\x0f/v1/preferences:\x0bpreferences\x12n\n\x0c\x45xportMyData\x12#.techno.gate.v1.ExportMyDataRequest\x1a$.techno.gate.v1.ExportMyDataResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/me/data\x12n\n\x0c\x44\x65leteMyData\x12#.techno.gate.v1.DeleteMyDataRequest\x1a$.techno.gate.v1.DeleteMyDataResponse\"\x13\x82\xd3\xe4\x93\x02\r*\x0b/v1/me/datab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,26 +44,80 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\001'
   _globals['_PROCESSREQUEST'].fields_by_name['payload']._loaded_options = None
   _globals['_PROCESSREQUEST'].fields_by_name['payload']._serialized_options = b'\342A\001\002'
+  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEPREFERENCESREQUEST'].fields_by_name['preferences']._loaded_options = None
+  _globals['_UPDATEPREFERENCESREQUEST'].fields_by_name['preferences']._serialized_options = b'\342A\001\002'
   _globals['_GATESERVICE'].methods_by_name['Process']._loaded_options = None
   _globals['_GATESERVICE'].methods_by_name['Process']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/process:\001*'
   _globals['_GATESERVICE'].methods_by_name['ListActions']._loaded_options = None
   _globals['_GATESERVICE'].methods_by_name['ListActions']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/actions'
-  _globals['_REASONCODE']._serialized_start=786
-  _globals['_REASONCODE']._serialized_end=1715
-  _globals['_EXECUTIONSTATUS']._serialized_start=1717
-  _globals['_EXECUTIONSTATUS']._serialized_end=1800
-  _globals['_PROCESSREQUEST']._serialized_start=139
-  _globals['_PROCESSREQUEST']._serialized_end=277
-  _globals['_TOKENUSAGE']._serialized_start=279
-  _globals['_TOKENUSAGE']._serialized_end=358
-  _globals['_PROCESSRESPONSE']._serialized_start=361
-  _globals['_PROCESSRESPONSE']._serialized_end=610
-  _globals['_LISTACTIONSREQUEST']._serialized_start=612
-  _globals['_LISTACTIONSREQUEST']._serialized_end=632
-  _globals['_ACTION']._serialized_start=634
-  _globals['_ACTION']._serialized_end=677
-  _globals['_LISTACTIONSRESPONSE']._serialized_start=679
-  _globals['_LISTACTIONSRESPONSE']._serialized_end=783
-  _globals['_GATESERVICE']._serialized_start=1803
-  _globals['_GATESERVICE']._serialized_end=2025
+  _globals['_GATESERVICE'].methods_by_name['CreateSession']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['CreateSession']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/sessions:\001*'
+  _globals['_GATESERVICE'].methods_by_name['GetSession']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['GetSession']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/sessions/{session_id}'
+  _globals['_GATESERVICE'].methods_by_name['DeleteSession']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
+  _globals['_GATESERVICE'].methods_by_name['GetPreferences']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['GetPreferences']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/preferences'
+  _globals['_GATESERVICE'].methods_by_name['UpdatePreferences']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['UpdatePreferences']._serialized_options = b'\202\323\344\223\002\036\032\017/v1/preferences:\013preferences'
+  _globals['_GATESERVICE'].methods_by_name['ExportMyData']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['ExportMyData']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/me/data'
+  _globals['_GATESERVICE'].methods_by_name['DeleteMyData']._loaded_options = None
+  _globals['_GATESERVICE'].methods_by_name['DeleteMyData']._serialized_options = b'\202\323\344\223\002\r*\013/v1/me/data'
+  _globals['_REASONCODE']._serialized_start=1940
+  _globals['_REASONCODE']._serialized_end=2869
+  _globals['_EXECUTIONSTATUS']._serialized_start=2871
+  _globals['_EXECUTIONSTATUS']._serialized_end=2954
+  _globals['_PROCESSREQUEST']._serialized_start=172
+  _globals['_PROCESSREQUEST']._serialized_end=310
+  _globals['_TOKENUSAGE']._serialized_start=312
+  _globals['_TOKENUSAGE']._serialized_end=391
+  _globals['_PROCESSRESPONSE']._serialized_start=394
+  _globals['_PROCESSRESPONSE']._serialized_end=643
+  _globals['_LISTACTIONSREQUEST']._serialized_start=645
+  _globals['_LISTACTIONSREQUEST']._serialized_end=665
+  _globals['_ACTION']._serialized_start=667
+  _globals['_ACTION']._serialized_end=710
+  _globals['_LISTACTIONSRESPONSE']._serialized_start=712
+  _globals['_LISTACTIONSRESPONSE']._serialized_end=816
+  _globals['_SESSIONMESSAGE']._serialized_start=818
+  _globals['_SESSIONMESSAGE']._serialized_end=913
+  _globals['_SESSION']._serialized_start=916
+  _globals['_SESSION']._serialized_end=1091
+  _globals['_CREATESESSIONREQUEST']._serialized_start=1093
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1115
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=1117
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=1182
+  _globals['_GETSESSIONREQUEST']._serialized_start=1184
+  _globals['_GETSESSIONREQUEST']._serialized_end=1229
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1231
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1293
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1295
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1343
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1345
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1368
+  _globals['_PREFERENCES']._serialized_start=1370
+  _globals['_PREFERENCES']._serialized_end=1431
+  _globals['_GETPREFERENCESREQUEST']._serialized_start=1433
+  _globals['_GETPREFERENCESREQUEST']._serialized_end=1456
+  _globals['_GETPREFERENCESRESPONSE']._serialized_start=1458
+  _globals['_GETPREFERENCESRESPONSE']._serialized_end=1532
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_start=1534
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_end=1616
+  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_start=1618
+  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_end=1695
+  _globals['_EXPORTMYDATAREQUEST']._serialized_start=1697
+  _globals['_EXPORTMYDATAREQUEST']._serialized_end=1718
+  _globals['_EXPORTMYDATARESPONSE']._serialized_start=1720
+  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1835
+  _globals['_DELETEMYDATAREQUEST']._serialized_start=1837
+  _globals['_DELETEMYDATAREQUEST']._serialized_end=1858
+  _globals['_DELETEMYDATARESPONSE']._serialized_start=1860
+  _globals['_DELETEMYDATARESPONSE']._serialized_end=1937
+  _globals['_GATESERVICE']._serialized_start=2957
+  _globals['_GATESERVICE']._serialized_end=4038
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,41 @@ class GateServiceStub:
                 request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsRequest.SerializeToString,
                 response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsResponse.FromString,
                 _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/techno.gate.v1.GateService/CreateSession',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionResponse.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/techno.gate.v1.GateService/GetSession',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/techno.gate.v1.GateService/DeleteSession',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
+        self.GetPreferences = channel.unary_unary(
+                '/techno.gate.v1.GateService/GetPreferences',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesResponse.FromString,
+                _registered_method=True)
+        self.UpdatePreferences = channel.unary_unary(
+                '/techno.gate.v1.GateService/UpdatePreferences',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesResponse.FromString,
+                _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/techno.gate.v1.GateService/ExportMyData',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
+        self.DeleteMyData = channel.unary_unary(
+                '/techno.gate.v1.GateService/DeleteMyData',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class GateServiceServicer:
@@ -72,6 +107,55 @@ class GateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSession(self, request, context):
+        """CreateSession opens a conversation session for the caller (used by the "chat" action).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """GetSession returns one of the caller's live sessions with its recent messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """DeleteSession removes one of the caller's sessions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPreferences(self, request, context):
+        """GetPreferences returns the caller's explicit preferences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePreferences(self, request, context):
+        """UpdatePreferences replaces the caller's preferences (tone, format, language).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportMyData(self, request, context):
+        """ExportMyData returns the caller's sessions and preferences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMyData(self, request, context):
+        """DeleteMyData erases the caller's sessions and preferences (the audit trail is kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +168,41 @@ def add_GateServiceServicer_to_server(servicer, server):
                     servicer.ListActions,
                     request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsRequest.FromString,
                     response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsResponse.SerializeToString,
+            ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'GetPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPreferences,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesResponse.SerializeToString,
+            ),
+            'UpdatePreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePreferences,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataResponse.SerializeToString,
+            ),
+            'DeleteMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMyData,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -144,6 +263,195 @@ class GateService:
             '/techno.gate.v1.GateService/ListActions',
             techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsRequest.SerializeToString,
             techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/CreateSession',
+            techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.CreateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/GetSession',
+            techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/DeleteSession',
+            techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/GetPreferences',
+            techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.GetPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/UpdatePreferences',
+            techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.UpdatePreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/ExportMyData',
+            techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.ExportMyDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/DeleteMyData',
+            techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.DeleteMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,39 +27,77 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtechno/memory/v1/memory.proto\x12\x10techno.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .techno.memory.v1.AuditEventKind\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12\x14\n\x0creason_codes\x18\n \x03(\t\x12+\n\nattributes\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\"H\n\x18\x41ppendAuditEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"-\n\x19\x41ppendAuditEventsResponse\x12\x10\n\x08\x61ppended\x18\x01 \x01(\x05\"(\n\x14GetAuditTrailRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"E\n\x15GetAuditTrailResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"\xa9\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey\"G\n\x12ListApiKeysRequest\x12\x31\n\rupdated_since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.techno.memory.v1.ApiKey\x12+\n\x07read_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey*\x8d\x01\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_EVENT_KIND_DECISION\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_OUTCOME\x10\x02\x12\x1c\n\x18\x41UDIT_EVENT_KIND_BREAKER\x10\x03\x32\xf9\x03\n\rMemoryService\x12l\n\x11\x41ppendAuditEvents\x12*.techno.memory.v1.AppendAuditEventsRequest\x1a+.techno.memory.v1.AppendAuditEventsResponse\x12`\n\rGetAuditTrail\x12&.techno.memory.v1.GetAuditTrailRequest\x1a\'.techno.memory.v1.GetAuditTrailResponse\x12]\n\x0c\x43reateApiKey\x12%.techno.memory.v1.CreateApiKeyRequest\x1a&.techno.memory.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.techno.memory.v1.ListApiKeysRequest\x1a%.techno.memory.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.techno.memory.v1.RevokeApiKeyRequest\x1a&.techno.memory.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtechno/memory/v1/memory.proto\x12\x10techno.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n\x0eSessionMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x08messages\x18\x05 \x03(\x0b\x32 .techno.memory.v1.SessionMessage\",\n\x14\x43reateSessionRequest\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.techno.memory.v1.Session\"=\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.techno.memory.v1.Session\"@\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"|\n\x1c\x41ppendSessionMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12\x32\n\x08messages\x18\x03 \x03(\x0b\x32 .techno.memory.v1.SessionMessage\"K\n\x1d\x41ppendSessionMessagesResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.techno.memory.v1.Session\"=\n\x0bPreferences\x12\x0c\n\x04tone\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\"-\n\x15GetPreferencesRequest\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\"L\n\x16GetPreferencesResponse\x12\x32\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1d.techno.memory.v1.Preferences\"a\n\x15SetPreferencesRequest\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\x12\x32\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1d.techno.memory.v1.Preferences\"L\n\x16SetPreferencesResponse\x12\x32\n\x0bpreferences\x18\x01 \x01(\x0b\x32\x1d.techno.memory.v1.Preferences\"2\n\x1a\x45xportPrincipalDataRequest\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\"~\n\x1b\x45xportPrincipalDataResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.techno.memory.v1.Session\x12\x32\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1d.techno.memory.v1.Preferences\"2\n\x1a\x44\x65letePrincipalDataRequest\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\"T\n\x1b\x44\x65letePrincipalDataResponse\x12\x18\n\x10sessions_deleted\x18\x01 \x01(\x05\x12\x1b\n\x13preferences_deleted\x18\x02 \x01(\x08\"\xaf\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12.\n\x04kind\x18\x03 \x01(\x0e\x32 .techno.memory.v1.AuditEventKind\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x12\n\ncontext_id\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12\x14\n\x0creason_codes\x18\n \x03(\t\x12+\n\nattributes\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\"H\n\x18\x41ppendAuditEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"-\n\x19\x41ppendAuditEventsResponse\x12\x10\n\x08\x61ppended\x18\x01 \x01(\x05\"(\n\x14GetAuditTrailRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"E\n\x15GetAuditTrailResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.techno.memory.v1.AuditEvent\"\xa9\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x10\n\x08key_hash\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey\"G\n\x12ListApiKeysRequest\x12\x31\n\rupdated_since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.techno.memory.v1.ApiKey\x12+\n\x07read_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.techno.memory.v1.ApiKey*\x8d\x01\n\x0e\x41uditEventKind\x12 \n\x1c\x41UDIT_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UDIT_EVENT_KIND_DECISION\x10\x01\x12\x1c\n\x18\x41UDIT_EVENT_KIND_OUTCOME\x10\x02\x12\x1c\n\x18\x41UDIT_EVENT_KIND_BREAKER\x10\x03\x32\xc2\n\n\rMemoryService\x12l\n\x11\x41ppendAuditEvents\x12*.techno.memory.v1.AppendAuditEventsRequest\x1a+.techno.memory.v1.AppendAuditEventsResponse\x12`\n\rGetAuditTrail\x12&.techno.memory.v1.GetAuditTrailRequest\x1a\'.techno.memory.v1.GetAuditTrailResponse\x12]\n\x0c\x43reateApiKey\x12%.techno.memory.v1.CreateApiKeyRequest\x1a&.techno.memory.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.techno.memory.v1.ListApiKeysRequest\x1a%.techno.memory.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.techno.memory.v1.RevokeApiKeyRequest\x1a&.techno.memory.v1.RevokeApiKeyResponse\x12`\n\rCreateSession\x12&.techno.memory.v1.CreateSessionRequest\x1a\'.techno.memory.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.techno.memory.v1.GetSessionRequest\x1a$.techno.memory.v1.GetSessionResponse\x12`\n\rDeleteSession\x12&.techno.memory.v1.DeleteSessionRequest\x1a\'.techno.memory.v1.DeleteSessionResponse\x12x\n\x15\x41ppendSessionMessages\x12..techno.memory.v1.AppendSessionMessagesRequest\x1a/.techno.memory.v1.AppendSessionMessagesResponse\x12\x63\n\x0eGetPreferences\x12\'.techno.memory.v1.GetPreferencesRequest\x1a(.techno.memory.v1.GetPreferencesResponse\x12\x63\n\x0eSetPreferences\x12\'.techno.memory.v1.SetPreferencesRequest\x1a(.techno.memory.v1.SetPreferencesResponse\x12r\n\x13\x45xportPrincipalData\x12,.techno.memory.v1.ExportPrincipalDataRequest\x1a-.techno.memory.v1.ExportPrincipalDataResponse\x12r\n\x13\x44\x65letePrincipalData\x12,.techno.memory.v1.DeletePrincipalDataRequest\x1a-.techno.memory.v1.DeletePrincipalDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'techno.memory.v1.memory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITEVENTKIND']._serialized_start=1482
-  _globals['_AUDITEVENTKIND']._serialized_end=1623
-  _globals['_AUDITEVENT']._serialized_start=115
-  _globals['_AUDITEVENT']._serialized_end=418
-  _globals['_APPENDAUDITEVENTSREQUEST']._serialized_start=420
-  _globals['_APPENDAUDITEVENTSREQUEST']._serialized_end=492
-  _globals['_APPENDAUDITEVENTSRESPONSE']._serialized_start=494
-  _globals['_APPENDAUDITEVENTSRESPONSE']._serialized_end=539
-  _globals['_GETAUDITTRAILREQUEST']._serialized_start=541
-  _globals['_GETAUDITTRAILREQUEST']._serialized_end=581
-  _globals['_GETAUDITTRAILRESPONSE']._serialized_start=583
-  _globals['_GETAUDITTRAILRESPONSE']._serialized_end=652
-  _globals['_APIKEY']._serialized_start=655
-  _globals['_APIKEY']._serialized_end=952
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=955
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1121
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1123
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1188
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1190
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1261
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1263
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1373
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1375
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1412
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1414
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1479
-  _globals['_MEMORYSERVICE']._serialized_start=1626
-  _globals['_MEMORYSERVICE']._serialized_end=2131
+  _globals['_AUDITEVENTKIND']._serialized_start=3002
+  _globals['_AUDITEVENTKIND']._serialized_end=3143
+  _globals['_SESSIONMESSAGE']._serialized_start=114
+  _globals['_SESSIONMESSAGE']._serialized_end=209
+  _globals['_SESSION']._serialized_start=212
+  _globals['_SESSION']._serialized_end=411
+  _globals['_CREATESESSIONREQUEST']._serialized_start=413
+  _globals['_CREATESESSIONREQUEST']._serialized_end=457
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=459
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=526
+  _globals['_GETSESSIONREQUEST']._serialized_start=528
+  _globals['_GETSESSIONREQUEST']._serialized_end=589
+  _globals['_GETSESSIONRESPONSE']._serialized_start=591
+  _globals['_GETSESSIONRESPONSE']._serialized_end=655
+  _globals['_DELETESESSIONREQUEST']._serialized_start=657
+  _globals['_DELETESESSIONREQUEST']._serialized_end=721
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=723
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=746
+  _globals['_APPENDSESSIONMESSAGESREQUEST']._serialized_start=748
+  _globals['_APPENDSESSIONMESSAGESREQUEST']._serialized_end=872
+  _globals['_APPENDSESSIONMESSAGESRESPONSE']._serialized_start=874
+  _globals['_APPENDSESSIONMESSAGESRESPONSE']._serialized_end=949
+  _globals['_PREFERENCES']._serialized_start=951
+  _globals['_PREFERENCES']._serialized_end=1012
+  _globals['_GETPREFERENCESREQUEST']._serialized_start=1014
+  _globals['_GETPREFERENCESREQUEST']._serialized_end=1059
+  _globals['_GETPREFERENCESRESPONSE']._serialized_start=1061
+  _globals['_GETPREFERENCESRESPONSE']._serialized_end=1137
+  _globals['_SETPREFERENCESREQUEST']._serialized_start=1139
+  _globals['_SETPREFERENCESREQUEST']._serialized_end=1236
+  _globals['_SETPREFERENCESRESPONSE']._serialized_start=1238
+  _globals['_SETPREFERENCESRESPONSE']._serialized_end=1314
+  _globals['_EXPORTPRINCIPALDATAREQUEST']._serialized_start=1316
+  _globals['_EXPORTPRINCIPALDATAREQUEST']._serialized_end=1366
+  _globals['_EXPORTPRINCIPALDATARESPONSE']._serialized_start=1368
+  _globals['_EXPORTPRINCIPALDATARESPONSE']._serialized_end=1494
+  _globals['_DELETEPRINCIPALDATAREQUEST']._serialized_start=1496
+  _globals['_DELETEPRINCIPALDATAREQUEST']._serialized_end=1546
+  _globals['_DELETEPRINCIPALDATARESPONSE']._serialized_start=1548
+  _globals['_DELETEPRINCIPALDATARESPONSE']._serialized_end=1632
+  _globals['_AUDITEVENT']._serialized_start=1635
+  _globals['_AUDITEVENT']._serialized_end=1938
+  _globals['_APPENDAUDITEVENTSREQUEST']._serialized_start=1940
+  _globals['_APPENDAUDITEVENTSREQUEST']._serialized_end=2012
+  _globals['_APPENDAUDITEVENTSRESPONSE']._serialized_start=2014
+  _globals['_APPENDAUDITEVENTSRESPONSE']._serialized_end=2059
+  _globals['_GETAUDITTRAILREQUEST']._serialized_start=2061
+  _globals['_GETAUDITTRAILREQUEST']._serialized_end=2101
+  _globals['_GETAUDITTRAILRESPONSE']._serialized_start=2103
+  _globals['_GETAUDITTRAILRESPONSE']._serialized_end=2172
+  _globals['_APIKEY']._serialized_start=2175
+  _globals['_APIKEY']._serialized_end=2472
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2475
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2641
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2643
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2708
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2710
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2781
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2783
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2893
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2895
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2932
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2934
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2999
+  _globals['_MEMORYSERVICE']._serialized_start=3146
+  _globals['_MEMORYSERVICE']._serialized_end=4492
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,148 @@ AUDIT_EVENT_KIND_DECISION: AuditEventKind
 AUDIT_EVENT_KIND_OUTCOME: AuditEventKind
 AUDIT_EVENT_KIND_BREAKER: AuditEventKind
 
+class SessionMessage(_message.Message):
+    __slots__ = ("role", "content", "created_at")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "principal_id", "created_at", "expires_at", "messages")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    principal_id: str
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    messages: _containers.RepeatedCompositeFieldContainer[SessionMessage]
+    def __init__(self, session_id: _Optional[str] = ..., principal_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[SessionMessage, _Mapping]]] = ...) -> None: ...
+
+class CreateSessionRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class CreateSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("session_id", "principal_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    principal_id: str
+    def __init__(self, session_id: _Optional[str] = ..., principal_id: _Optional[str] = ...) -> None: ...
+
+class GetSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class DeleteSessionRequest(_message.Message):
+    __slots__ = ("session_id", "principal_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    principal_id: str
+    def __init__(self, session_id: _Optional[str] = ..., principal_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AppendSessionMessagesRequest(_message.Message):
+    __slots__ = ("session_id", "principal_id", "messages")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    principal_id: str
+    messages: _containers.RepeatedCompositeFieldContainer[SessionMessage]
+    def __init__(self, session_id: _Optional[str] = ..., principal_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[SessionMessage, _Mapping]]] = ...) -> None: ...
+
+class AppendSessionMessagesResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class Preferences(_message.Message):
+    __slots__ = ("tone", "format", "language")
+    TONE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    tone: str
+    format: str
+    language: str
+    def __init__(self, tone: _Optional[str] = ..., format: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
+
+class GetPreferencesRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class GetPreferencesResponse(_message.Message):
+    __slots__ = ("preferences",)
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    preferences: Preferences
+    def __init__(self, preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+
+class SetPreferencesRequest(_message.Message):
+    __slots__ = ("principal_id", "preferences")
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    preferences: Preferences
+    def __init__(self, principal_id: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+
+class SetPreferencesResponse(_message.Message):
+    __slots__ = ("preferences",)
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    preferences: Preferences
+    def __init__(self, preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+
+class ExportPrincipalDataRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class ExportPrincipalDataResponse(_message.Message):
+    __slots__ = ("sessions", "preferences")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    preferences: Preferences
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+
+class DeletePrincipalDataRequest(_message.Message):
+    __slots__ = ("principal_id",)
+    PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    principal_id: str
+    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+
+class DeletePrincipalDataResponse(_message.Message):
+    __slots__ = ("sessions_deleted", "preferences_deleted")
+    SESSIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    sessions_deleted: int
+    preferences_deleted: bool
+    def __init__(self, sessions_deleted: _Optional[int] = ..., preferences_deleted: _Optional[bool] = ...) -> None: ...
+
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "trace_id", "kind", "occurred_at", "service", "principal_id", "action", "context_id", "result", "reason_codes", "attributes")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -62,6 +62,46 @@ class MemoryServiceStub:
                 request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/CreateSession',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionResponse.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/GetSession',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/DeleteSession',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
+        self.AppendSessionMessages = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/AppendSessionMessages',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesResponse.FromString,
+                _registered_method=True)
+        self.GetPreferences = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/GetPreferences',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesResponse.FromString,
+                _registered_method=True)
+        self.SetPreferences = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/SetPreferences',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesResponse.FromString,
+                _registered_method=True)
+        self.ExportPrincipalData = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/ExportPrincipalData',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataResponse.FromString,
+                _registered_method=True)
+        self.DeletePrincipalData = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/DeletePrincipalData',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -105,6 +145,64 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSession(self, request, context):
+        """CreateSession opens a conversation session for a principal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """GetSession returns a live session of the principal with its recent messages and slides its expiry;
+        NOT_FOUND when it does not exist, has expired or belongs to another principal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """DeleteSession removes a session and its messages; NOT_FOUND as for GetSession.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendSessionMessages(self, request, context):
+        """AppendSessionMessages adds messages to a live session (oldest beyond the bound are dropped) and slides
+        its expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPreferences(self, request, context):
+        """GetPreferences returns the principal's explicit preferences (empty fields when none were set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPreferences(self, request, context):
+        """SetPreferences replaces the principal's preferences; INVALID_ARGUMENT for values outside the allowed sets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportPrincipalData(self, request, context):
+        """ExportPrincipalData returns everything kept about a principal's sessions and preferences (privacy export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePrincipalData(self, request, context):
+        """DeletePrincipalData erases a principal's sessions and preferences (the audit trail is kept: it is evidence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +230,46 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'AppendSessionMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendSessionMessages,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesResponse.SerializeToString,
+            ),
+            'GetPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPreferences,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesResponse.SerializeToString,
+            ),
+            'SetPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPreferences,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesResponse.SerializeToString,
+            ),
+            'ExportPrincipalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportPrincipalData,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataResponse.SerializeToString,
+            ),
+            'DeletePrincipalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePrincipalData,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +409,222 @@ class MemoryService:
             '/techno.memory.v1.MemoryService/RevokeApiKey',
             techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyRequest.SerializeToString,
             techno_dot_memory_dot_v1_dot_memory__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/CreateSession',
+            techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.CreateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/GetSession',
+            techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.GetSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/DeleteSession',
+            techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendSessionMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/AppendSessionMessages',
+            techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.AppendSessionMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/GetPreferences',
+            techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.GetPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/SetPreferences',
+            techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.SetPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPrincipalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/ExportPrincipalData',
+            techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.ExportPrincipalDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePrincipalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/DeletePrincipalData',
+            techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.FromString,
             options,
             channel_credentials,
             insecure,
