@@ -74,7 +74,13 @@ async def make_stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIt
         await memory.start()
         started.append(memory)
         executor_app = await executor_bootstrap(
-            ExecutorSettings(executor_id="ex", executor_port=0, executor_metrics_port=0, **(executor or {})),
+            ExecutorSettings(
+                executor_id="ex",
+                executor_port=0,
+                executor_metrics_port=0,
+                memory_target=memory.address,
+                **(executor or {}),
+            ),
             tracer_provider=tracer_provider,
         )
         await executor_app.start()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from techno.executor.v1 import executor_pb2_grpc
 from techno_core.runner import StartupError
@@ -17,8 +17,10 @@ from techno_core.tracing import build_tracer_provider
 from techno_executor.adapters.action_file import load_catalogue
 from techno_executor.adapters.audit import BreakerAuditWriter
 from techno_executor.adapters.fake_provider import FakeProvider
+from techno_executor.adapters.memory_context import MemoryConversationContext
 from techno_executor.adapters.providers import build_providers, close_providers
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
+from techno_executor.application.context import ContextLoader
 from techno_executor.application.execute import ExecuteAction
 from techno_executor.domain.actions import ActionCatalogError
 from techno_executor.domain.breaker import fan_out
@@ -33,6 +35,8 @@ from techno_executor.settings import ExecutorSettings
 
 SERVICE_NAME = "techno.executor.v1.ExecutorService"
 ADMIN_SERVICE_NAME = "techno.executor.v1.ExecutorAdminService"
+# Ceiling of one call to memory for sessions and preferences (the request's remaining deadline lowers it).
+CONTEXT_TIMEOUT_SECONDS = 2.0
 
 
 def _providers(
@@ -97,6 +101,16 @@ async def bootstrap(
         max_backoff_seconds=settings.executor_retry_max_backoff_seconds,
         clock=clock,
     )
+    # Sessions and preferences, read from memory (a lazy channel: nothing connects until the first call).
+    memory_context = MemoryConversationContext.connect(
+        settings.memory_target, tracer, timeout_seconds=CONTEXT_TIMEOUT_SECONDS
+    )
+    context_failures = Counter(
+        "executor_context_failures_total",
+        "Failed reads and writes of conversation context in memory, by what (history|preferences|remember).",
+        ["what"],
+        registry=registry,
+    )
     use_case = ExecuteAction(
         catalogue=catalogue,
         routes=routes,
@@ -104,6 +118,7 @@ async def bootstrap(
         observer=observer,
         provider_timeout_seconds=settings.executor_provider_timeout_seconds,
         clock=clock,
+        context=ContextLoader(memory_context, on_failure=lambda what: context_failures.labels(what=what).inc()),
     )
     servicer = ExecutorServicer(use_case, executor_id=settings.executor_id)
     admin = ExecutorAdminServicer({name: route.breaker for name, route in use_case.routes.items()}, fault_switches)
@@ -111,6 +126,7 @@ async def bootstrap(
     async def close() -> None:
         if audit is not None:
             await audit.close()
+        await memory_context.close()
         await close_providers(providers)
         if owns_tracer:
             tracer.shutdown()

@@ -16,13 +16,14 @@ from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_gate.adapters.executor import GrpcExecutor
-from techno_gate.adapters.memory import KeyCache, MemoryAuditLog, MemoryKeyStore
+from techno_gate.adapters.memory import KeyCache, MemoryAuditLog, MemoryKeyStore, MemoryPersonalData
 from techno_gate.adapters.observer import PrometheusDecisionObserver
 from techno_gate.adapters.policy_file import PolicyError, ReloadablePolicySource
 from techno_gate.adapters.tokens import TokenConfigError, TokenVerifier
 from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.authenticate import Authenticator
 from techno_gate.application.limits import LimitGate
+from techno_gate.application.personal import PersonalData
 from techno_gate.application.process import Gatekeeper
 from techno_gate.entrypoints.admin_grpc import GateAdminServicer
 from techno_gate.entrypoints.grpc import GateServicer
@@ -68,7 +69,8 @@ async def bootstrap(
         max_payload_bytes=settings.gate_max_payload_bytes,
     )
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, known_profiles=lambda: set(policies.current.document.profiles))
-    servicer = GateServicer(gatekeeper, executor_timeout_seconds=settings.gate_executor_timeout_seconds)
+    personal = PersonalData(gatekeeper, MemoryPersonalData(memory))
+    servicer = GateServicer(gatekeeper, personal, executor_timeout_seconds=settings.gate_executor_timeout_seconds)
     admin = GateAdminServicer(gatekeeper, key_admin, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel))
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -12,11 +14,16 @@ from techno.memory.v1 import memory_pb2_grpc
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_memory.adapters.database import create_database_engine
-from techno_memory.adapters.metrics import AppendMetrics, database_probe
+from techno_memory.adapters.metrics import AppendMetrics, SweepMetrics, database_probe
 from techno_memory.adapters.migrations import ensure_schema_current
 from techno_memory.adapters.repository import SqlRepository
+from techno_memory.adapters.session_repository import SqlSessionStore
 from techno_memory.application.audit_log import AuditLog
 from techno_memory.application.keys import KeyDirectory
+from techno_memory.application.preferences import PreferenceBook, PrincipalData
+from techno_memory.application.sessions import Sessions
+from techno_memory.application.sweeper import SessionSweeper
+from techno_memory.domain.records import utc_now
 from techno_memory.entrypoints.grpc import MemoryServicer
 from techno_memory.settings import MemorySettings
 
@@ -32,7 +39,9 @@ async def bootstrap(
     *,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> GrpcApp:
+    """``clock`` decides session expiry (tests move it instead of sleeping)."""
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("memory", _instance_id(), settings)
     registry = registry or CollectorRegistry()
@@ -46,7 +55,23 @@ async def bootstrap(
         AppendMetrics(registry, max_batch=settings.memory_max_batch),
         max_batch=settings.memory_max_batch,
     )
-    servicer = MemoryServicer(audit_log, KeyDirectory(repository))
+    session_store = SqlSessionStore(engine)
+    sessions = Sessions(
+        session_store,
+        ttl=timedelta(seconds=settings.memory_session_ttl_seconds),
+        max_messages=settings.memory_session_max_messages,
+        clock=clock,
+    )
+    sweeper = SessionSweeper(
+        session_store, SweepMetrics(registry), interval_seconds=settings.memory_session_sweep_seconds, clock=clock
+    )
+    servicer = MemoryServicer(
+        audit_log,
+        KeyDirectory(repository),
+        sessions,
+        PreferenceBook(session_store, clock=clock),
+        PrincipalData(session_store, clock=clock),
+    )
 
     async def check_schema() -> None:
         await ensure_schema_current(engine)
@@ -60,9 +85,10 @@ async def bootstrap(
         registrations=[lambda server: memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)],
         service_names=[SERVICE_NAME],
         probes=[("database", database_probe(repository.ping, registry))],
-        starters=[check_schema],
+        # The sweeper starts only on a schema that has its tables.
+        starters=[check_schema, sweeper.start],
         # Pending appends are committed before the pool closes; spans of that last commit are then exported.
-        closers=[audit_log.close, engine.dispose, close_tracer],
+        closers=[sweeper.close, audit_log.close, engine.dispose, close_tracer],
     )
     return GrpcApp(
         definition,

@@ -23,3 +23,14 @@ class MemorySettings(TechnoSettings, GrpcServerSettings):
     memory_max_batch: int = Field(
         512, gt=0, description="Group commit: most audit events written in one database transaction."
     )
+    memory_session_ttl_seconds: float = Field(
+        8 * 3600,
+        gt=0,
+        description="A conversation session expires this long after its last use (every read or append slides it).",
+    )
+    memory_session_max_messages: int = Field(
+        50, gt=0, description="Most messages kept per session; appending beyond it drops the oldest."
+    )
+    memory_session_sweep_seconds: float = Field(
+        60, gt=0, description="How often expired sessions (and their messages) are deleted from the database."
+    )

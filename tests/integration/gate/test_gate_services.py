@@ -62,7 +62,9 @@ async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIter
     )
     await memory.start()
     executor = await executor_bootstrap(
-        ExecutorSettings(executor_id="executor-it", executor_port=0, executor_metrics_port=0),
+        ExecutorSettings(
+            executor_id="executor-it", executor_port=0, executor_metrics_port=0, memory_target=memory.address
+        ),
         tracer_provider=tracer_provider,
     )
     await executor.start()

@@ -30,7 +30,8 @@ from techno_memory.bootstrap import bootstrap
 
 from .conftest import memory_settings
 
-TABLES = {"api_keys", "audit_events"}
+TABLES = {"api_keys", "audit_events", "sessions", "session_messages", "preferences"}
+SESSION_TABLES = {"sessions", "session_messages", "preferences"}
 
 
 async def tables(engine: AsyncEngine) -> set[str]:
@@ -119,6 +120,25 @@ async def test_keys_stored_before_0002_get_default_scopes_and_updated_at(databas
         await upgrade(engine)
         since_revocation = await SqlRepository(engine).list_api_keys(updated_since=REVOKED)
         assert [key.key_id for key in since_revocation.keys] == ["revoked"]
+    finally:
+        await engine.dispose()
+
+
+async def test_0003_adds_and_removes_only_the_session_tables(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
+    try:
+        await upgrade(engine, "0002")
+        assert not SESSION_TABLES & await tables(engine)
+        await upgrade(engine)
+        assert await tables(engine) >= TABLES
+        async with engine.connect() as connection:
+            assert await connection.run_sync(schema_differences) == []
+        await downgrade(engine, "0002")
+        assert await current_revision(engine) == "0002"
+        assert await tables(engine) >= {"api_keys", "audit_events"}
+        assert not SESSION_TABLES & await tables(engine)
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision() == "0003"
     finally:
         await engine.dispose()
 

@@ -17,6 +17,10 @@ provider's health: they release the breaker permit without a verdict. A timeout 
 ends the execution at once (there is no time left for anyone). When every provider of the chain is open the call fails
 closed at once with ``CIRCUIT_OPEN`` and the smallest ``retry_after``, without calling anyone; otherwise the
 last provider's failure is the answer.
+
+Context (``application.context``). Before the prompt is built, the caller's preferences and, for a
+conversational action called with a session, the session's history are read from memory (within the deadline);
+after a success, the exchange is remembered in the session. What fails and what proceeds is ``ContextLoader``'s.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from techno_core.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
+from techno_executor.application.context import ContextLoader
 from techno_executor.application.ports import ExecutionObserver
 from techno_executor.domain.actions import Action, ActionCatalogue, ActionOutputInvalid
 from techno_executor.domain.breaker import CircuitBreaker, CircuitOpenError, CircuitState
@@ -44,6 +49,8 @@ class ExecuteCommand:
     profile: str = ""
     # The gate's policy-allowed providers in order of preference; empty: the executor's default chain.
     providers: Sequence[str] = ()
+    # The caller: whose session and preferences apply (empty: none do).
+    principal_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,11 @@ class ExecuteAction:
         routes: Sequence[ProviderRoute] = (),
         route: ProviderRoute | None = None,
         clock: Callable[[], float] = time.monotonic,
+        context: ContextLoader | None = None,
     ) -> None:
         """``routes`` is the default chain in configuration order; ``route`` (one provider) is kept for callers
-        that have a single provider."""
+        that have a single provider. ``context`` reads sessions and preferences (None: every call is stateless
+        and without preferences)."""
         chain = [*routes, *([route] if route is not None else [])]
         if not chain:
             raise ValueError("at least one provider route is required")
@@ -115,6 +124,7 @@ class ExecuteAction:
         self._observer = observer
         self._provider_timeout = provider_timeout_seconds
         self._clock = clock
+        self._context = context or ContextLoader(None)
 
     @property
     def routes(self) -> Mapping[str, ProviderRoute]:
@@ -161,8 +171,18 @@ class ExecuteAction:
     ) -> Execution:
         action = self._catalogue.get(command.action)
         inputs = action.validate(command.payload)
-        prompt = action.prompt(inputs)
         chain = self.chain(command.providers)
+
+        def remaining() -> float | None:
+            return None if deadline is None else deadline - self._clock()
+
+        context = await self._context.load(
+            principal_id=command.principal_id,
+            session_id=command.session_id,
+            conversational=action.conversation is not None,
+            remaining=remaining,
+        )
+        prompt = action.prompt(inputs, history=context.history, preferences=context.preferences)
         if deadline is not None and deadline <= self._clock():
             raise DeadlineExceeded(reason="DEADLINE_EXCEEDED", message="the deadline passed before the provider call")
 
@@ -179,6 +199,13 @@ class ExecuteAction:
             except _Next as skipped:
                 last_error = skipped.error
                 continue
+            # Never raises: a failed write is logged and counted, and the caller still gets the reply.
+            await self._context.remember(
+                principal_id=command.principal_id,
+                session_id=command.session_id,
+                turn=action.turn(inputs, result),
+                remaining=remaining,
+            )
             return Execution(
                 result=result,
                 provider=route.provider.name,

@@ -18,6 +18,10 @@ both declared in the file: ``keys_from`` (the object's keys are exactly the call
 schema is completed per call) and ``choice`` (a property must be one of the caller's list INPUT.<field>,
 compared without case or surrounding space, and answered in the caller's spelling). The result keeps the
 schema's properties only, with strings trimmed and blank strings dropped from lists, under ``key`` if given.
+
+Conversations. ``conversation: <field>`` makes an action conversational: given a session, its prompt carries
+the session's history, and the text input ``<field>`` (the user's turn) and the text answer (the assistant's)
+are remembered in the session. Only a text input of an action with a text output qualifies (checked at load).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -33,7 +37,7 @@ import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from techno_core.errors import FieldViolation, InvalidArgument
-from techno_executor.domain.prompt import Prompt
+from techno_executor.domain.prompt import NO_PREFERENCES, Preferences, Prompt, Turn
 
 MAX_TEXT_CHARS = 100_000  # the gate caps whole payloads at 256 KiB; this bounds one field below that
 MAX_LIST_ITEMS = 50
@@ -119,9 +123,18 @@ class ActionSpec(BaseModel):
     instructions: str = Field(min_length=1, description="prompt template; {field} names an input field")
     input: dict[str, InputFieldSpec] = Field(min_length=1)
     output: OutputSpec
+    conversation: str | None = Field(
+        None, pattern=_NAME, description="the text input holding the user's turn: the action keeps a session"
+    )
 
     @model_validator(mode="after")
     def _references_are_declared(self) -> Self:
+        if self.conversation is not None:
+            declared = self.input.get(self.conversation)
+            if declared is None or declared.kind != "text" or self.output.text is None:
+                raise ValueError(
+                    f"conversation {self.conversation!r} must be a declared text input of an action with a text output"
+                )
         for name in self.input:
             if not _matches_name(name):
                 raise ValueError(f"input field {name!r} must match {_NAME}")
@@ -184,12 +197,20 @@ class Action:
     fields: tuple[PayloadField, ...]
     instructions: str  # already rendered: placeholders replaced by INPUT.<field>
     output: OutputSpec
+    # The text input holding the user's turn when the action keeps a conversation; None: it never does.
+    conversation: str | None = None
 
     @classmethod
     def from_spec(cls, name: str, spec: ActionSpec) -> Action:
         fields = tuple(PayloadField(n, f.kind, f.description, f.required) for n, f in spec.input.items())
         instructions = spec.instructions.format_map({n: f"INPUT.{n}" for n in spec.input})
-        return cls(name, fields, instructions, spec.output)
+        return cls(name, fields, instructions, spec.output, spec.conversation)
+
+    def turn(self, inputs: Mapping[str, Any], result: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(user message, assistant reply) of a conversational action's execution; None for other actions."""
+        if self.conversation is None or self.output.text is None:
+            return None
+        return str(inputs[self.conversation]), str(result[self.output.text])
 
     def validate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The declared fields of ``payload`` (others are ignored), or ``InvalidArgument`` PAYLOAD_INVALID
@@ -213,8 +234,16 @@ class Action:
             )
         return inputs
 
-    def prompt(self, inputs: Mapping[str, Any]) -> str:
-        return Prompt(self.name, self.instructions, inputs, self._output_keys()).render()
+    def prompt(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        history: Sequence[Turn] = (),
+        preferences: Preferences = NO_PREFERENCES,
+    ) -> str:
+        """The rendered prompt; ``history`` (the session's messages, oldest first) and ``preferences`` (the
+        caller's) are optional."""
+        return Prompt(self.name, self.instructions, inputs, self._output_keys(), history, preferences).render()
 
     def _output_keys(self) -> dict[str, str] | None:
         """The OUTPUT header: each expected key with its description; None for a plain text answer."""

@@ -26,6 +26,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             session_id=request.session_id,
             profile=request.profile,
             providers=tuple(request.providers),
+            principal_id=request.principal_id,
         )
         # gRPC Python does not hand the caller's deadline to our code by itself: take what is left of it.
         execution = await self._use_case.execute(command, timeout=context.time_remaining())

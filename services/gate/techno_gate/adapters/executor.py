@@ -25,6 +25,7 @@ class GrpcExecutor:
             profile=command.profile,
             payload=command.payload,
             providers=command.providers,
+            principal_id=command.principal_id,
         )
         try:
             response = await self._stub.Execute(request, timeout=timeout)

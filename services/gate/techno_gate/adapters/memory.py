@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
 from techno_core.grpc_errors import from_rpc_error
+from techno_gate.application.personal import Message, PreferencesView, SessionView
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
 
@@ -171,6 +172,15 @@ class KeyCache:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+async def through_memory(call: Awaitable[T]) -> T:
+    """A memory call whose failure becomes the domain error memory answered with (NOT_FOUND, ALREADY_EXISTS …
+    pass on with their reasons)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error, default_reason="MEMORY_UNAVAILABLE") from error
+
+
 class MemoryKeyStore:
     """Key management through the memory service; only hashes cross the wire."""
 
@@ -190,21 +200,74 @@ class MemoryKeyStore:
             scopes=scopes,
             expires_at=_timestamp(expires_at) if expires_at else None,
         )
-        response = await self._call(self._stub.CreateApiKey(request, timeout=self._timeout))
+        response = await through_memory(self._stub.CreateApiKey(request, timeout=self._timeout))
         return key_record(response.api_key)
 
     async def list(self) -> list[ApiKeyRecord]:
-        response = await self._call(self._stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=self._timeout))
+        response = await through_memory(self._stub.ListApiKeys(memory_pb2.ListApiKeysRequest(), timeout=self._timeout))
         return [key_record(key) for key in response.api_keys]
 
     async def revoke(self, key_id: str) -> ApiKeyRecord:
         request = memory_pb2.RevokeApiKeyRequest(key_id=key_id)
-        response = await self._call(self._stub.RevokeApiKey(request, timeout=self._timeout))
+        response = await through_memory(self._stub.RevokeApiKey(request, timeout=self._timeout))
         return key_record(response.api_key)
 
-    @staticmethod
-    async def _call(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except grpc.aio.AioRpcError as error:  # memory's own reasons (NOT_FOUND, ALREADY_EXISTS …) pass on
-            raise from_rpc_error(error, default_reason="MEMORY_UNAVAILABLE") from error
+
+def _time(stamp: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def session_view(session: memory_pb2.Session) -> SessionView:
+    return SessionView(
+        session_id=session.session_id,
+        created_at=_time(session.created_at, session.HasField("created_at")),
+        expires_at=_time(session.expires_at, session.HasField("expires_at")),
+        messages=tuple(
+            Message(m.role, m.content, _time(m.created_at, m.HasField("created_at"))) for m in session.messages
+        ),
+    )
+
+
+def preferences_view(preferences: memory_pb2.Preferences) -> PreferencesView:
+    return PreferencesView(tone=preferences.tone, format=preferences.format, language=preferences.language)
+
+
+class MemoryPersonalData:
+    """The caller's sessions and preferences, kept by the memory service."""
+
+    def __init__(self, stub: memory_pb2_grpc.MemoryServiceStub, *, timeout_seconds: float = 5.0) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+
+    async def create_session(self, principal_id: str) -> SessionView:
+        request = memory_pb2.CreateSessionRequest(principal_id=principal_id)
+        return session_view((await through_memory(self._stub.CreateSession(request, timeout=self._timeout))).session)
+
+    async def get_session(self, principal_id: str, session_id: str) -> SessionView:
+        request = memory_pb2.GetSessionRequest(principal_id=principal_id, session_id=session_id)
+        return session_view((await through_memory(self._stub.GetSession(request, timeout=self._timeout))).session)
+
+    async def delete_session(self, principal_id: str, session_id: str) -> None:
+        request = memory_pb2.DeleteSessionRequest(principal_id=principal_id, session_id=session_id)
+        await through_memory(self._stub.DeleteSession(request, timeout=self._timeout))
+
+    async def preferences(self, principal_id: str) -> PreferencesView:
+        request = memory_pb2.GetPreferencesRequest(principal_id=principal_id)
+        reply = await through_memory(self._stub.GetPreferences(request, timeout=self._timeout))
+        return preferences_view(reply.preferences)
+
+    async def set_preferences(self, principal_id: str, preferences: PreferencesView) -> PreferencesView:
+        wanted = memory_pb2.Preferences(tone=preferences.tone, format=preferences.format, language=preferences.language)
+        request = memory_pb2.SetPreferencesRequest(principal_id=principal_id, preferences=wanted)
+        reply = await through_memory(self._stub.SetPreferences(request, timeout=self._timeout))
+        return preferences_view(reply.preferences)
+
+    async def export(self, principal_id: str) -> tuple[list[SessionView], PreferencesView]:
+        request = memory_pb2.ExportPrincipalDataRequest(principal_id=principal_id)
+        reply = await through_memory(self._stub.ExportPrincipalData(request, timeout=self._timeout))
+        return [session_view(s) for s in reply.sessions], preferences_view(reply.preferences)
+
+    async def erase(self, principal_id: str) -> tuple[int, bool]:
+        request = memory_pb2.DeletePrincipalDataRequest(principal_id=principal_id)
+        reply = await through_memory(self._stub.DeletePrincipalData(request, timeout=self._timeout))
+        return reply.sessions_deleted, reply.preferences_deleted

@@ -36,6 +36,8 @@ class ExecuteCommand:
     payload: Any
     # Providers the policy allows for this request, in the action's order of preference.
     providers: tuple[str, ...] = ()
+    # Whose session and preferences apply.
+    principal_id: str = ""
 
 
 @dataclass(frozen=True)

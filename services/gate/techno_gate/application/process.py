@@ -172,6 +172,7 @@ class Gatekeeper:
             profile=evaluation.profile,
             payload=command.payload,
             providers=evaluation.providers,
+            principal_id=evaluation.principal.id,
         )
         try:
             execution = await self.executor.execute(execute, timeout=timeout)

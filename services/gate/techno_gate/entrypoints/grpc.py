@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
 from techno_core.channels import downstream_timeout
 from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
+from techno_gate.application.personal import PersonalData, PreferencesView, SessionView
 from techno_gate.application.process import Gatekeeper, ProcessCommand
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -42,10 +45,83 @@ def process_command(request: gate_pb2.ProcessRequest, context: Context) -> Proce
     )
 
 
+def _stamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def session_message(session: SessionView) -> gate_pb2.Session:
+    return gate_pb2.Session(
+        session_id=session.session_id,
+        created_at=_stamp(session.created_at),
+        expires_at=_stamp(session.expires_at),
+        messages=[
+            gate_pb2.SessionMessage(role=m.role, content=m.content, created_at=_stamp(m.created_at))
+            for m in session.messages
+        ],
+    )
+
+
+def preferences_message(preferences: PreferencesView) -> gate_pb2.Preferences:
+    return gate_pb2.Preferences(tone=preferences.tone, format=preferences.format, language=preferences.language)
+
+
 class GateServicer(gate_pb2_grpc.GateServiceServicer):
-    def __init__(self, gatekeeper: Gatekeeper, *, executor_timeout_seconds: float) -> None:
+    def __init__(self, gatekeeper: Gatekeeper, personal: PersonalData, *, executor_timeout_seconds: float) -> None:
         self._gatekeeper = gatekeeper
+        self._personal = personal
         self._executor_timeout = executor_timeout_seconds
+
+    def _caller_id(self, context: Context) -> str:
+        return self._personal.caller(presented_credentials(context)).id
+
+    async def CreateSession(
+        self, request: gate_pb2.CreateSessionRequest, context: Context
+    ) -> gate_pb2.CreateSessionResponse:
+        session = await self._personal.store.create_session(self._caller_id(context))
+        return gate_pb2.CreateSessionResponse(session=session_message(session))
+
+    async def GetSession(self, request: gate_pb2.GetSessionRequest, context: Context) -> gate_pb2.GetSessionResponse:
+        session = await self._personal.store.get_session(self._caller_id(context), request.session_id)
+        return gate_pb2.GetSessionResponse(session=session_message(session))
+
+    async def DeleteSession(
+        self, request: gate_pb2.DeleteSessionRequest, context: Context
+    ) -> gate_pb2.DeleteSessionResponse:
+        await self._personal.store.delete_session(self._caller_id(context), request.session_id)
+        return gate_pb2.DeleteSessionResponse()
+
+    async def GetPreferences(
+        self, request: gate_pb2.GetPreferencesRequest, context: Context
+    ) -> gate_pb2.GetPreferencesResponse:
+        preferences = await self._personal.store.preferences(self._caller_id(context))
+        return gate_pb2.GetPreferencesResponse(preferences=preferences_message(preferences))
+
+    async def UpdatePreferences(
+        self, request: gate_pb2.UpdatePreferencesRequest, context: Context
+    ) -> gate_pb2.UpdatePreferencesResponse:
+        wanted = request.preferences
+        stored = await self._personal.store.set_preferences(
+            self._caller_id(context), PreferencesView(wanted.tone, wanted.format, wanted.language)
+        )
+        return gate_pb2.UpdatePreferencesResponse(preferences=preferences_message(stored))
+
+    async def ExportMyData(
+        self, request: gate_pb2.ExportMyDataRequest, context: Context
+    ) -> gate_pb2.ExportMyDataResponse:
+        sessions, preferences = await self._personal.store.export(self._caller_id(context))
+        return gate_pb2.ExportMyDataResponse(
+            sessions=[session_message(s) for s in sessions], preferences=preferences_message(preferences)
+        )
+
+    async def DeleteMyData(
+        self, request: gate_pb2.DeleteMyDataRequest, context: Context
+    ) -> gate_pb2.DeleteMyDataResponse:
+        sessions, preferences = await self._personal.store.erase(self._caller_id(context))
+        return gate_pb2.DeleteMyDataResponse(sessions_deleted=sessions, preferences_deleted=preferences)
 
     async def Process(self, request: gate_pb2.ProcessRequest, context: Context) -> gate_pb2.ProcessResponse:
         command = process_command(request, context)

@@ -45,6 +45,26 @@ class AppendMetrics:
         self._failures.inc()
 
 
+class SweepMetrics:
+    """Implements ``SweepObserver``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._expired = Counter(
+            "memory_sessions_expired",
+            "Expired sessions deleted (with their messages) by the sweeper.",
+            registry=registry,
+        )
+        self._failures = Counter(
+            "memory_session_sweep_failures", "Sweeps of expired sessions that failed.", registry=registry
+        )
+
+    def expired(self, count: int) -> None:
+        self._expired.inc(count)
+
+    def failed(self) -> None:
+        self._failures.inc()
+
+
 def database_probe(ping: Probe, registry: CollectorRegistry) -> Probe:
     """``ping`` as a health probe that also sets ``memory_db_up`` (1 reachable, 0 not) for alerting."""
     up = Gauge("memory_db_up", "1 when the last health probe reached the database, else 0.", registry=registry)

@@ -23,7 +23,7 @@ API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
 
 
 @contextlib.asynccontextmanager
-async def _unavailable_when_unreachable() -> AsyncIterator[None]:
+async def unavailable_when_unreachable() -> AsyncIterator[None]:
     """A lost or refused connection (or an exhausted pool) is the database being unavailable: the caller may
     retry. Anything else (a bug, a constraint we did not expect) stays an internal error."""
     try:
@@ -107,7 +107,7 @@ class SqlRepository:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
-        async with _unavailable_when_unreachable(), self._sessions.begin() as session:
+        async with unavailable_when_unreachable(), self._sessions.begin() as session:
             yield session
 
     async def store_events(self, events: Sequence[AuditEvent]) -> list[bool]:
@@ -117,7 +117,7 @@ class SqlRepository:
         rows = [_event_row(event, recorded_at) for event in events]
         # The hot path of every request, so SQLAlchemy Core on a bare connection rather than an ORM session:
         # measured, the session's unit-of-work and bulk-ORM layers doubled the cost of an append.
-        async with _unavailable_when_unreachable(), self._engine.begin() as connection:
+        async with unavailable_when_unreachable(), self._engine.begin() as connection:
             # RETURNING lists only the rows actually inserted: the others were repeats.
             inserted = set((await connection.execute(self._insert_events, rows)).scalars().all())
         flags = []

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from techno_memory.domain.session_validation import MAX_LANGUAGE_LENGTH
 from techno_memory.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 # Explicit constraint names, so migrations can refer to them identically on every database.
@@ -84,3 +85,38 @@ class AuditEventRow(Base):
     result: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
     reason_codes: Mapped[list[str]] = mapped_column(JsonDocument)
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    session_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), primary_key=True)
+    # Indexed: export and erasure select a principal's sessions.
+    principal_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Indexed: the sweeper selects the expired ones.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class SessionMessageRow(Base):
+    __tablename__ = "session_messages"
+
+    # The order of the conversation (created_at is shared by the messages of one append).
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # The database deletes a session's messages with it, whoever deletes the session (sweeper, erasure).
+    session_id: Mapped[str] = mapped_column(
+        String(MAX_ID_LENGTH), ForeignKey("sessions.session_id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PreferencesRow(Base):
+    __tablename__ = "preferences"
+
+    principal_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), primary_key=True)
+    tone: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(MAX_LANGUAGE_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

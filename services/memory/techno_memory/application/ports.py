@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from techno_memory.domain.records import ApiKey, AuditEvent, KeyListing, NewApiKey
+from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session
 
 
 class AuditStore(Protocol):
@@ -41,3 +42,65 @@ class AppendObserver(Protocol):
     def committed(self, batch_size: int, appended: int) -> None: ...
 
     def failed(self, batch_size: int) -> None: ...
+
+
+class SessionStore(Protocol):
+    """Conversation sessions. A session is live while ``expires_at > now``; an expired one is never read, slid
+    or revived (even before the sweeper deletes it), and one of another principal is treated as absent."""
+
+    async def create_session(self, session: Session) -> None: ...
+
+    async def use_session(
+        self, session_id: str, principal_id: str, *, now: datetime, expires_at: datetime
+    ) -> Session | None:
+        """Slide a live session's expiry to ``expires_at`` and return it with its messages; None when absent."""
+        ...
+
+    async def append_messages(
+        self,
+        session_id: str,
+        principal_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        now: datetime,
+        expires_at: datetime,
+        keep: int,
+    ) -> Session | None:
+        """In one transaction: slide, add ``messages`` stamped ``now``, delete all but the newest ``keep``."""
+        ...
+
+    async def delete_session(self, session_id: str, principal_id: str, *, now: datetime) -> bool:
+        """True when a live session was deleted (its messages with it)."""
+        ...
+
+    async def delete_expired_sessions(self, *, now: datetime, limit: int) -> int:
+        """Delete at most ``limit`` expired sessions (and their messages); how many were deleted."""
+        ...
+
+
+class PreferenceStore(Protocol):
+    async def preferences(self, principal_id: str) -> Preferences:
+        """Empty preferences when none are stored."""
+        ...
+
+    async def set_preferences(self, principal_id: str, preferences: Preferences, *, now: datetime) -> None:
+        """Replace the stored preferences; empty ones are stored as no row at all."""
+        ...
+
+
+class PrincipalDataStore(Protocol):
+    async def export_principal(self, principal_id: str, *, now: datetime) -> PrincipalExport:
+        """The live sessions (oldest first, every kept message) and the preferences."""
+        ...
+
+    async def erase_principal(self, principal_id: str) -> Erasure:
+        """Delete every session (expired ones too), its messages and the preferences, in one transaction."""
+        ...
+
+
+class SweepObserver(Protocol):
+    """Told about every sweep of expired sessions (metrics)."""
+
+    def expired(self, count: int) -> None: ...
+
+    def failed(self) -> None: ...

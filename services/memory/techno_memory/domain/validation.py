@@ -39,7 +39,7 @@ def trace_id_problem(trace_id: str) -> str | None:
     return None
 
 
-def _text_problems(path: str, value: str, *, required: bool, max_length: int) -> list[FieldViolation]:
+def text_problems(path: str, value: str, *, required: bool, max_length: int) -> list[FieldViolation]:
     if not value:
         return [FieldViolation(path, "required")] if required else []
     if len(value) > max_length:
@@ -49,13 +49,13 @@ def _text_problems(path: str, value: str, *, required: bool, max_length: int) ->
 
 def event_violations(event: AuditEvent, path: str) -> list[FieldViolation]:
     """Violations of one event; ``path`` prefixes the field names (``events[3]``)."""
-    violations = _text_problems(f"{path}.event_id", event.event_id, required=True, max_length=MAX_ID_LENGTH)
+    violations = text_problems(f"{path}.event_id", event.event_id, required=True, max_length=MAX_ID_LENGTH)
     if (problem := trace_id_problem(event.trace_id)) is not None:
         violations.append(FieldViolation(f"{path}.trace_id", problem))
-    violations += _text_problems(f"{path}.service", event.service, required=True, max_length=MAX_ID_LENGTH)
-    violations += _text_problems(f"{path}.principal_id", event.principal_id, required=False, max_length=MAX_ID_LENGTH)
+    violations += text_problems(f"{path}.service", event.service, required=True, max_length=MAX_ID_LENGTH)
+    violations += text_problems(f"{path}.principal_id", event.principal_id, required=False, max_length=MAX_ID_LENGTH)
     for name in ("action", "context_id", "result"):
-        violations += _text_problems(f"{path}.{name}", getattr(event, name), required=False, max_length=MAX_TEXT_LENGTH)
+        violations += text_problems(f"{path}.{name}", getattr(event, name), required=False, max_length=MAX_TEXT_LENGTH)
     return violations
 
 
@@ -91,12 +91,12 @@ def _scope_violations(scopes: Sequence[str]) -> list[FieldViolation]:
 def validate_new_key(key: NewApiKey, *, now: datetime) -> None:
     """``now`` is this service's clock: a key must not be born expired (it would be listed, cached and never
     usable, which hides the operator's mistake)."""
-    violations = _text_problems("key_id", key.key_id, required=True, max_length=MAX_ID_LENGTH)
-    violations += _text_problems("prefix", key.prefix, required=True, max_length=MAX_ID_LENGTH)
+    violations = text_problems("key_id", key.key_id, required=True, max_length=MAX_ID_LENGTH)
+    violations += text_problems("prefix", key.prefix, required=True, max_length=MAX_ID_LENGTH)
     if not _SHA256_HEX.fullmatch(key.key_hash):
         violations.append(FieldViolation("key_hash", "must be a SHA-256 digest: 64 lowercase hex digits"))
-    violations += _text_problems("name", key.name, required=False, max_length=MAX_TEXT_LENGTH)
-    violations += _text_problems("profile", key.profile, required=True, max_length=MAX_ID_LENGTH)
+    violations += text_problems("name", key.name, required=False, max_length=MAX_TEXT_LENGTH)
+    violations += text_problems("profile", key.profile, required=True, max_length=MAX_ID_LENGTH)
     violations += _scope_violations(key.scopes)
     if key.expires_at is not None and key.expires_at <= now:
         violations.append(FieldViolation("expires_at", "must be in the future"))
@@ -105,6 +105,6 @@ def validate_new_key(key: NewApiKey, *, now: datetime) -> None:
 
 
 def validate_key_id(key_id: str) -> None:
-    violations = _text_problems("key_id", key_id, required=True, max_length=MAX_ID_LENGTH)
+    violations = text_problems("key_id", key_id, required=True, max_length=MAX_ID_LENGTH)
     if violations:
         raise InvalidArgument(reason=INVALID_KEY_ID, message="invalid key_id", violations=violations)

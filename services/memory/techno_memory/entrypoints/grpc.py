@@ -10,6 +10,8 @@ import grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_memory.application.audit_log import AuditLog
 from techno_memory.application.keys import KeyDirectory
+from techno_memory.application.preferences import PreferenceBook, PrincipalData
+from techno_memory.application.sessions import Sessions
 from techno_memory.entrypoints.convert import (
     event_to_proto,
     events_from_proto,
@@ -18,14 +20,32 @@ from techno_memory.entrypoints.convert import (
     new_key_from_proto,
     updated_since_from_proto,
 )
+from techno_memory.entrypoints.convert_sessions import (
+    erasure_to_proto,
+    export_to_proto,
+    messages_from_proto,
+    preferences_from_proto,
+    preferences_to_proto,
+    session_to_proto,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, audit_log: AuditLog, keys: KeyDirectory) -> None:
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        keys: KeyDirectory,
+        sessions: Sessions,
+        preferences: PreferenceBook,
+        principal_data: PrincipalData,
+    ) -> None:
         self._audit = audit_log
         self._keys = keys
+        self._sessions = sessions
+        self._preferences = preferences
+        self._principal_data = principal_data
 
     async def AppendAuditEvents(
         self, request: memory_pb2.AppendAuditEventsRequest, context: Context
@@ -56,3 +76,50 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> memory_pb2.RevokeApiKeyResponse:
         key = await self._keys.revoke(request.key_id)
         return memory_pb2.RevokeApiKeyResponse(api_key=key_to_proto(key))
+
+    async def CreateSession(
+        self, request: memory_pb2.CreateSessionRequest, context: Context
+    ) -> memory_pb2.CreateSessionResponse:
+        session = await self._sessions.create(request.principal_id)
+        return memory_pb2.CreateSessionResponse(session=session_to_proto(session))
+
+    async def GetSession(
+        self, request: memory_pb2.GetSessionRequest, context: Context
+    ) -> memory_pb2.GetSessionResponse:
+        session = await self._sessions.get(request.session_id, request.principal_id)
+        return memory_pb2.GetSessionResponse(session=session_to_proto(session))
+
+    async def DeleteSession(
+        self, request: memory_pb2.DeleteSessionRequest, context: Context
+    ) -> memory_pb2.DeleteSessionResponse:
+        await self._sessions.delete(request.session_id, request.principal_id)
+        return memory_pb2.DeleteSessionResponse()
+
+    async def AppendSessionMessages(
+        self, request: memory_pb2.AppendSessionMessagesRequest, context: Context
+    ) -> memory_pb2.AppendSessionMessagesResponse:
+        messages = messages_from_proto(request.messages)
+        session = await self._sessions.append(request.session_id, request.principal_id, messages)
+        return memory_pb2.AppendSessionMessagesResponse(session=session_to_proto(session))
+
+    async def GetPreferences(
+        self, request: memory_pb2.GetPreferencesRequest, context: Context
+    ) -> memory_pb2.GetPreferencesResponse:
+        preferences = await self._preferences.get(request.principal_id)
+        return memory_pb2.GetPreferencesResponse(preferences=preferences_to_proto(preferences))
+
+    async def SetPreferences(
+        self, request: memory_pb2.SetPreferencesRequest, context: Context
+    ) -> memory_pb2.SetPreferencesResponse:
+        stored = await self._preferences.set(request.principal_id, preferences_from_proto(request.preferences))
+        return memory_pb2.SetPreferencesResponse(preferences=preferences_to_proto(stored))
+
+    async def ExportPrincipalData(
+        self, request: memory_pb2.ExportPrincipalDataRequest, context: Context
+    ) -> memory_pb2.ExportPrincipalDataResponse:
+        return export_to_proto(await self._principal_data.export(request.principal_id))
+
+    async def DeletePrincipalData(
+        self, request: memory_pb2.DeletePrincipalDataRequest, context: Context
+    ) -> memory_pb2.DeletePrincipalDataResponse:
+        return erasure_to_proto(await self._principal_data.erase(request.principal_id))

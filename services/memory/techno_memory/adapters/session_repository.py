@@ -1,0 +1,216 @@
+"""Data access for sessions, their messages and preferences (implements ``SessionStore``, ``PreferenceStore``
+and ``PrincipalDataStore``).
+
+Liveness is part of every statement (``expires_at > now``), never a read followed by a check: sliding the expiry
+is an UPDATE of a live row only, so an expired session cannot be revived by a read racing the sweeper, and on
+PostgreSQL that UPDATE's row lock serialises concurrent appends to one session (the trim sees every insert).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import ColumnElement, Insert, Select, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from techno_memory.adapters.repository import unavailable_when_unreachable
+from techno_memory.adapters.tables import PreferencesRow, SessionMessageRow, SessionRow
+from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session, SessionMessage
+
+
+def _upsert_preferences(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT (principal_id) DO UPDATE: two first-time writers cannot collide on the key."""
+    table = cast(Table, PreferencesRow.__table__)
+    replaced = ("tone", "format", "language", "updated_at")
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(index_elements=["principal_id"], set_={c: pg.excluded[c] for c in replaced})
+    if dialect == "sqlite":
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(index_elements=["principal_id"], set_={c: lite.excluded[c] for c in replaced})
+    raise ValueError(f"no upsert for dialect {dialect!r}")
+
+
+def _live(session_id: str, principal_id: str, now: datetime) -> list[ColumnElement[bool]]:
+    return [SessionRow.session_id == session_id, SessionRow.principal_id == principal_id, SessionRow.expires_at > now]
+
+
+def _message(row: SessionMessageRow) -> SessionMessage:
+    return SessionMessage(role=row.role, content=row.content, created_at=row.created_at)
+
+
+def _preferences(row: PreferencesRow | None) -> Preferences:
+    return Preferences() if row is None else Preferences(tone=row.tone, format=row.format, language=row.language)
+
+
+def _messages_query(session_ids: Sequence[str]) -> Select[SessionMessageRow]:
+    return select(SessionMessageRow).where(SessionMessageRow.session_id.in_(session_ids)).order_by(SessionMessageRow.id)
+
+
+class SqlSessionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._upsert_preferences = _upsert_preferences(engine.dialect.name)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with unavailable_when_unreachable(), self._sessions.begin() as db:
+            yield db
+
+    async def create_session(self, session: Session) -> None:
+        async with self._transaction() as db:
+            db.add(
+                SessionRow(
+                    session_id=session.session_id,
+                    principal_id=session.principal_id,
+                    created_at=session.created_at,
+                    expires_at=session.expires_at,
+                )
+            )
+
+    async def _slide(
+        self, db: AsyncSession, session_id: str, principal_id: str, now: datetime, expires_at: datetime
+    ) -> datetime | None:
+        """Move a live session's expiry; its created_at, or None when it is not live."""
+        slide = (
+            update(SessionRow)
+            .where(*_live(session_id, principal_id, now))
+            .values(expires_at=expires_at)
+            .returning(SessionRow.created_at)
+            .execution_options(synchronize_session=False)
+        )
+        created_at: datetime | None = (await db.execute(slide)).scalar_one_or_none()
+        return created_at
+
+    async def _session(
+        self, db: AsyncSession, session_id: str, principal_id: str, created_at: datetime, expires_at: datetime
+    ) -> Session:
+        messages = tuple(_message(row) for row in await db.scalars(_messages_query([session_id])))
+        return Session(session_id, principal_id, created_at, expires_at, messages)
+
+    async def use_session(
+        self, session_id: str, principal_id: str, *, now: datetime, expires_at: datetime
+    ) -> Session | None:
+        async with self._transaction() as db:
+            created_at = await self._slide(db, session_id, principal_id, now, expires_at)
+            if created_at is None:
+                return None
+            return await self._session(db, session_id, principal_id, created_at, expires_at)
+
+    async def append_messages(
+        self,
+        session_id: str,
+        principal_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        now: datetime,
+        expires_at: datetime,
+        keep: int,
+    ) -> Session | None:
+        rows = [
+            {"session_id": session_id, "role": message.role, "content": message.content, "created_at": now}
+            for message in messages
+        ]
+        # The id of the oldest message to keep; NULL (nothing deleted) while the session holds fewer than ``keep``.
+        oldest_kept = (
+            select(SessionMessageRow.id)
+            .where(SessionMessageRow.session_id == session_id)
+            .order_by(SessionMessageRow.id.desc())
+            .offset(keep - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        trim = (
+            delete(SessionMessageRow)
+            .where(SessionMessageRow.session_id == session_id, SessionMessageRow.id < oldest_kept)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as db:
+            created_at = await self._slide(db, session_id, principal_id, now, expires_at)
+            if created_at is None:
+                return None
+            await db.execute(insert(SessionMessageRow), rows)
+            await db.execute(trim)
+            return await self._session(db, session_id, principal_id, created_at, expires_at)
+
+    async def delete_session(self, session_id: str, principal_id: str, *, now: datetime) -> bool:
+        statement = (
+            delete(SessionRow)
+            .where(*_live(session_id, principal_id, now))
+            .returning(SessionRow.session_id)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as db:
+            return (await db.execute(statement)).first() is not None
+
+    async def delete_expired_sessions(self, *, now: datetime, limit: int) -> int:
+        batch = select(SessionRow.session_id).where(SessionRow.expires_at <= now).limit(limit)
+        statement = (
+            delete(SessionRow)
+            .where(SessionRow.session_id.in_(batch))
+            .returning(SessionRow.session_id)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as db:
+            return len((await db.execute(statement)).all())
+
+    async def preferences(self, principal_id: str) -> Preferences:
+        async with self._transaction() as db:
+            return _preferences(await db.get(PreferencesRow, principal_id))
+
+    async def set_preferences(self, principal_id: str, preferences: Preferences, *, now: datetime) -> None:
+        async with self._transaction() as db:
+            if preferences.empty:
+                # "No preference" is kept as nothing at all: no row to export or erase.
+                await db.execute(delete(PreferencesRow).where(PreferencesRow.principal_id == principal_id))
+                return
+            values = {
+                "principal_id": principal_id,
+                "tone": preferences.tone,
+                "format": preferences.format,
+                "language": preferences.language,
+                "updated_at": now,
+            }
+            await db.execute(self._upsert_preferences.values(values))
+
+    async def export_principal(self, principal_id: str, *, now: datetime) -> PrincipalExport:
+        live = (
+            select(SessionRow)
+            .where(SessionRow.principal_id == principal_id, SessionRow.expires_at > now)
+            .order_by(SessionRow.created_at, SessionRow.session_id)
+        )
+        async with self._transaction() as db:
+            rows = list(await db.scalars(live))
+            messages: dict[str, list[SessionMessage]] = defaultdict(list)
+            if rows:
+                for message in await db.scalars(_messages_query([row.session_id for row in rows])):
+                    messages[message.session_id].append(_message(message))
+            preferences = await db.get(PreferencesRow, principal_id)
+        sessions = tuple(
+            Session(row.session_id, row.principal_id, row.created_at, row.expires_at, tuple(messages[row.session_id]))
+            for row in rows
+        )
+        return PrincipalExport(sessions, _preferences(preferences))
+
+    async def erase_principal(self, principal_id: str) -> Erasure:
+        sessions = (
+            delete(SessionRow)
+            .where(SessionRow.principal_id == principal_id)
+            .returning(SessionRow.session_id)
+            .execution_options(synchronize_session=False)
+        )
+        preferences = (
+            delete(PreferencesRow)
+            .where(PreferencesRow.principal_id == principal_id)
+            .returning(PreferencesRow.principal_id)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as db:
+            deleted = len((await db.execute(sessions)).all())
+            preferences_deleted = (await db.execute(preferences)).first() is not None
+        return Erasure(sessions_deleted=deleted, preferences_deleted=preferences_deleted)

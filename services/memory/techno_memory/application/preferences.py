@@ -1,0 +1,47 @@
+"""A principal's explicit preferences and the privacy requests over everything kept about a principal.
+
+Preferences are written only by ``set``, with exactly what the principal chose: nothing here infers or adjusts
+them (an inferred preference would be a profile the principal never agreed to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from techno_memory.application.ports import PreferenceStore, PrincipalDataStore
+from techno_memory.domain.records import utc_now
+from techno_memory.domain.session_validation import validate_preferences, validate_principal_id
+from techno_memory.domain.sessions import Erasure, Preferences, PrincipalExport
+
+
+class PreferenceBook:
+    def __init__(self, store: PreferenceStore, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def get(self, principal_id: str) -> Preferences:
+        validate_principal_id(principal_id)
+        return await self._store.preferences(principal_id)
+
+    async def set(self, principal_id: str, preferences: Preferences) -> Preferences:
+        validate_preferences(principal_id, preferences)
+        await self._store.set_preferences(principal_id, preferences, now=self._clock())
+        return preferences
+
+
+class PrincipalData:
+    """Export and erasure of a principal's sessions and preferences. The audit trail is not part of it: it is
+    evidence of what the gateway decided, kept under its own retention."""
+
+    def __init__(self, store: PrincipalDataStore, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def export(self, principal_id: str) -> PrincipalExport:
+        validate_principal_id(principal_id)
+        return await self._store.export_principal(principal_id, now=self._clock())
+
+    async def erase(self, principal_id: str) -> Erasure:
+        validate_principal_id(principal_id)
+        return await self._store.erase_principal(principal_id)

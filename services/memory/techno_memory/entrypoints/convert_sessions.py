@@ -1,0 +1,48 @@
+"""Conversion between the session and preference messages and their domain records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from techno.memory.v1 import memory_pb2
+from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session
+from techno_memory.entrypoints.convert import timestamp
+
+
+def messages_from_proto(messages: Sequence[memory_pb2.SessionMessage]) -> list[NewMessage]:
+    """A sent created_at is ignored: this service stamps every message with its own clock."""
+    return [NewMessage(role=message.role, content=message.content) for message in messages]
+
+
+def session_to_proto(session: Session) -> memory_pb2.Session:
+    return memory_pb2.Session(
+        session_id=session.session_id,
+        principal_id=session.principal_id,
+        created_at=timestamp(session.created_at),
+        expires_at=timestamp(session.expires_at),
+        messages=[
+            memory_pb2.SessionMessage(role=m.role, content=m.content, created_at=timestamp(m.created_at))
+            for m in session.messages
+        ],
+    )
+
+
+def preferences_from_proto(message: memory_pb2.Preferences) -> Preferences:
+    return Preferences(tone=message.tone, format=message.format, language=message.language)
+
+
+def preferences_to_proto(preferences: Preferences) -> memory_pb2.Preferences:
+    return memory_pb2.Preferences(tone=preferences.tone, format=preferences.format, language=preferences.language)
+
+
+def export_to_proto(export: PrincipalExport) -> memory_pb2.ExportPrincipalDataResponse:
+    return memory_pb2.ExportPrincipalDataResponse(
+        sessions=[session_to_proto(session) for session in export.sessions],
+        preferences=preferences_to_proto(export.preferences),
+    )
+
+
+def erasure_to_proto(erasure: Erasure) -> memory_pb2.DeletePrincipalDataResponse:
+    return memory_pb2.DeletePrincipalDataResponse(
+        sessions_deleted=erasure.sessions_deleted, preferences_deleted=erasure.preferences_deleted
+    )
