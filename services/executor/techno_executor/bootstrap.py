@@ -16,11 +16,12 @@ from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_executor.adapters.action_file import load_catalogue
 from techno_executor.adapters.audit import BreakerAuditWriter
+from techno_executor.adapters.cached_context import CachedPreferences
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.adapters.memory_context import MemoryConversationContext
 from techno_executor.adapters.providers import build_providers, close_providers
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
-from techno_executor.application.context import ContextLoader
+from techno_executor.application.context import ContextLoader, ConversationContext
 from techno_executor.application.execute import ExecuteAction
 from techno_executor.domain.actions import ActionCatalogError
 from techno_executor.domain.breaker import fan_out
@@ -36,7 +37,6 @@ from techno_executor.settings import ExecutorSettings
 SERVICE_NAME = "techno.executor.v1.ExecutorService"
 ADMIN_SERVICE_NAME = "techno.executor.v1.ExecutorAdminService"
 # Ceiling of one call to memory for sessions and preferences (the request's remaining deadline lowers it).
-CONTEXT_TIMEOUT_SECONDS = 2.0
 
 
 def _providers(
@@ -103,8 +103,11 @@ async def bootstrap(
     )
     # Sessions and preferences, read from memory (a lazy channel: nothing connects until the first call).
     memory_context = MemoryConversationContext.connect(
-        settings.memory_target, tracer, timeout_seconds=CONTEXT_TIMEOUT_SECONDS
+        settings.memory_target, tracer, timeout_seconds=settings.executor_memory_timeout_seconds
     )
+    context: ConversationContext = memory_context
+    if settings.executor_preferences_cache_seconds > 0:
+        context = CachedPreferences(memory_context, ttl_seconds=settings.executor_preferences_cache_seconds)
     context_failures = Counter(
         "executor_context_failures_total",
         "Failed reads and writes of conversation context in memory, by what (history|preferences|remember).",
@@ -118,7 +121,7 @@ async def bootstrap(
         observer=observer,
         provider_timeout_seconds=settings.executor_provider_timeout_seconds,
         clock=clock,
-        context=ContextLoader(memory_context, on_failure=lambda what: context_failures.labels(what=what).inc()),
+        context=ContextLoader(context, on_failure=lambda what: context_failures.labels(what=what).inc()),
     )
     servicer = ExecutorServicer(use_case, executor_id=settings.executor_id)
     admin = ExecutorAdminServicer({name: route.breaker for name, route in use_case.routes.items()}, fault_switches)

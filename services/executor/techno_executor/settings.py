@@ -50,3 +50,11 @@ class ExecutorSettings(
         ge=0,
         description="Largest backoff between retries; a provider asking for a longer Retry-After is not retried.",
     )
+    executor_memory_timeout_seconds: float = Field(
+        2.0, gt=0, description="Ceiling of a call to memory for a session or preferences; the deadline lowers it."
+    )
+    executor_preferences_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a caller's preferences are reused before memory is asked again (0: never cached).",
+    )
