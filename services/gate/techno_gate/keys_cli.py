@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.errors import DomainError
 from techno_core.settings import MemoryClientSettings
-from techno_gate.adapters.memory import key_record
+from techno_gate.adapters.memory import MemoryKeyStore, key_record
 from techno_gate.domain.keys import generate_key, hash_key
 from techno_gate.domain.principal import Scope
 
@@ -64,20 +64,12 @@ async def _create_key(
     name: str,
     profile: str,
     scopes: list[str],
-    expires_at: timestamp_pb2.Timestamp | None,
+    expires_at: datetime | None,
     output: Path | None,
 ) -> str:
     key = generate_key()
-    request = memory_pb2.CreateApiKeyRequest(
-        key_id=key.key_id,
-        prefix=key.prefix,
-        key_hash=key.key_hash,
-        name=name,
-        profile=profile,
-        scopes=scopes,
-        expires_at=expires_at,
-    )
-    await stub.CreateApiKey(request, timeout=_TIMEOUT_SECONDS)
+    store = MemoryKeyStore(stub, timeout_seconds=_TIMEOUT_SECONDS)
+    await store.create(key, name=name, profile=profile, scopes=tuple(scopes), expires_at=expires_at)
     _save(output, key.secret)
     print(f"created {key.key_id} ({key.prefix}…) profile={profile} scopes={','.join(scopes)}", file=sys.stderr)
     print(key.secret)
@@ -87,8 +79,7 @@ async def _create_key(
 async def _create(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namespace) -> int:
     expires_at = None
     if args.expires_in_days is not None:
-        expires_at = timestamp_pb2.Timestamp()
-        expires_at.FromDatetime(datetime.now(UTC) + timedelta(days=args.expires_in_days))
+        expires_at = datetime.now(UTC) + timedelta(days=args.expires_in_days)
     scopes = sorted(set(args.scope or [Scope.PROCESS.value]))
     await _create_key(
         stub, name=args.name, profile=args.profile, scopes=scopes, expires_at=expires_at, output=args.output
@@ -108,7 +99,7 @@ async def _rotate(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namesp
         name=old.name,
         profile=old.profile,
         scopes=list(old.scopes),
-        expires_at=old.expires_at if old.HasField("expires_at") else None,
+        expires_at=old.expires_at.ToDatetime(tzinfo=UTC) if old.HasField("expires_at") else None,
         output=args.output,
     )
     return await _revoke(stub, args.key_id)
@@ -163,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(args))
     except grpc.aio.AioRpcError as error:
         print(f"techno-keys: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    except DomainError as error:
+        print(f"techno-keys: {error}", file=sys.stderr)
         return 1
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from tests.integration.executor.vendor_stubs import Receive, Recorded, Scope, Send, _Server
+from tests.integration.executor.vendor_stubs import Receive, Recorded, Scope, Send, _Server, read_request
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,7 @@ class ScriptedVendor:
         if scope["type"] != "http":
             return
         arrived = time.monotonic()
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        request = Recorded(
-            method=scope["method"],
-            path=scope["path"],
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-            body=json.loads(raw) if raw else None,
-        )
+        request = await read_request(scope, receive)
         step = self._script.popleft() if self._script else self.always
         call = Call(arrived, request, step)
         self.calls.append(call)

@@ -34,6 +34,23 @@ class Recorded:
     body: Any
 
 
+async def read_request(scope: Scope, receive: Receive) -> Recorded:
+    """The whole request as the vendor received it (shared by every stub)."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    return Recorded(
+        method=scope["method"],
+        path=scope["path"],
+        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        body=json.loads(raw) if raw else None,
+    )
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
@@ -93,19 +110,7 @@ class VendorStub:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        request = Recorded(
-            method=scope["method"],
-            path=scope["path"],
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-            body=json.loads(raw) if raw else None,
-        )
+        request = await read_request(scope, receive)
         self.requests.append(request)
         self.client_ports.add(scope["client"][1])
         reply = self.script.popleft() if self.script else Reply()
