@@ -138,7 +138,7 @@ async def test_0003_adds_and_removes_only_the_session_tables(database_url: str) 
         assert await tables(engine) >= {"api_keys", "audit_events"}
         assert not SESSION_TABLES & await tables(engine)
         await upgrade(engine)
-        assert await current_revision(engine) == head_revision() == "0003"
+        assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
 

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, TextClause, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_core.errors import AlreadyExists, NotFound, Unavailable
 from techno_memory.adapters.tables import ApiKeyRow, AuditEventRow
+from techno_memory.domain.chain import GENESIS_HASH, ChainLink, chain
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey, utc_now
 
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
@@ -34,18 +34,28 @@ async def unavailable_when_unreachable() -> AsyncIterator[None]:
         ) from error
 
 
-def _insert_skipping_existing(dialect: str) -> Insert:
-    """INSERT … ON CONFLICT (event_id) DO NOTHING: a repeated event_id (a writer's retry) is skipped, not an error,
-    and does not abort the rest of the transaction. On the table, not the ORM class: a Core statement."""
-    table = cast(Table, AuditEventRow.__table__)
+# Any constant, the same in every replica: the key of the PostgreSQL advisory lock that serialises extending the
+# audit chain ("audit" in ASCII).
+CHAIN_LOCK_KEY = 0x6175646974
+
+
+def _chain_lock(dialect: str) -> TextClause:
+    """The first statement of a transaction that extends the chain: it waits until no other transaction (of any
+    replica) is extending it, and keeps that right until it ends, so reading the head and appending after it
+    cannot interleave with another writer.
+
+    PostgreSQL: a transaction-scoped advisory lock (released by COMMIT or ROLLBACK). SQLite: BEGIN IMMEDIATE,
+    which takes the database's write lock at once (waiting up to busy_timeout), where the driver's implicit BEGIN
+    would only take it at the INSERT, after the head was read."""
     if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+        return text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
     if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
-    raise ValueError(f"no idempotent insert for dialect {dialect!r}")
+        return text("BEGIN IMMEDIATE")
+    raise ValueError(f"no chain lock for dialect {dialect!r}")
 
 
-def _event_row(event: AuditEvent, recorded_at: datetime) -> dict[str, Any]:
+def _event_row(link: ChainLink, recorded_at: datetime) -> dict[str, Any]:
+    event, prev_hash, hash_ = link.event, link.prev_hash, link.hash
     return {
         "event_id": event.event_id,
         "trace_id": event.trace_id,
@@ -59,6 +69,8 @@ def _event_row(event: AuditEvent, recorded_at: datetime) -> dict[str, Any]:
         "result": event.result,
         "reason_codes": list(event.reason_codes),
         "attributes": event.attributes,
+        "prev_hash": prev_hash,
+        "hash": hash_,
     }
 
 
@@ -103,7 +115,12 @@ class SqlRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         table = cast(Table, AuditEventRow.__table__)
-        self._insert_events = _insert_skipping_existing(engine.dialect.name).returning(table.c.event_id)
+        self._chain_lock = _chain_lock(engine.dialect.name)
+        # A plain INSERT: under the chain lock the events already stored are filtered out first, so a conflict
+        # cannot happen, and one that did (a bug) must fail the batch rather than leave a hole in the chain.
+        # Rows are inserted (and given their ids) in the order of the parameters, which is the chain's order.
+        self._insert_events = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        self._chain_head = select(table.c.hash).order_by(table.c.id.desc()).limit(1)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -114,17 +131,32 @@ class SqlRepository:
         if not events:
             return []
         recorded_at = self._clock()
-        rows = [_event_row(event, recorded_at) for event in events]
+        table = cast(Table, AuditEventRow.__table__)
         # The hot path of every request, so SQLAlchemy Core on a bare connection rather than an ORM session:
         # measured, the session's unit-of-work and bulk-ORM layers doubled the cost of an append.
-        async with unavailable_when_unreachable(), self._engine.begin() as connection:
-            # RETURNING lists only the rows actually inserted: the others were repeats.
-            inserted = set((await connection.execute(self._insert_events, rows)).scalars().all())
-        flags = []
-        for event in events:
-            # Only the first occurrence of an id within the batch is new; a later one repeats it.
-            flags.append(event.event_id in inserted)
-            inserted.discard(event.event_id)
+        async with unavailable_when_unreachable(), self._engine.connect() as connection:
+            await connection.execute(self._chain_lock)
+            # Under the lock, so no other writer can store one of these ids before this transaction commits.
+            ids = list(dict.fromkeys(event.event_id for event in events))
+            stored = set(
+                (await connection.execute(select(table.c.event_id).where(table.c.event_id.in_(ids)))).scalars()
+            )
+            # Only the first occurrence of an id not stored yet is new; a later one (or a stored one) repeats it.
+            flags = []
+            new: list[AuditEvent] = []
+            for event in events:
+                is_new = event.event_id not in stored
+                flags.append(is_new)
+                if is_new:
+                    stored.add(event.event_id)
+                    new.append(event)
+            if new:
+                head = (await connection.execute(self._chain_head)).scalar_one_or_none() or GENESIS_HASH
+                rows = [_event_row(link, recorded_at) for link in chain(new, head)]
+                row_ids = (await connection.execute(self._insert_events, rows)).scalars().all()
+                if len(row_ids) != len(rows) or list(row_ids) != sorted(row_ids):
+                    raise RuntimeError("audit events were not given ids in chain order")  # rolled back
+            await connection.commit()
         return flags
 
     async def append_events(self, events: Sequence[AuditEvent]) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from techno_memory.domain.chain import HASH_LENGTH
 from techno_memory.domain.session_validation import MAX_LANGUAGE_LENGTH
 from techno_memory.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
@@ -85,6 +86,11 @@ class AuditEventRow(Base):
     result: Mapped[str] = mapped_column(String(MAX_TEXT_LENGTH))
     reason_codes: Mapped[list[str]] = mapped_column(JsonDocument)
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    # The hash chain (``techno_memory.domain.chain``): the hash of the event before this one, and this one's.
+    # prev_hash is unique: two events can never follow the same one, so even a writer that skipped the chain's
+    # lock could not fork it.
+    prev_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+    hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
 
 
 class SessionRow(Base):
