@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -117,7 +117,11 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Doma
 
 def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegistry) -> list[Any]:
     return [
-        aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
+        # Health probes are not traced: they are noise in traces, and the instrumentation breaks the streaming
+        # Health/Watch RPC (its aio wrapper awaits the response stream as a coroutine).
+        aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
+        ),
         MetricsInterceptor(registry),
         ErrorMappingInterceptor(),
     ]

@@ -166,3 +166,11 @@ async def test_quota_failure_travels_and_passes_on() -> None:
     quota = error_details_pb2.QuotaFailure()
     assert any(d.Unpack(quota) for d in status.details if d.Is(quota.DESCRIPTOR))
     assert quota.violations[0].subject == "key:k1/requests_per_minute"
+
+
+async def test_health_watch_streams_the_status(app: GrpcApp) -> None:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+        first = await stream.read()
+        stream.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
