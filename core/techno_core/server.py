@@ -132,10 +132,6 @@ class GrpcApp:
         for reload in self.definition.reloaders:
             await reload()
 
-    async def wait_for_termination(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
-
     def health_status(self) -> int:
         """Current overall status (a ``HealthCheckResponse.ServingStatus`` value); for tests and diagnostics."""
         serving = self._monitor is not None and self._monitor.serving

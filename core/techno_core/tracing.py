@@ -37,11 +37,6 @@ def build_tracer_provider(
     return provider
 
 
-def install_global(provider: TracerProvider) -> None:
-    """Make ``provider`` the process-wide one (for log correlation and libraries that use the global)."""
-    trace.set_tracer_provider(provider)
-
-
 def current_trace_id() -> str:
     """Hex W3C trace id of the current span, or "" outside a sampled trace."""
     context = trace.get_current_span().get_span_context()

@@ -119,13 +119,11 @@ class Writer:
 
 
 async def serving_again(channel: grpc.aio.Channel) -> None:
-    """Returns once the service's health (its database probe) reports SERVING. Polls ``Check``: the server's
-    ``Watch`` fails under the OpenTelemetry aio server interceptor ("'async for' requires an object with
-    __aiter__ method, got coroutine")."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    """Returns once the service's health (its database probe) reports SERVING, as Health/Watch streams it."""
     request = health_pb2.HealthCheckRequest(service="")
-    while (await stub.Check(request, timeout=2)).status != health_pb2.HealthCheckResponse.SERVING:  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
+    async for update in health_pb2_grpc.HealthStub(channel).Watch(request, timeout=30):
+        if update.status == health_pb2.HealthCheckResponse.SERVING:
+            return
 
 
 async def test_a_postgresql_restart_loses_nothing_acknowledged(running_app: GrpcApp, restartable_postgres: str) -> None:

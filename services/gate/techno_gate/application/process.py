@@ -22,7 +22,6 @@ from techno_gate.application.ports import (
     ExecuteCommand,
     Execution,
     Executor,
-    KeyDirectory,
     PolicySource,
 )
 from techno_gate.domain.audit import AuditKind, AuditRecord
@@ -83,10 +82,6 @@ class Gatekeeper:
     observer: DecisionObserver
     limits: LimitGate
     max_payload_bytes: int
-
-    @property
-    def keys(self) -> KeyDirectory:
-        return self.authenticator.keys
 
     def authenticate(self, credentials: Credentials) -> Principal:
         return self.authenticator.authenticate(credentials)
