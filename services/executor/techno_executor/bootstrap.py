@@ -4,7 +4,7 @@ telemetry into a gRPC app. Nothing here runs at import time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -40,13 +40,14 @@ ADMIN_SERVICE_NAME = "techno.executor.v1.ExecutorAdminService"
 
 
 def _providers(
-    settings: ExecutorSettings, provider: Provider | None
+    settings: ExecutorSettings, given: Sequence[Provider] | None
 ) -> tuple[dict[str, Provider], dict[str, FaultSwitch]]:
-    """The configured providers in fallback order, and the fault switch of the fake one. ``provider`` (tests)
-    replaces the whole set."""
-    if provider is not None:
-        faults = getattr(provider, "faults", None)
-        return {provider.name: provider}, ({provider.name: faults} if isinstance(faults, FaultSwitch) else {})
+    """The providers in fallback order, and the fault switches of the fake ones. ``given`` (tests) replaces the
+    configured set."""
+    if given is not None:
+        named = {provider.name: provider for provider in given}
+        faults = {name: getattr(provider, "faults", None) for name, provider in named.items()}
+        return named, {name: switch for name, switch in faults.items() if isinstance(switch, FaultSwitch)}
     switch = FaultSwitch(settings.initial_faults())
     fake = FakeProvider(faults=switch, seed=settings.fake_seed)
     try:  # fail closed: an unknown or key-less provider on the allowlist refuses to start
@@ -60,23 +61,23 @@ async def bootstrap(
     *,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
-    provider: Provider | None = None,
+    providers: Sequence[Provider] | None = None,
     clock: Callable[[], float] | None = None,
 ) -> GrpcApp:
-    """``provider`` replaces the configured ones; ``clock`` drives the breakers' cooldowns and the deadline
-    arithmetic, so tests can move time without sleeping."""
+    """``providers`` replace the configured ones (in fallback order); ``clock`` drives the breakers' cooldowns
+    and the deadline arithmetic, so tests can move time without sleeping."""
     try:  # an invalid catalogue refuses to start, before anything connects
         catalogue = load_catalogue(Path(settings.executor_actions_file))
     except ActionCatalogError as error:
         raise StartupError(str(error)) from error
-    providers, fault_switches = _providers(settings, provider)
+    by_name, fault_switches = _providers(settings, providers)
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("executor", settings.executor_id, settings)
     registry = registry or CollectorRegistry()
     clock = clock or time.monotonic
 
     observer = PrometheusExecutionObserver(registry, settings.executor_id)
-    for name in providers:
+    for name in by_name:
         observer.provider_registered(name)
     audit = (
         BreakerAuditWriter.connect(
@@ -91,7 +92,7 @@ async def bootstrap(
     )
     routes = provider_routes(
         settings,
-        providers.values(),
+        by_name.values(),
         clock=clock,
         on_state_change=fan_out(observer.breaker_state_changed, audit.transition if audit else None),
     )
@@ -130,7 +131,7 @@ async def bootstrap(
         if audit is not None:
             await audit.close()
         await memory_context.close()
-        await close_providers(providers)
+        await close_providers(by_name)
         if owns_tracer:
             tracer.shutdown()
 

@@ -129,7 +129,7 @@ async def start_executor(
             memory_target=memory_target or address,
         )
         app = await bootstrap(
-            settings, tracer_provider=tracer_provider, registry=CollectorRegistry(), provider=provider
+            settings, tracer_provider=tracer_provider, registry=CollectorRegistry(), providers=[provider]
         )
         await app.start()
         apps.append(app)

@@ -173,7 +173,7 @@ async def test_circuit_half_opens_after_the_cooldown_and_a_probe_success_closes_
         settings(cb_threshold=1, cb_timeout=30),
         tracer_provider=tracer_provider,
         registry=CollectorRegistry(),
-        provider=provider,
+        providers=[provider],
         clock=lambda: now[0],
     )
     await app.start()

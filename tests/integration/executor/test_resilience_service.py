@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -19,19 +19,12 @@ from prometheus_client import CollectorRegistry
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
-from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
-from techno_executor.adapters.action_file import shipped_catalogue
-from techno_executor.adapters.audit import BreakerAuditWriter
+from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
-from techno_executor.adapters.telemetry import PrometheusExecutionObserver
-from techno_executor.application.execute import ExecuteAction
-from techno_executor.domain.breaker import fan_out
+from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.faults import FaultProfile, FaultSwitch
 from techno_executor.domain.provider import Completion, Provider, ProviderServerError
-from techno_executor.domain.retry import RetryPolicy
-from techno_executor.entrypoints.admin_grpc import ExecutorAdminServicer
-from techno_executor.entrypoints.grpc import ExecutorServicer
-from techno_executor.resilience_settings import ResilienceSettings, provider_routes
+from techno_executor.settings import ExecutorSettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -56,54 +49,45 @@ class Counting:
         return await self._fake.complete(prompt, timeout=timeout)
 
 
-def compose(
+async def compose(
     providers: Sequence[Provider],
-    faults: dict[str, FaultSwitch],
     tracer_provider: TracerProvider,
     *,
     memory_target: str | None = None,
+    clock: Callable[[], float] | None = None,
     **overrides: Any,
-) -> tuple[GrpcApp, BreakerAuditWriter | None]:
-    """The executor as the bootstrap wiring proposed with this change composes it."""
-    settings = ResilienceSettings(**{"cb_threshold": 1, "cb_timeout": 60, **overrides})
-    registry = CollectorRegistry()
-    observer = PrometheusExecutionObserver(registry, "executor-test")
-    audit = (
-        BreakerAuditWriter.connect(memory_target, tracer_provider, executor_id="executor-test", registry=registry)
-        if memory_target
-        else None
+) -> GrpcApp:
+    """The executor as its composition root builds it, with these providers (in fallback order)."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "executor_port": 0,
+        "executor_metrics_port": 0,
+        "executor_id": "executor-test",
+        "executor_provider_timeout_seconds": 5,
+        "executor_retry_initial_backoff_seconds": 0.001,
+        "executor_retry_max_backoff_seconds": 0.01,
+        "executor_audit_breaker_transitions": memory_target is not None,
+        "memory_target": memory_target or "127.0.0.1:1",
+        "cb_threshold": 1,
+        "cb_timeout": 60,
+        **overrides,
+    }
+    return await bootstrap(
+        ExecutorSettings(**values),
+        tracer_provider=tracer_provider,
+        registry=CollectorRegistry(),
+        providers=providers,
+        clock=clock,
     )
-    for provider in providers:
-        observer.provider_registered(provider.name)
-    routes = provider_routes(
-        settings,
-        providers,
-        on_state_change=fan_out(observer.breaker_state_changed, audit.transition if audit else None),
-    )
-    use_case = ExecuteAction(
-        catalogue=shipped_catalogue(),
-        routes=routes,
-        retry=RetryPolicy(max_attempts=3, initial_backoff_seconds=0.001, max_backoff_seconds=0.01),
-        observer=observer,
-        provider_timeout_seconds=5,
-    )
-    servicer = ExecutorServicer(use_case, executor_id="executor-test")
-    admin = ExecutorAdminServicer({name: route.breaker for name, route in use_case.routes.items()}, faults)
 
-    async def close_audit() -> None:
-        if audit is not None:
-            await audit.close()
 
-    definition = ServiceDefinition(
-        name="executor",
-        registrations=[
-            lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server),
-            lambda server: executor_pb2_grpc.add_ExecutorAdminServiceServicer_to_server(admin, server),
-        ],
-        service_names=["techno.executor.v1.ExecutorService", "techno.executor.v1.ExecutorAdminService"],
-        closers=[close_audit],
-    )
-    return GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer_provider, registry), audit
+async def metric_reaches(app: GrpcApp, name: str, labels: dict[str, str], value: float) -> None:
+    """Await a counter value (the audit writer works in the background)."""
+    for _ in range(500):
+        if app.registry.get_sample_value(name, labels) == value:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{name}{labels} never reached {value}: {app.registry.get_sample_value(name, labels)}")
 
 
 @pytest.fixture
@@ -151,7 +135,7 @@ async def test_fallback_answers_when_the_primary_is_open_and_says_who_answered(
     apps: list[GrpcApp], tracer_provider: TracerProvider
 ) -> None:
     primary, backup = Counting("primary"), Counting("backup")
-    app, _ = compose([primary, backup], {}, tracer_provider)
+    app = await compose([primary, backup], tracer_provider)
     await start(apps, app)
     primary.failing = True
     response = await execute(app)  # primary spends its attempts and opens; backup answers
@@ -167,7 +151,7 @@ async def test_fallback_answers_when_the_primary_is_open_and_says_who_answered(
 async def test_unknown_providers_only_is_failed_precondition(
     apps: list[GrpcApp], tracer_provider: TracerProvider
 ) -> None:
-    app, _ = compose([Counting("a")], {}, tracer_provider)
+    app = await compose([Counting("a")], tracer_provider)
     await start(apps, app)
     error = await rpc_error(execute(app, providers=["openai"]))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -178,7 +162,7 @@ async def test_all_open_fails_closed_fast_with_retry_info_without_calling_anyone
     apps: list[GrpcApp], tracer_provider: TracerProvider
 ) -> None:
     a, b = Counting("a"), Counting("b")
-    app, _ = compose([a, b], {}, tracer_provider, cb_timeout=30)
+    app = await compose([a, b], tracer_provider, cb_timeout=30)
     await start(apps, app)
     for name in ("a", "b"):
         request = executor_pb2.SetBreakerRequest(provider=name, command=executor_pb2.BREAKER_COMMAND_FORCE_OPEN)
@@ -196,7 +180,8 @@ async def test_all_open_fails_closed_fast_with_retry_info_without_calling_anyone
 
 async def test_admin_lists_forces_and_resets_breakers(apps: list[GrpcApp], tracer_provider: TracerProvider) -> None:
     a = Counting("a")
-    app, _ = compose([a, Counting("b")], {}, tracer_provider, cb_timeout=1e-3)
+    now = [0.0]
+    app = await compose([a, Counting("b")], tracer_provider, clock=lambda: now[0], cb_timeout=30)
     await start(apps, app)
     listed = await admin(app, "ListBreakers", executor_pb2.ListBreakersRequest())
     assert [(b.provider, b.state) for b in listed.breakers] == [
@@ -207,7 +192,7 @@ async def test_admin_lists_forces_and_resets_breakers(apps: list[GrpcApp], trace
         app, "SetBreaker", executor_pb2.SetBreakerRequest(provider="a", command=executor_pb2.BREAKER_COMMAND_FORCE_OPEN)
     )
     assert forced.breaker.state == executor_pb2.BREAKER_STATE_FORCED_OPEN
-    await asyncio.sleep(0.01)  # longer than the cooldown: a forced state does not expire
+    now[0] += 60  # past the cooldown: a forced state does not expire
     assert (await execute(app, providers=["a", "b"])).provider == "b"
     assert a.calls == 0
     reset = await admin(
@@ -238,7 +223,7 @@ async def test_admin_lists_forces_and_resets_breakers(apps: list[GrpcApp], trace
 async def test_admin_sets_faults_of_fake_providers_only(apps: list[GrpcApp], tracer_provider: TracerProvider) -> None:
     switch = FaultSwitch()
     fake = FakeProvider(name="fake", faults=switch, seed=1)
-    app, _ = compose([fake, Counting("real")], {"fake": switch}, tracer_provider)
+    app = await compose([fake, Counting("real")], tracer_provider)
     await start(apps, app)
     faults = executor_pb2.FaultProfile(error_rate=1.0, latency_ms=5)
     answer = await admin(app, "SetFaults", executor_pb2.SetFaultsRequest(provider="fake", faults=faults))
@@ -294,7 +279,7 @@ async def test_transitions_reach_the_audit_trail_with_the_causing_trace_id(
 ) -> None:
     recorder, target = memory
     primary = Counting("primary")
-    app, audit = compose([primary, Counting("backup")], {}, tracer_provider, memory_target=target)
+    app = await compose([primary, Counting("backup")], tracer_provider, memory_target=target)
     await start(apps, app)
     primary.failing = True
     response = await execute(app, metadata=(("traceparent", TRACEPARENT),))
@@ -318,18 +303,14 @@ async def test_transitions_reach_the_audit_trail_with_the_causing_trace_id(
     events = await wait_for_events(recorder, 2)
     assert events[1].result == "CIRCUIT_CLOSED"
     assert len(events[1].trace_id) == 32
-    assert audit is not None
-    await audit.drain()
-    assert app.registry.get_sample_value("executor_audit_writes_total", {"result": "written"}) == 2
+    await metric_reaches(app, "executor_audit_writes_total", {"result": "written"}, 2)
 
 
 async def test_a_failed_audit_write_never_fails_the_call(apps: list[GrpcApp], tracer_provider: TracerProvider) -> None:
     primary = Counting("primary")
     # Nothing listens there: the write fails, the execution still answers.
-    app, audit = compose([primary, Counting("backup")], {}, tracer_provider, memory_target="127.0.0.1:1")
+    app = await compose([primary, Counting("backup")], tracer_provider, memory_target="127.0.0.1:1")
     await start(apps, app)
     primary.failing = True
     assert (await execute(app)).provider == "backup"
-    assert audit is not None
-    await audit.drain()
-    assert app.registry.get_sample_value("executor_audit_writes_total", {"result": "failed"}) == 1
+    await metric_reaches(app, "executor_audit_writes_total", {"result": "failed"}, 1)
