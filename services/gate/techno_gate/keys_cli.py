@@ -19,6 +19,7 @@ import grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.errors import DomainError
 from techno_core.settings import MemoryClientSettings
+from techno_core.timestamps import from_timestamp
 from techno_gate.adapters.memory import MemoryKeyStore, key_record
 from techno_gate.domain.keys import generate_key, hash_key
 from techno_gate.domain.principal import Scope
@@ -99,7 +100,7 @@ async def _rotate(stub: memory_pb2_grpc.MemoryServiceStub, args: argparse.Namesp
         name=old.name,
         profile=old.profile,
         scopes=list(old.scopes),
-        expires_at=old.expires_at.ToDatetime(tzinfo=UTC) if old.HasField("expires_at") else None,
+        expires_at=from_timestamp(old, "expires_at"),
         output=args.output,
     )
     return await _revoke(stub, args.key_id)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
 from techno_core.grpc_errors import from_rpc_error
+from techno_core.timestamps import from_timestamp, to_timestamp
 from techno_gate.application.personal import Message, PreferencesView, SessionView
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
@@ -28,12 +29,6 @@ _KINDS = {
 }
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
     attributes = struct_pb2.Struct()
     attributes.update(record.attributes)
@@ -41,7 +36,7 @@ def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
         event_id=record.event_id,
         trace_id=record.trace_id,
         kind=_KINDS[record.kind],
-        occurred_at=_timestamp(record.occurred_at),
+        occurred_at=to_timestamp(record.occurred_at),
         service=record.service,
         principal_id=record.principal_id,
         action=record.action,
@@ -81,10 +76,10 @@ def key_record(key: memory_pb2.ApiKey) -> ApiKeyRecord:
         key_hash=key.key_hash,
         name=key.name,
         profile=key.profile,
-        created_at=key.created_at.ToDatetime(tzinfo=UTC) if key.HasField("created_at") else None,
-        revoked_at=key.revoked_at.ToDatetime(tzinfo=UTC) if key.HasField("revoked_at") else None,
+        created_at=from_timestamp(key, "created_at"),
+        revoked_at=from_timestamp(key, "revoked_at"),
         scopes=frozenset(key.scopes) or frozenset({"process"}),
-        expires_at=key.expires_at.ToDatetime(tzinfo=UTC) if key.HasField("expires_at") else None,
+        expires_at=from_timestamp(key, "expires_at"),
     )
 
 
@@ -198,7 +193,7 @@ class MemoryKeyStore:
             name=name,
             profile=profile,
             scopes=scopes,
-            expires_at=_timestamp(expires_at) if expires_at else None,
+            expires_at=to_timestamp(expires_at),
         )
         response = await through_memory(self._stub.CreateApiKey(request, timeout=self._timeout))
         return key_record(response.api_key)
@@ -213,18 +208,12 @@ class MemoryKeyStore:
         return key_record(response.api_key)
 
 
-def _time(stamp: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=UTC) if present else None
-
-
 def session_view(session: memory_pb2.Session) -> SessionView:
     return SessionView(
         session_id=session.session_id,
-        created_at=_time(session.created_at, session.HasField("created_at")),
-        expires_at=_time(session.expires_at, session.HasField("expires_at")),
-        messages=tuple(
-            Message(m.role, m.content, _time(m.created_at, m.HasField("created_at"))) for m in session.messages
-        ),
+        created_at=from_timestamp(session, "created_at"),
+        expires_at=from_timestamp(session, "expires_at"),
+        messages=tuple(Message(m.role, m.content, from_timestamp(m, "created_at")) for m in session.messages),
     )
 
 

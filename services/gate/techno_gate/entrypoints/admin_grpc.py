@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
 from techno_core.grpc_errors import from_rpc_error
+from techno_core.timestamps import from_timestamp, to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.authenticate import require
@@ -25,14 +24,6 @@ T = TypeVar("T")
 _ADMIN_TIMEOUT_SECONDS = 5.0
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def key_info(record: ApiKeyRecord) -> admin_pb2.ApiKeyInfo:
     return admin_pb2.ApiKeyInfo(
         key_id=record.key_id,
@@ -40,9 +31,9 @@ def key_info(record: ApiKeyRecord) -> admin_pb2.ApiKeyInfo:
         name=record.name,
         profile=record.profile,
         scopes=sorted(record.scopes),
-        created_at=_timestamp(record.created_at),
-        expires_at=_timestamp(record.expires_at),
-        revoked_at=_timestamp(record.revoked_at),
+        created_at=to_timestamp(record.created_at),
+        expires_at=to_timestamp(record.expires_at),
+        revoked_at=to_timestamp(record.revoked_at),
     )
 
 
@@ -104,7 +95,7 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
             name=request.name,
             profile=request.profile or "default",
             scopes=tuple(request.scopes) or ("process",),
-            expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
+            expires_at=from_timestamp(request, "expires_at"),
         )
         return admin_pb2.CreateApiKeyResponse(api_key=key_info(issued.record), secret=issued.secret)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
 from techno_core.channels import downstream_timeout
+from techno_core.timestamps import to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
 from techno_gate.application.personal import PersonalData, PreferencesView, SessionView
@@ -45,21 +44,13 @@ def process_command(request: gate_pb2.ProcessRequest, context: Context) -> Proce
     )
 
 
-def _stamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def session_message(session: SessionView) -> gate_pb2.Session:
     return gate_pb2.Session(
         session_id=session.session_id,
-        created_at=_stamp(session.created_at),
-        expires_at=_stamp(session.expires_at),
+        created_at=to_timestamp(session.created_at),
+        expires_at=to_timestamp(session.expires_at),
         messages=[
-            gate_pb2.SessionMessage(role=m.role, content=m.content, created_at=_stamp(m.created_at))
+            gate_pb2.SessionMessage(role=m.role, content=m.content, created_at=to_timestamp(m.created_at))
             for m in session.messages
         ],
     )
