@@ -1,7 +1,9 @@
 """Server interceptors, one concern each. ``server_interceptors`` declares their order in one list.
 
-Order, outermost first: tracing (so every later step, log line and error carries the trace id), metrics (so
-they observe the final status code), error mapping (turns domain errors and crashes into statuses).
+Order, outermost first: tracing (so every later step, log line, error and metric exemplar carries the trace
+id), metrics (so they observe the final status code), error mapping (turns domain errors and crashes into
+statuses). Outermost first because grpc.aio calls the first interceptor first and each wraps the handler its
+continuation returns: the tracing wrapper opens the span around everything the later ones run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from techno_core import errors
 from techno_core.grpc_errors import to_grpc_status
+from techno_core.metrics import trace_exemplar
 from techno_core.tracing import current_trace_id
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -80,7 +83,8 @@ class MetricsInterceptor(UnaryInterceptor):
                 raise
             finally:
                 self._in_flight.dec()
-                seconds.observe(time.perf_counter() - start)
+                # Still inside the tracing interceptor's span: the exemplar names this call's trace.
+                seconds.observe(time.perf_counter() - start, exemplar=trace_exemplar())
                 handled[code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN].inc()
 
         return observed

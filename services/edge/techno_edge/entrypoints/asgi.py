@@ -179,7 +179,7 @@ class EdgeApp:
         if path in (HEALTHZ, READYZ, METRICS, OPENAPI):
             if method != "GET":
                 raise errors.method_not_allowed(("GET",))
-            return path, await self._operational(path)
+            return path, await self._operational(path, scope)
         # The raw path: matching must see %2F as it was sent (see domain.templates).
         raw_path = scope.get("raw_path")
         found = self._router.match(method, raw_path.decode("latin-1") if raw_path else path)
@@ -209,15 +209,21 @@ class EdgeApp:
         response = await call(upstream, request, timeout=timeout, metadata=headers.metadata)
         return Response(200, transcoding.render_response(binding, response))
 
-    async def _operational(self, path: str) -> Response:
+    async def _operational(self, path: str, scope: Scope) -> Response:
         if path == HEALTHZ:
             return Response(200, b'{"status":"ok"}')
         if path == READYZ:
             ready = await self._readiness.ready()
             return Response(200, b'{"status":"ready"}') if ready else Response(503, b'{"status":"not ready"}')
-        if path == METRICS:
-            return Response(200, self._metrics.render(), self._metrics.content_type.encode())
+        if path == METRICS:  # OpenMetrics (with exemplars) to whoever asks for it, as prometheus_client does
+            body, content_type = self._metrics.render(_accept(scope))
+            return Response(200, body, content_type.encode())
         return Response(200, self._openapi)
+
+
+def _accept(scope: Scope) -> str:
+    # Several Accept headers make one comma-separated list (RFC 9110, section 5.3).
+    return ",".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"accept")
 
 
 def _error_response(error: HttpError, trace_id: str) -> Response:

@@ -11,6 +11,7 @@ import logging
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from techno_core.metrics import trace_exemplar
 from techno_executor.domain.breaker import CircuitState
 from techno_executor.domain.retry import AttemptReport
 
@@ -69,7 +70,8 @@ class PrometheusExecutionObserver:
         self._calls.labels(executor=self._executor_id).inc()
 
     def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
-        self._latency.labels(provider=provider, model=model).observe(seconds)
+        # Called on the Execute call's own task, so the gRPC server span is current: the exemplar is its trace.
+        self._latency.labels(provider=provider, model=model).observe(seconds, exemplar=trace_exemplar())
         if error_type is not None:
             self._errors.labels(provider=provider, error_type=error_type).inc()
 
