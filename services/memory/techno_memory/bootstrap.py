@@ -14,15 +14,17 @@ from techno.memory.v1 import memory_pb2_grpc
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_memory.adapters.database import create_database_engine
+from techno_memory.adapters.idempotency_repository import SqlIdempotencyStore
 from techno_memory.adapters.metrics import AppendMetrics, SweepMetrics, database_probe
 from techno_memory.adapters.migrations import ensure_schema_current
 from techno_memory.adapters.repository import SqlRepository
 from techno_memory.adapters.session_repository import SqlSessionStore
 from techno_memory.application.audit_log import AuditLog
+from techno_memory.application.idempotency import IdempotencyKeys
 from techno_memory.application.keys import KeyDirectory
 from techno_memory.application.preferences import PreferenceBook, PrincipalData
 from techno_memory.application.sessions import Sessions
-from techno_memory.application.sweeper import SessionSweeper
+from techno_memory.application.sweeper import ExpirySweeper
 from techno_memory.domain.records import utc_now
 from techno_memory.entrypoints.grpc import MemoryServicer
 from techno_memory.settings import MemorySettings
@@ -41,7 +43,7 @@ async def bootstrap(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> GrpcApp:
-    """``clock`` decides session expiry (tests move it instead of sleeping)."""
+    """``clock`` decides session and idempotency expiry (tests move it instead of sleeping)."""
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("memory", _instance_id(), settings)
     registry = registry or CollectorRegistry()
@@ -62,8 +64,16 @@ async def bootstrap(
         max_messages=settings.memory_session_max_messages,
         clock=clock,
     )
-    sweeper = SessionSweeper(
-        session_store, SweepMetrics(registry), interval_seconds=settings.memory_session_sweep_seconds, clock=clock
+    idempotency_store = SqlIdempotencyStore(engine)
+    idempotency = IdempotencyKeys(
+        idempotency_store, retention=timedelta(seconds=settings.memory_idempotency_retention_seconds), clock=clock
+    )
+    sweeper = ExpirySweeper(
+        session_store,
+        idempotency_store,
+        SweepMetrics(registry),
+        interval_seconds=settings.memory_session_sweep_seconds,
+        clock=clock,
     )
     servicer = MemoryServicer(
         audit_log,
@@ -71,6 +81,7 @@ async def bootstrap(
         sessions,
         PreferenceBook(session_store, clock=clock),
         PrincipalData(session_store, clock=clock),
+        idempotency,
     )
 
     async def check_schema() -> None:

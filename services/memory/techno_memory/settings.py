@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from techno_core.settings import GrpcServerSettings, TechnoSettings
+from techno_memory.domain.idempotency import MAX_LEASE
 
 
 class MemorySettings(TechnoSettings, GrpcServerSettings):
@@ -32,5 +33,19 @@ class MemorySettings(TechnoSettings, GrpcServerSettings):
         50, gt=0, description="Most messages kept per session; appending beyond it drops the oldest."
     )
     memory_session_sweep_seconds: float = Field(
-        60, gt=0, description="How often expired sessions (and their messages) are deleted from the database."
+        60,
+        gt=0,
+        description=(
+            "How often expired sessions (with their messages) and expired idempotency records are deleted from the "
+            "database."
+        ),
+    )
+    memory_idempotency_retention_seconds: float = Field(
+        24 * 3600,
+        ge=MAX_LEASE.total_seconds(),
+        description=(
+            "How long an `Idempotency-Key` and its stored response are kept from its claim: repeats within it get "
+            "the stored response; after it the key may be used afresh, and the sweeper deletes the record. At "
+            "least 3600 (the longest claim lease)."
+        ),
     )

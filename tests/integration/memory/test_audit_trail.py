@@ -76,6 +76,10 @@ async def test_trail_returns_a_traces_events_in_append_order(stub: Stub) -> None
 
     events = await trail(stub, trace_id)
     assert [e.event_id for e in events] == ["d-1", "o-1", "o-2"]
+    # Stored events carry the time this service committed them; a writer's recorded_at is never taken.
+    assert all(event.HasField("recorded_at") for event in events)
+    for event in events:
+        event.ClearField("recorded_at")
     assert events[0] == decision  # every field survives the database, attributes and timestamps included
     assert events[1] == outcome
     assert await trail(stub, new_trace_id()) == []

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Connection, String, column, inspect, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.migrations import (
     SchemaNotCurrent,
@@ -27,11 +28,15 @@ from techno_memory.adapters.migrations import (
 from techno_memory.adapters.repository import SqlRepository
 from techno_memory.adapters.tables import Base, UtcDateTime
 from techno_memory.bootstrap import bootstrap
+from techno_memory.domain.audit_query import AuditFilter
+from techno_memory.domain.records import AuditEvent, AuditEventKind
 
 from .conftest import memory_settings
 
-TABLES = {"api_keys", "audit_events", "sessions", "session_messages", "preferences"}
+TABLES = {"api_keys", "audit_events", "sessions", "session_messages", "preferences", "idempotency_keys"}
 SESSION_TABLES = {"sessions", "session_messages", "preferences"}
+# What 0005 adds to audit_events: the keyset indexes of audit queries.
+AUDIT_QUERY_INDEXES = {"ix_audit_events_principal_id_id", "ix_audit_events_occurred_at_id"}
 
 
 async def tables(engine: AsyncEngine) -> set[str]:
@@ -137,6 +142,50 @@ async def test_0003_adds_and_removes_only_the_session_tables(database_url: str) 
         assert await current_revision(engine) == "0002"
         assert await tables(engine) >= {"api_keys", "audit_events"}
         assert not SESSION_TABLES & await tables(engine)
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def audit_event_indexes(engine: AsyncEngine) -> dict[str, list[str | None]]:
+    async with engine.connect() as connection:
+        indexes = await connection.run_sync(lambda sync: inspect(sync).get_indexes("audit_events"))
+    return {index["name"]: list(index["column_names"]) for index in indexes if index["name"]}
+
+
+async def test_0005_adds_and_removes_the_audit_query_indexes_and_idempotency_keys(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
+    try:
+        await upgrade(engine, "0004")
+        # Events stored before 0005 are indexed by it, and kept (chained) through its downgrade.
+        repository = SqlRepository(engine)
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        events = [
+            AuditEvent(f"e{n}", trace_id, AuditEventKind.DECISION, CREATED, "gate", principal_id="key_1")
+            for n in range(3)
+        ]
+        assert await repository.append_events(events) == 3
+        assert not AUDIT_QUERY_INDEXES & set(await audit_event_indexes(engine))
+        assert "idempotency_keys" not in await tables(engine)
+
+        await upgrade(engine, "0005")
+        indexes = await audit_event_indexes(engine)
+        assert indexes["ix_audit_events_principal_id_id"] == ["principal_id", "id"]
+        assert indexes["ix_audit_events_occurred_at_id"] == ["occurred_at", "id"]
+        assert "idempotency_keys" in await tables(engine)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(schema_differences) == []
+        page = await repository.list_events(AuditFilter(principal_id="key_1"), after_id=None, limit=10)
+        assert [event.event_id for _, event in page] == ["e0", "e1", "e2"]
+
+        await downgrade(engine, "0004")
+        assert await current_revision(engine) == "0004"
+        assert not AUDIT_QUERY_INDEXES & set(await audit_event_indexes(engine))
+        assert "idempotency_keys" not in await tables(engine)
+        assert [event.event_id for event in await repository.audit_trail(trace_id)] == ["e0", "e1", "e2"]
+        assert (await verify_chain(engine)).intact
+
         await upgrade(engine)
         assert await current_revision(engine) == head_revision()
     finally:

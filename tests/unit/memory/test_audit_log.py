@@ -10,6 +10,7 @@ import pytest
 
 from techno_core.errors import InvalidArgument, Unavailable
 from techno_memory.application.audit_log import AuditLog
+from techno_memory.domain.audit_query import AuditFilter
 from techno_memory.domain.records import AuditEvent, AuditEventKind
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -42,6 +43,11 @@ class FakeStore:
         return flags
 
     async def audit_trail(self, trace_id: str) -> list[AuditEvent]:
+        return []
+
+    async def list_events(
+        self, filters: AuditFilter, *, after_id: int | None, limit: int
+    ) -> list[tuple[int, AuditEvent]]:
         return []
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from techno_core.errors import InvalidArgument, NotFound
 from techno_memory.application.sessions import Sessions
-from techno_memory.application.sweeper import SessionSweeper
+from techno_memory.application.sweeper import ExpirySweeper, Swept
 from techno_memory.domain.session_validation import validate_append, validate_preferences
 from techno_memory.domain.sessions import NewMessage, Preferences, Session
 from techno_memory.settings import MemorySettings
@@ -93,21 +93,39 @@ async def test_messages_beyond_the_bound_are_not_even_written() -> None:
         await sessions.append("gone", "p", [NewMessage("user", "x")])
 
 
+class ExpiredKeys:
+    def __init__(self, expired: int = 0) -> None:
+        self.expired = expired
+        self.limits: list[int] = []
+
+    async def delete_expired_idempotency_keys(self, *, now: datetime, limit: int) -> int:
+        self.limits.append(limit)
+        deleted = min(limit, self.expired)
+        self.expired -= deleted
+        return deleted
+
+
 class Counted:
     def __init__(self) -> None:
         self.expired_total = 0
+        self.keys_expired_total = 0
         self.failures = 0
 
     def expired(self, count: int) -> None:
         self.expired_total += count
+
+    def idempotency_keys_expired(self, count: int) -> None:
+        self.keys_expired_total += count
 
     def failed(self) -> None:
         self.failures += 1
 
 
 async def test_the_sweeper_deletes_in_batches_until_none_is_left() -> None:
-    store, observer = FakeStore(expired=25), Counted()
-    sweeper = SessionSweeper(store, observer, interval_seconds=60, batch=10, clock=lambda: NOW)  # type: ignore[arg-type]
-    assert await sweeper.sweep() == 25
+    store, keys, observer = FakeStore(expired=25), ExpiredKeys(expired=20), Counted()
+    sweeper = ExpirySweeper(store, keys, observer, interval_seconds=60, batch=10, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert await sweeper.sweep() == Swept(sessions=25, idempotency_keys=20)
     assert store.limits == [10, 10, 10]
+    assert keys.limits == [10, 10, 10]  # a full last batch: one more look, which finds none
     assert observer.expired_total == 25
+    assert observer.keys_expired_total == 20

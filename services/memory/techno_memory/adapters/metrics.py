@@ -54,12 +54,22 @@ class SweepMetrics:
             "Expired sessions deleted (with their messages) by the sweeper.",
             registry=registry,
         )
+        self._idempotency_keys_expired = Counter(
+            "memory_idempotency_keys_expired",
+            "Expired idempotency records (keys with their stored responses) deleted by the sweeper.",
+            registry=registry,
+        )
         self._failures = Counter(
-            "memory_session_sweep_failures", "Sweeps of expired sessions that failed.", registry=registry
+            "memory_session_sweep_failures",
+            "Sweeps of expired sessions or idempotency records that failed (each kind is swept on its own).",
+            registry=registry,
         )
 
     def expired(self, count: int) -> None:
         self._expired.inc(count)
+
+    def idempotency_keys_expired(self, count: int) -> None:
+        self._idempotency_keys_expired.inc(count)
 
     def failed(self) -> None:
         self._failures.inc()

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, TextClause, insert, select, text, update
+from sqlalchemy import ColumnElement, Row, Table, TextClause, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_core.errors import AlreadyExists, NotFound, Unavailable
 from techno_memory.adapters.tables import ApiKeyRow, AuditEventRow
+from techno_memory.domain.audit_query import AuditFilter
 from techno_memory.domain.chain import GENESIS_HASH, ChainLink, chain
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey, utc_now
 
@@ -74,7 +75,7 @@ def _event_row(link: ChainLink, recorded_at: datetime) -> dict[str, Any]:
     }
 
 
-def _event(row: AuditEventRow) -> AuditEvent:
+def _event(row: AuditEventRow | Row[Any]) -> AuditEvent:
     return AuditEvent(
         event_id=row.event_id,
         trace_id=row.trace_id,
@@ -89,6 +90,21 @@ def _event(row: AuditEventRow) -> AuditEvent:
         attributes=dict(row.attributes),
         recorded_at=row.recorded_at,
     )
+
+
+def _conditions(table: Table, filters: AuditFilter, after_id: int | None) -> list[ColumnElement[bool]]:
+    conditions = []
+    if filters.trace_id:
+        conditions.append(table.c.trace_id == filters.trace_id)
+    if filters.principal_id:
+        conditions.append(table.c.principal_id == filters.principal_id)
+    if filters.start_time is not None:
+        conditions.append(table.c.occurred_at >= filters.start_time)
+    if filters.end_time is not None:
+        conditions.append(table.c.occurred_at < filters.end_time)
+    if after_id is not None:
+        conditions.append(table.c.id > after_id)
+    return conditions
 
 
 def _api_key(row: ApiKeyRow) -> ApiKey:
@@ -167,6 +183,18 @@ class SqlRepository:
         query = select(AuditEventRow).where(AuditEventRow.trace_id == trace_id).order_by(AuditEventRow.id)
         async with self._transaction() as session:
             return [_event(row) for row in await session.scalars(query)]
+
+    async def list_events(
+        self, filters: AuditFilter, *, after_id: int | None, limit: int
+    ) -> list[tuple[int, AuditEvent]]:
+        """Keyset paging: ``id > after_id ORDER BY id LIMIT limit``, never an OFFSET, so every page costs the same.
+        With a principal or a time range, the (principal_id, id) or (occurred_at, id) index serves it; with a
+        trace, the trace_id index."""
+        table = cast(Table, AuditEventRow.__table__)
+        query = select(table).where(*_conditions(table, filters, after_id)).order_by(table.c.id).limit(limit)
+        async with unavailable_when_unreachable(), self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [(row.id, _event(row)) for row in rows]
 
     async def create_api_key(self, key: NewApiKey) -> ApiKey:
         now = self._clock()

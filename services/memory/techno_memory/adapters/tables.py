@@ -5,12 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from techno_memory.domain.chain import HASH_LENGTH
+from techno_memory.domain.idempotency_validation import MAX_KEY_LENGTH
 from techno_memory.domain.session_validation import MAX_LANGUAGE_LENGTH
 from techno_memory.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
@@ -71,6 +84,12 @@ class ApiKeyRow(Base):
 
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
+    # Audit queries page by id (keyset) within a principal or a time range: each index gives those rows in id
+    # order. (trace_id has its own index: a trace is a handful of events.)
+    __table_args__ = (
+        Index("ix_audit_events_principal_id_id", "principal_id", "id"),
+        Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),
+    )
 
     # The append order. SQLite only auto-increments an INTEGER PRIMARY KEY, hence the variant.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -126,3 +145,20 @@ class PreferencesRow(Base):
     format: Mapped[str] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(MAX_LANGUAGE_LENGTH))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class IdempotencyKeyRow(Base):
+    """One ``Idempotency-Key`` of a principal (see ``techno_memory.application.idempotency``). The composite
+    primary key is what admits exactly one claim of a key."""
+
+    __tablename__ = "idempotency_keys"
+
+    principal_id: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # NULL until the execution completes.
+    response: Mapped[bytes | None] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Indexed: the sweeper selects the expired ones.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

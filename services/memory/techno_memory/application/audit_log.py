@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from techno_core.batching import CoalescingBatcher
 from techno_memory.application.ports import AppendObserver, AuditStore
+from techno_memory.domain.audit_query import AuditPage, AuditQuery, encode_page_token, page_request
 from techno_memory.domain.records import AuditEvent
 from techno_memory.domain.validation import validate_events, validate_trace_id
 
@@ -36,6 +37,16 @@ class AuditLog:
     async def trail(self, trace_id: str) -> list[AuditEvent]:
         validate_trace_id(trace_id)
         return await self._store.audit_trail(trace_id)
+
+    async def query(self, query: AuditQuery) -> AuditPage:
+        """One page of the events matching ``query``'s filters, in append order (see ``domain.audit_query``)."""
+        page = page_request(query)
+        # One more than the page: whether it comes back says whether there is a next page.
+        rows = await self._store.list_events(page.filters, after_id=page.after_id, limit=page.limit + 1)
+        if len(rows) <= page.limit:
+            return AuditPage(tuple(event for _, event in rows))
+        kept = rows[: page.limit]
+        return AuditPage(tuple(event for _, event in kept), encode_page_token(kept[-1][0], page.filters))
 
     async def close(self) -> None:
         """Commit what is pending, then refuse further appends (called after the server has drained)."""

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from techno_memory.domain.audit_query import AuditFilter
+from techno_memory.domain.idempotency import Claim, ClaimRequest
 from techno_memory.domain.records import ApiKey, AuditEvent, KeyListing, NewApiKey
 from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session
 
@@ -18,6 +20,13 @@ class AuditStore(Protocol):
 
     async def audit_trail(self, trace_id: str) -> list[AuditEvent]:
         """Every stored event of the trace, in append order."""
+        ...
+
+    async def list_events(
+        self, filters: AuditFilter, *, after_id: int | None, limit: int
+    ) -> list[tuple[int, AuditEvent]]:
+        """At most ``limit`` stored events matching every filter, with ids above ``after_id`` (any id when None),
+        as (id, event) in append order (ascending id)."""
         ...
 
 
@@ -98,9 +107,43 @@ class PrincipalDataStore(Protocol):
         ...
 
 
-class SweepObserver(Protocol):
-    """Told about every sweep of expired sessions (metrics)."""
+class IdempotencyStore(Protocol):
+    """Idempotency records, keyed by (principal_id, key). Every decision is the database's: a claim is won by
+    the one INSERT or compare-and-set UPDATE that changes the row, whichever replica runs it."""
 
-    def expired(self, count: int) -> None: ...
+    async def claim(self, request: ClaimRequest) -> Claim:
+        """In one transaction: create the record (CLAIMED), or judge the stored one (``domain.idempotency.judge``)
+        and take it over by compare-and-set when it is expired or abandoned (CLAIMED, or IN_PROGRESS when another
+        claim changed it first)."""
+        ...
+
+    async def complete(self, principal_id: str, key: str, response: bytes, *, now: datetime) -> bool:
+        """Store the response of an unfinished, unexpired record; False when there is none (never claimed,
+        released, expired or already completed)."""
+        ...
+
+    async def stored_response(self, principal_id: str, key: str, *, now: datetime) -> bytes | None:
+        """The response of an unexpired completed record; None when there is none."""
+        ...
+
+    async def release(self, principal_id: str, key: str) -> None:
+        """Delete the record if it has no response; nothing when there is none."""
+        ...
+
+    async def delete_expired_idempotency_keys(self, *, now: datetime, limit: int) -> int:
+        """Delete at most ``limit`` records with ``expires_at <= now``; how many were deleted."""
+        ...
+
+
+class SweepObserver(Protocol):
+    """Told about every sweep of expired sessions and idempotency records (metrics)."""
+
+    def expired(self, count: int) -> None:
+        """``count`` expired sessions were deleted."""
+        ...
+
+    def idempotency_keys_expired(self, count: int) -> None:
+        """``count`` expired idempotency records were deleted."""
+        ...
 
     def failed(self) -> None: ...

@@ -1,18 +1,20 @@
-"""The background task that deletes expired sessions.
+"""The background task that deletes expired sessions and expired idempotency records.
 
-Expiry itself needs no sweeper (an expired session is refused the moment it expires); the sweeper only makes
-sure the personal data in it does not outlive the TTL by more than one interval. It deletes in bounded batches
-so one sweep never holds a long transaction over a large backlog.
+Expiry itself needs no sweeper (an expired session is refused, and an expired idempotency record taken over, the
+moment it expires); the sweeper only makes sure the data does not outlive its expiry by more than one interval.
+It deletes in bounded batches so one sweep never holds a long transaction over a large backlog, and sweeps the
+two kinds independently, so a failure with one never holds back the other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from techno_memory.application.ports import SessionStore, SweepObserver
+from techno_memory.application.ports import IdempotencyStore, SessionStore, SweepObserver
 from techno_memory.domain.records import utc_now
 
 log = logging.getLogger(__name__)
@@ -20,45 +22,70 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
-class SessionSweeper:
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep deleted."""
+
+    sessions: int
+    idempotency_keys: int
+
+
+class ExpirySweeper:
     def __init__(
         self,
-        store: SessionStore,
+        sessions: SessionStore,
+        idempotency: IdempotencyStore,
         observer: SweepObserver,
         *,
         interval_seconds: float,
         batch: int = SWEEP_BATCH,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._store = store
+        self._sessions = sessions
+        self._idempotency = idempotency
         self._observer = observer
         self._interval = interval_seconds
         self._batch = batch
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
-    async def sweep(self) -> int:
-        """Delete every session expired by now, batch by batch; how many were deleted."""
-        now = self._clock()
+    async def _drain(self, delete: Callable[..., Awaitable[int]], observe: Callable[[int], None], now: datetime) -> int:
         total = 0
         while True:
-            deleted = await self._store.delete_expired_sessions(now=now, limit=self._batch)
+            deleted = await delete(now=now, limit=self._batch)
             total += deleted
-            self._observer.expired(deleted)
+            observe(deleted)
             if deleted < self._batch:
                 return total
 
+    async def sweep_sessions(self, now: datetime) -> int:
+        """Delete every session expired by ``now``, batch by batch; how many were deleted."""
+        return await self._drain(self._sessions.delete_expired_sessions, self._observer.expired, now)
+
+    async def sweep_idempotency_keys(self, now: datetime) -> int:
+        """Delete every idempotency record expired by ``now``, batch by batch; how many were deleted."""
+        return await self._drain(
+            self._idempotency.delete_expired_idempotency_keys, self._observer.idempotency_keys_expired, now
+        )
+
+    async def sweep(self) -> Swept:
+        now = self._clock()
+        return Swept(await self.sweep_sessions(now), await self.sweep_idempotency_keys(now))
+
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="session-sweeper")
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="expiry-sweeper")
 
     async def _loop(self) -> None:
+        sweeps = (("sessions", self.sweep_sessions), ("idempotency keys", self.sweep_idempotency_keys))
         while True:
-            try:
-                await self.sweep()
-            except Exception as error:  # the database may be down for a while: keep sweeping once it is back
-                self._observer.failed()
-                # The type only: a database error's text can carry statement parameters.
-                log.warning("expired session sweep failed", extra={"error": type(error).__name__})
+            now = self._clock()
+            for what, sweep in sweeps:
+                try:
+                    await sweep(now)
+                except Exception as error:  # the database may be down for a while: keep sweeping once it is back
+                    self._observer.failed()
+                    # The type only: a database error's text can carry statement parameters.
+                    log.warning(f"expired {what} sweep failed", extra={"error": type(error).__name__})
             await asyncio.sleep(self._interval)
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from techno.memory.v1 import memory_pb2
 from techno_core.errors import FieldViolation, InvalidArgument
+from techno_memory.domain.audit_query import INVALID_AUDIT_QUERY, AuditFilter, AuditPage, AuditQuery
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey
 from techno_memory.domain.validation import INVALID_API_KEY, INVALID_KEY_LISTING, validate_events
 
@@ -78,9 +79,10 @@ def events_from_proto(messages: Sequence[memory_pb2.AuditEvent]) -> list[AuditEv
 
 
 def event_to_proto(event: AuditEvent) -> memory_pb2.AuditEvent:
+    """``recorded_at`` is set for a stored event (unset for one that was never stored)."""
     attributes = struct_pb2.Struct()
     attributes.update(event.attributes)
-    return memory_pb2.AuditEvent(
+    message = memory_pb2.AuditEvent(
         event_id=event.event_id,
         trace_id=event.trace_id,
         kind=_KIND_TO_PROTO[event.kind],
@@ -92,6 +94,28 @@ def event_to_proto(event: AuditEvent) -> memory_pb2.AuditEvent:
         result=event.result,
         reason_codes=event.reason_codes,
         attributes=attributes,
+    )
+    if event.recorded_at is not None:
+        message.recorded_at.CopyFrom(timestamp(event.recorded_at))
+    return message
+
+
+def audit_query_from_proto(request: memory_pb2.ListAuditEventsRequest) -> AuditQuery:
+    """Unset times are no bound; the domain checks the rest (``domain.audit_query.page_request``)."""
+    start = request.start_time if request.HasField("start_time") else None
+    end = request.end_time if request.HasField("end_time") else None
+    filters = AuditFilter(
+        trace_id=request.trace_id,
+        principal_id=request.principal_id,
+        start_time=optional_time(start, "start_time", reason=INVALID_AUDIT_QUERY),
+        end_time=optional_time(end, "end_time", reason=INVALID_AUDIT_QUERY),
+    )
+    return AuditQuery(filters=filters, page_size=request.page_size, page_token=request.page_token)
+
+
+def page_to_proto(page: AuditPage) -> memory_pb2.ListAuditEventsResponse:
+    return memory_pb2.ListAuditEventsResponse(
+        events=[event_to_proto(event) for event in page.events], next_page_token=page.next_page_token
     )
 
 

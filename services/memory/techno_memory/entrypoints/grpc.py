@@ -9,17 +9,21 @@ import grpc
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_memory.application.audit_log import AuditLog
+from techno_memory.application.idempotency import IdempotencyKeys
 from techno_memory.application.keys import KeyDirectory
 from techno_memory.application.preferences import PreferenceBook, PrincipalData
 from techno_memory.application.sessions import Sessions
 from techno_memory.entrypoints.convert import (
+    audit_query_from_proto,
     event_to_proto,
     events_from_proto,
     key_to_proto,
     listing_to_proto,
     new_key_from_proto,
+    page_to_proto,
     updated_since_from_proto,
 )
+from techno_memory.entrypoints.convert_idempotency import claim_to_proto, lease_from_proto
 from techno_memory.entrypoints.convert_sessions import (
     erasure_to_proto,
     export_to_proto,
@@ -40,12 +44,14 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         sessions: Sessions,
         preferences: PreferenceBook,
         principal_data: PrincipalData,
+        idempotency: IdempotencyKeys,
     ) -> None:
         self._audit = audit_log
         self._keys = keys
         self._sessions = sessions
         self._preferences = preferences
         self._principal_data = principal_data
+        self._idempotency = idempotency
 
     async def AppendAuditEvents(
         self, request: memory_pb2.AppendAuditEventsRequest, context: Context
@@ -58,6 +64,11 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> memory_pb2.GetAuditTrailResponse:
         events = await self._audit.trail(request.trace_id)
         return memory_pb2.GetAuditTrailResponse(events=[event_to_proto(event) for event in events])
+
+    async def ListAuditEvents(
+        self, request: memory_pb2.ListAuditEventsRequest, context: Context
+    ) -> memory_pb2.ListAuditEventsResponse:
+        return page_to_proto(await self._audit.query(audit_query_from_proto(request)))
 
     async def CreateApiKey(
         self, request: memory_pb2.CreateApiKeyRequest, context: Context
@@ -123,3 +134,23 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.DeletePrincipalDataRequest, context: Context
     ) -> memory_pb2.DeletePrincipalDataResponse:
         return erasure_to_proto(await self._principal_data.erase(request.principal_id))
+
+    async def ClaimIdempotencyKey(
+        self, request: memory_pb2.ClaimIdempotencyKeyRequest, context: Context
+    ) -> memory_pb2.ClaimIdempotencyKeyResponse:
+        claim = await self._idempotency.claim(
+            request.principal_id, request.idempotency_key, request.request_hash, lease_from_proto(request)
+        )
+        return claim_to_proto(claim)
+
+    async def CompleteIdempotencyKey(
+        self, request: memory_pb2.CompleteIdempotencyKeyRequest, context: Context
+    ) -> memory_pb2.CompleteIdempotencyKeyResponse:
+        await self._idempotency.complete(request.principal_id, request.idempotency_key, request.response)
+        return memory_pb2.CompleteIdempotencyKeyResponse()
+
+    async def ReleaseIdempotencyKey(
+        self, request: memory_pb2.ReleaseIdempotencyKeyRequest, context: Context
+    ) -> memory_pb2.ReleaseIdempotencyKeyResponse:
+        await self._idempotency.release(request.principal_id, request.idempotency_key)
+        return memory_pb2.ReleaseIdempotencyKeyResponse()

@@ -47,6 +47,11 @@ class MemoryServiceStub:
                 request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailRequest.SerializeToString,
                 response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/ListAuditEvents',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/techno.memory.v1.MemoryService/CreateApiKey',
                 request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.CreateApiKeyRequest.SerializeToString,
@@ -102,6 +107,21 @@ class MemoryServiceStub:
                 request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.SerializeToString,
                 response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.FromString,
                 _registered_method=True)
+        self.ClaimIdempotencyKey = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/ClaimIdempotencyKey',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyResponse.FromString,
+                _registered_method=True)
+        self.CompleteIdempotencyKey = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/CompleteIdempotencyKey',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyResponse.FromString,
+                _registered_method=True)
+        self.ReleaseIdempotencyKey = channel.unary_unary(
+                '/techno.memory.v1.MemoryService/ReleaseIdempotencyKey',
+                request_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyRequest.SerializeToString,
+                response_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -119,6 +139,14 @@ class MemoryServiceServicer:
 
     def GetAuditTrail(self, request, context):
         """GetAuditTrail returns every event of one trace, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """ListAuditEvents pages through the events matching every filter given (trace, principal, time range), in
+        append order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +231,28 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimIdempotencyKey(self, request, context):
+        """ClaimIdempotencyKey is the first step of an idempotent request: it claims the principal's key for one
+        execution, or reports that another execution holds it, or returns the response it already produced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteIdempotencyKey(self, request, context):
+        """CompleteIdempotencyKey stores the response of the claimed execution; repeats of the key get it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseIdempotencyKey(self, request, context):
+        """ReleaseIdempotencyKey gives up a claim without a response (the execution failed), so a retry runs again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +265,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetAuditTrail,
                     request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailRequest.FromString,
                     response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -270,6 +325,21 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.DeletePrincipalData,
                     request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.FromString,
                     response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.SerializeToString,
+            ),
+            'ClaimIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimIdempotencyKey,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyResponse.SerializeToString,
+            ),
+            'CompleteIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteIdempotencyKey,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyResponse.SerializeToString,
+            ),
+            'ReleaseIdempotencyKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseIdempotencyKey,
+                    request_deserializer=techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyRequest.FromString,
+                    response_serializer=techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +398,33 @@ class MemoryService:
             '/techno.memory.v1.MemoryService/GetAuditTrail',
             techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailRequest.SerializeToString,
             techno_dot_memory_dot_v1_dot_memory__pb2.GetAuditTrailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/ListAuditEvents',
+            techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -625,6 +722,87 @@ class MemoryService:
             '/techno.memory.v1.MemoryService/DeletePrincipalData',
             techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataRequest.SerializeToString,
             techno_dot_memory_dot_v1_dot_memory__pb2.DeletePrincipalDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/ClaimIdempotencyKey',
+            techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.ClaimIdempotencyKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/CompleteIdempotencyKey',
+            techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.CompleteIdempotencyKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseIdempotencyKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.memory.v1.MemoryService/ReleaseIdempotencyKey',
+            techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyRequest.SerializeToString,
+            techno_dot_memory_dot_v1_dot_memory__pb2.ReleaseIdempotencyKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
