@@ -67,6 +67,10 @@ class FailedPrecondition(DomainError):
     """The system is not in a state that allows this."""
 
 
+class Aborted(DomainError):
+    """The request conflicts with another one in progress (e.g. the same idempotency key); retry later."""
+
+
 class ResourceExhausted(DomainError):
     """A limit was reached; retry after ``retry_after_seconds``."""
 

@@ -16,12 +16,21 @@ from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
 from techno_core.tracing import build_tracer_provider
 from techno_gate.adapters.executor import GrpcExecutor
-from techno_gate.adapters.memory import KeyCache, MemoryAuditLog, MemoryKeyStore, MemoryPersonalData
+from techno_gate.adapters.memory import (
+    KeyCache,
+    MemoryAuditLog,
+    MemoryAuditReader,
+    MemoryIdempotencyStore,
+    MemoryKeyStore,
+    MemoryPersonalData,
+)
 from techno_gate.adapters.observer import PrometheusDecisionObserver
 from techno_gate.adapters.policy_file import PolicyError, ReloadablePolicySource
 from techno_gate.adapters.tokens import TokenConfigError, TokenVerifier
 from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.audit_query import AuditTrail
 from techno_gate.application.authenticate import Authenticator
+from techno_gate.application.idempotency import Idempotency
 from techno_gate.application.limits import LimitGate
 from techno_gate.application.personal import PersonalData
 from techno_gate.application.process import Gatekeeper
@@ -70,8 +79,14 @@ async def bootstrap(
     )
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, known_profiles=lambda: set(policies.current.document.profiles))
     personal = PersonalData(gatekeeper, MemoryPersonalData(memory))
-    servicer = GateServicer(gatekeeper, personal, executor_timeout_seconds=settings.gate_executor_timeout_seconds)
-    admin = GateAdminServicer(gatekeeper, key_admin, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel))
+    idempotency = Idempotency(MemoryIdempotencyStore(memory), observer)
+    servicer = GateServicer(
+        gatekeeper, personal, idempotency, executor_timeout_seconds=settings.gate_executor_timeout_seconds
+    )
+    audit_trail = AuditTrail(MemoryAuditReader(memory))
+    admin = GateAdminServicer(
+        gatekeeper, key_admin, audit_trail, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel)
+    )
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size
     )

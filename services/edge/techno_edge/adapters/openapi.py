@@ -196,6 +196,8 @@ def _operation(schemas: _Schemas, binding: Binding) -> JsonSchema:
         excluded = set(binding.path_fields) | ({binding.body} if binding.body else set())
         parameters.extend(_query_parameters(schemas, request, excluded))
     parameters.append({"$ref": "#/components/parameters/RequestTimeout"})
+    if binding.body:
+        parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
     operation: JsonSchema = {
         "operationId": binding.operation_id,
         "tags": [binding.method.containing_service.name],
@@ -269,7 +271,16 @@ def build_openapi(bindings: Iterable[Binding], *, title: str = "Techno API") -> 
                     "required": False,
                     "description": "Seconds the caller will wait; lowers (never raises) the edge's deadline.",
                     "schema": {"type": "number", "exclusiveMinimum": 0},
-                }
+                },
+                "IdempotencyKey": {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "A unique value per distinct request (e.g. a UUID). POST /v1/process runs at most "
+                    "once per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h). "
+                    "Methods that run no action ignore it.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
             },
             "securitySchemes": {
                 "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

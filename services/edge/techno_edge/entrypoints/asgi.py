@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 HEALTHZ, READYZ, METRICS, OPENAPI = "/healthz", "/readyz", "/metrics", "/openapi.json"
 _JSON = b"application/json"
 # The only request headers that reach the upstream, under their gRPC metadata names. Everything else stays here.
-_FORWARDED = {b"x-api-key": "x-api-key", b"authorization": "authorization"}
+_FORWARDED = {b"x-api-key": "x-api-key", b"authorization": "authorization", b"idempotency-key": "idempotency-key"}
 _CLIENT_CLOSED = 499  # nginx's convention, recorded in metrics when the client leaves before the answer
 
 

@@ -43,4 +43,5 @@ class GrpcExecutor:
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
             execution_time_ms=response.execution_time_ms,
+            attempts=response.attempts,
         )

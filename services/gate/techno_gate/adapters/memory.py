@@ -1,4 +1,5 @@
-"""The gate's view of the memory service: audit writes and the API-key directory."""
+"""The gate's view of the memory service: audit writes and reads, the API-key directory, personal data and
+idempotency records."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from datetime import datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
 from techno_core.grpc_errors import from_rpc_error
 from techno_core.timestamps import from_timestamp, to_timestamp
+from techno_gate.application.audit_query import AuditEventView, AuditPage, AuditQuery
+from techno_gate.application.idempotency import Claim, ClaimState
 from techno_gate.application.personal import Message, PreferencesView, SessionView
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
@@ -260,3 +263,85 @@ class MemoryPersonalData:
         request = memory_pb2.DeletePrincipalDataRequest(principal_id=principal_id)
         reply = await through_memory(self._stub.DeletePrincipalData(request, timeout=self._timeout))
         return reply.sessions_deleted, reply.preferences_deleted
+
+
+_KIND_NAMES = {
+    memory_pb2.AUDIT_EVENT_KIND_DECISION: "DECISION",
+    memory_pb2.AUDIT_EVENT_KIND_OUTCOME: "OUTCOME",
+    memory_pb2.AUDIT_EVENT_KIND_BREAKER: "BREAKER",
+}
+
+
+def event_view(event: memory_pb2.AuditEvent) -> AuditEventView:
+    return AuditEventView(
+        event_id=event.event_id,
+        trace_id=event.trace_id,
+        kind=_KIND_NAMES.get(event.kind, "UNSPECIFIED"),
+        occurred_at=from_timestamp(event, "occurred_at"),
+        recorded_at=from_timestamp(event, "recorded_at"),
+        service=event.service,
+        principal_id=event.principal_id,
+        action=event.action,
+        context_id=event.context_id,
+        result=event.result,
+        reason_codes=tuple(event.reason_codes),
+        attributes=json_format.MessageToDict(event.attributes),
+    )
+
+
+class MemoryAuditReader:
+    """Audit queries, answered by the memory service (which validates the filters and the page token)."""
+
+    def __init__(self, stub: memory_pb2_grpc.MemoryServiceStub, *, timeout_seconds: float = 10.0) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+
+    async def list_events(self, query: AuditQuery) -> AuditPage:
+        request = memory_pb2.ListAuditEventsRequest(
+            trace_id=query.trace_id,
+            principal_id=query.principal_id,
+            start_time=to_timestamp(query.start_time),
+            end_time=to_timestamp(query.end_time),
+            page_size=query.page_size,
+            page_token=query.page_token,
+        )
+        reply = await through_memory(self._stub.ListAuditEvents(request, timeout=self._timeout))
+        return AuditPage(tuple(event_view(event) for event in reply.events), reply.next_page_token)
+
+
+_CLAIM_STATES = {
+    memory_pb2.IDEMPOTENCY_CLAIM_STATE_CLAIMED: ClaimState.CLAIMED,
+    memory_pb2.IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS: ClaimState.IN_PROGRESS,
+    memory_pb2.IDEMPOTENCY_CLAIM_STATE_COMPLETED: ClaimState.COMPLETED,
+    memory_pb2.IDEMPOTENCY_CLAIM_STATE_MISMATCH: ClaimState.MISMATCH,
+}
+
+
+class MemoryIdempotencyStore:
+    """Idempotency records in the memory service, shared by every gate replica."""
+
+    def __init__(self, stub: memory_pb2_grpc.MemoryServiceStub, *, timeout_seconds: float = 5.0) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+
+    async def claim(self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float) -> Claim:
+        lease = duration_pb2.Duration()
+        lease.FromMilliseconds(round(lease_seconds * 1000))
+        request = memory_pb2.ClaimIdempotencyKeyRequest(
+            principal_id=principal_id, idempotency_key=key, request_hash=request_hash, lease=lease
+        )
+        reply = await through_memory(self._stub.ClaimIdempotencyKey(request, timeout=self._timeout))
+        state = _CLAIM_STATES.get(reply.state)
+        if state is None:
+            raise RuntimeError(f"memory answered an unknown claim state {reply.state}")
+        return Claim(state, reply.response)
+
+    async def complete(self, principal_id: str, key: str, response: bytes) -> None:
+        request = memory_pb2.CompleteIdempotencyKeyRequest(
+            principal_id=principal_id, idempotency_key=key, response=response
+        )
+        await through_memory(self._stub.CompleteIdempotencyKey(request, timeout=self._timeout))
+
+    async def release(self, principal_id: str, key: str) -> None:
+        request = memory_pb2.ReleaseIdempotencyKeyRequest(principal_id=principal_id, idempotency_key=key)
+        await through_memory(self._stub.ReleaseIdempotencyKey(request, timeout=self._timeout))

@@ -46,6 +46,14 @@ class PrometheusDecisionObserver:
             ["result"],
             registry=registry,
         )
+        self._idempotent = Counter(
+            "gate_idempotent_requests_total",
+            "Requests sent with an Idempotency-Key, by outcome (executed|replayed|conflict|mismatch).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("executed", "replayed", "conflict", "mismatch"):
+            self._idempotent.labels(outcome)
         for name in ("key", "profile", "concurrency"):
             self._limit_rejections.labels(name)
         for result in ("success", "failure"):
@@ -65,6 +73,9 @@ class PrometheusDecisionObserver:
 
     def store_unavailable(self, allowed: bool) -> None:
         self._limit_store_failures.labels("allowed" if allowed else "denied").inc()
+
+    def idempotent(self, outcome: str) -> None:
+        self._idempotent.labels(outcome).inc()
 
     def policy_reloaded(self, ok: bool) -> None:
         self._reloads.labels("success" if ok else "failure").inc()

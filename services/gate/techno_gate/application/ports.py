@@ -49,6 +49,7 @@ class Execution:
     input_tokens: int
     output_tokens: int
     execution_time_ms: int
+    attempts: int = 1  # provider calls it took: more than one means retries (or a fallback)
 
 
 class Executor(Protocol):

@@ -186,6 +186,7 @@ class Gatekeeper:
                 "input_tokens": execution.input_tokens,
                 "output_tokens": execution.output_tokens,
                 "execution_time_ms": execution.execution_time_ms,
+                "attempts": execution.attempts,
             },
         )
         return execution

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
+from techno_core import errors
 from techno_core.grpc_errors import from_rpc_error
 from techno_core.timestamps import from_timestamp, to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
 from techno_gate.application.authenticate import require
 from techno_gate.application.process import Gatekeeper
 from techno_gate.domain.keys import ApiKeyRecord
@@ -37,6 +41,51 @@ def key_info(record: ApiKeyRecord) -> admin_pb2.ApiKeyInfo:
     )
 
 
+def audit_event_message(event: AuditEventView) -> admin_pb2.AuditEvent:
+    attributes = struct_pb2.Struct()
+    attributes.update(event.attributes)
+    return admin_pb2.AuditEvent(
+        event_id=event.event_id,
+        trace_id=event.trace_id,
+        kind=event.kind,
+        occurred_at=to_timestamp(event.occurred_at),
+        recorded_at=to_timestamp(event.recorded_at),
+        service=event.service,
+        principal_id=event.principal_id,
+        action=event.action,
+        context_id=event.context_id,
+        result=event.result,
+        reason_codes=event.reason_codes,
+        attributes=attributes,
+    )
+
+
+def _query_time(request: admin_pb2.ListAuditEventsRequest, field: str) -> datetime | None:
+    """An out-of-range Timestamp (possible over gRPC; REST parses RFC 3339) is the caller's error, not ours."""
+    if not request.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(request, field)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise errors.InvalidArgument(
+            reason=Reason.INVALID_ARGUMENT,
+            message=f"{field} is not a valid timestamp",
+            violations=[errors.FieldViolation(field, "a timestamp between years 1 and 9999")],
+        ) from error
+
+
+def audit_query(request: admin_pb2.ListAuditEventsRequest) -> AuditQuery:
+    return AuditQuery(
+        trace_id=request.trace_id,
+        principal_id=request.principal_id,
+        start_time=_query_time(request, "start_time"),
+        end_time=_query_time(request, "end_time"),
+        page_size=request.page_size,
+        page_token=request.page_token,
+    )
+
+
 def _reason_code(reason: str) -> str:
     name = f"REASON_CODE_{reason}"
     return name if name in gate_pb2.ReasonCode.DESCRIPTOR.values_by_name else "REASON_CODE_UNSPECIFIED"
@@ -44,10 +93,15 @@ def _reason_code(reason: str) -> str:
 
 class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     def __init__(
-        self, gatekeeper: Gatekeeper, keys: KeyAdmin, executor_admin: executor_pb2_grpc.ExecutorAdminServiceStub
+        self,
+        gatekeeper: Gatekeeper,
+        keys: KeyAdmin,
+        audit: AuditTrail,
+        executor_admin: executor_pb2_grpc.ExecutorAdminServiceStub,
     ) -> None:
         self._gatekeeper = gatekeeper
         self._keys = keys
+        self._audit = audit
         self._executor_admin = executor_admin
 
     async def _admin(self, context: Context) -> None:
@@ -136,4 +190,13 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
             ],
             remaining_requests=evaluation.remaining or 0,
             trace_id=current_trace_id(),
+        )
+
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: Context
+    ) -> admin_pb2.ListAuditEventsResponse:
+        caller = self._gatekeeper.authenticate(presented_credentials(context))
+        page = await self._audit.list(caller, audit_query(request))
+        return admin_pb2.ListAuditEventsResponse(
+            events=[audit_event_message(event) for event in page.events], next_page_token=page.next_page_token
         )

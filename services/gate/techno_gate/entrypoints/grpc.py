@@ -7,15 +7,25 @@ from typing import Any
 import grpc
 
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
+from techno_core import errors
 from techno_core.channels import downstream_timeout
 from techno_core.timestamps import to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
+from techno_gate.application.idempotency import Idempotency, request_hash, validate_key
 from techno_gate.application.personal import PersonalData, PreferencesView, SessionView
 from techno_gate.application.process import Gatekeeper, ProcessCommand
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _BEARER = "bearer "
+IDEMPOTENCY_KEY = "idempotency-key"  # gRPC metadata; the edge forwards the REST Idempotency-Key header as it
+
+
+def idempotency_key(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_KEY and isinstance(value, str):
+            return value
+    return None
 
 
 def presented_credentials(context: Context) -> Credentials:
@@ -61,9 +71,17 @@ def preferences_message(preferences: PreferencesView) -> gate_pb2.Preferences:
 
 
 class GateServicer(gate_pb2_grpc.GateServiceServicer):
-    def __init__(self, gatekeeper: Gatekeeper, personal: PersonalData, *, executor_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        gatekeeper: Gatekeeper,
+        personal: PersonalData,
+        idempotency: Idempotency,
+        *,
+        executor_timeout_seconds: float,
+    ) -> None:
         self._gatekeeper = gatekeeper
         self._personal = personal
+        self._idempotency = idempotency
         self._executor_timeout = executor_timeout_seconds
 
     def _caller_id(self, context: Context) -> str:
@@ -116,7 +134,25 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
 
     async def Process(self, request: gate_pb2.ProcessRequest, context: Context) -> gate_pb2.ProcessResponse:
         command = process_command(request, context)
-        execution = await self._gatekeeper.process(command, timeout=downstream_timeout(context, self._executor_timeout))
+        timeout = downstream_timeout(context, self._executor_timeout)
+        key = idempotency_key(context)
+        if key is None:
+            return await self._process(command, timeout)
+        validate_key(key)
+        try:
+            principal = self._gatekeeper.authenticate(command.credentials)
+        except errors.DomainError:
+            return await self._process(command, timeout)  # denied and recorded there, as without a key
+
+        async def execute() -> bytes:
+            return (await self._process(command, timeout)).SerializeToString()
+
+        fingerprint = request_hash(request.SerializeToString(deterministic=True))
+        response = await self._idempotency.run(principal.id, key, fingerprint, execute, timeout=timeout)
+        return gate_pb2.ProcessResponse.FromString(response)
+
+    async def _process(self, command: ProcessCommand, timeout: float) -> gate_pb2.ProcessResponse:
+        execution = await self._gatekeeper.process(command, timeout=timeout)
         return gate_pb2.ProcessResponse(
             trace_id=command.trace_id,
             status=gate_pb2.EXECUTION_STATUS_SUCCEEDED,

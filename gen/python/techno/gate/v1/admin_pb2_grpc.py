@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class GateAdminServiceStub:
     """GateAdminService manages API keys and explains decisions. Key management needs the "admin" scope; a dry run
-    needs "admin" or is made with the caller's own credentials for its own request.
+    needs "admin" or is made with the caller's own credentials for its own request. Reading the audit trail needs
+    "audit:read".
     """
 
     def __init__(self, channel):
@@ -77,11 +78,17 @@ class GateAdminServiceStub:
                 request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.DryRunRequest.SerializeToString,
                 response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.DryRunResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/techno.gate.v1.GateAdminService/ListAuditEvents',
+                request_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class GateAdminServiceServicer:
     """GateAdminService manages API keys and explains decisions. Key management needs the "admin" scope; a dry run
-    needs "admin" or is made with the caller's own credentials for its own request.
+    needs "admin" or is made with the caller's own credentials for its own request. Reading the audit trail needs
+    "audit:read".
     """
 
     def CreateApiKey(self, request, context):
@@ -141,6 +148,13 @@ class GateAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """ListAuditEvents pages through the audit trail, filtered by trace, principal and time range ("audit:read").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +198,11 @@ def add_GateAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.DryRunRequest.FromString,
                     response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.DryRunResponse.SerializeToString,
             ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'techno.gate.v1.GateAdminService', rpc_method_handlers)
@@ -194,7 +213,8 @@ def add_GateAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GateAdminService:
     """GateAdminService manages API keys and explains decisions. Key management needs the "admin" scope; a dry run
-    needs "admin" or is made with the caller's own credentials for its own request.
+    needs "admin" or is made with the caller's own credentials for its own request. Reading the audit trail needs
+    "audit:read".
     """
 
     @staticmethod
@@ -403,6 +423,33 @@ class GateAdminService:
             '/techno.gate.v1.GateAdminService/DryRun',
             techno_dot_gate_dot_v1_dot_admin__pb2.DryRunRequest.SerializeToString,
             techno_dot_gate_dot_v1_dot_admin__pb2.DryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateAdminService/ListAuditEvents',
+            techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,128 @@
+"""Idempotent requests: a request sent with an ``Idempotency-Key`` runs at most once per caller and key.
+
+The record of each key lives in the memory service, shared by every gate replica, and the database's primary
+key decides which of several concurrent duplicates runs (its *claim*); the others wait for its response and
+answer with exactly that response (the same bytes: same result, same trace id). Only a successful response is
+kept: when the execution fails, or is denied, the claim is released, so a retry with the same key runs again
+(nothing succeeded, so there is nothing to repeat). A key reused for a different request is refused.
+
+A claim is leased for the request's deadline plus a margin: the holder can no longer be running after it, so a
+duplicate that finds an expired lease (the holder's gate crashed) takes the key over safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from techno_core import errors
+from techno_gate.domain.reasons import Reason
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 255
+# How long past the request's own deadline a claim is kept: covers the gate's bookkeeping after the executor.
+LEASE_MARGIN_SECONDS = 5.0
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "CLAIMED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    MISMATCH = "MISMATCH"
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    response: bytes = b""
+
+
+class IdempotencyStore(Protocol):
+    async def claim(self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float) -> Claim: ...
+
+    async def complete(self, principal_id: str, key: str, response: bytes) -> None: ...
+
+    async def release(self, principal_id: str, key: str) -> None: ...
+
+
+class ReplayObserver(Protocol):
+    def idempotent(self, outcome: str) -> None:
+        """One of: executed, replayed, conflict, mismatch."""
+        ...
+
+
+def validate_key(key: str) -> None:
+    if 0 < len(key) <= MAX_KEY_LENGTH and all(0x20 < ord(char) < 0x7F for char in key):
+        return
+    raise errors.InvalidArgument(
+        reason=Reason.IDEMPOTENCY_KEY_INVALID,
+        message="Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+        violations=[errors.FieldViolation("Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
+    )
+
+
+def request_hash(serialized_request: bytes) -> str:
+    """The request's fingerprint: a key may only be repeated with the very same request."""
+    return hashlib.sha256(serialized_request).hexdigest()
+
+
+@dataclass
+class Idempotency:
+    store: IdempotencyStore
+    observer: ReplayObserver
+    first_poll_seconds: float = 0.02
+    max_poll_seconds: float = 0.25
+    clock: Callable[[], float] = time.monotonic
+
+    async def run(
+        self, principal_id: str, key: str, fingerprint: str, work: Callable[[], Awaitable[bytes]], *, timeout: float
+    ) -> bytes:
+        """The response of the key's one execution: ``work``'s, if this call wins the claim, else the winner's."""
+        deadline = self.clock() + timeout
+        delay = self.first_poll_seconds
+        while True:
+            claim = await self.store.claim(principal_id, key, fingerprint, lease_seconds=timeout + LEASE_MARGIN_SECONDS)
+            if claim.state is ClaimState.CLAIMED:
+                self.observer.idempotent("executed")
+                return await self._execute(principal_id, key, work)
+            if claim.state is ClaimState.COMPLETED:
+                self.observer.idempotent("replayed")
+                return claim.response
+            if claim.state is ClaimState.MISMATCH:
+                self.observer.idempotent("mismatch")
+                raise errors.InvalidArgument(
+                    reason=Reason.IDEMPOTENCY_KEY_REUSED,
+                    message="this Idempotency-Key was already used for a different request",
+                )
+            if self.clock() + delay >= deadline:  # IN_PROGRESS, and no time left to wait for it
+                self.observer.idempotent("conflict")
+                raise errors.Aborted(
+                    reason=Reason.IDEMPOTENCY_KEY_IN_PROGRESS,
+                    message="a request with this Idempotency-Key is still running; retry to get its response",
+                    retry_after_seconds=1.0,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_poll_seconds)
+
+    async def _execute(self, principal_id: str, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        try:
+            response = await work()
+        except BaseException:
+            # Nothing succeeded: let a retry run. If the release itself fails the lease still frees the key.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release(principal_id, key))
+            raise
+        try:
+            await self.store.complete(principal_id, key, response)
+        except errors.DomainError as failure:
+            # The work is done and is answered; a duplicate arriving later will wait out the lease and run again.
+            log.error("idempotent response not stored", extra={"error": failure.reason})
+        return response
