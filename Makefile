@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 BUF := node_modules/.bin/buf
 
-.PHONY: help setup run test check lint format typecheck protos protos-check buf docs docs-check compose-check pytest bench bench-gate clean
+.PHONY: help setup obs-tools run test check lint format typecheck protos protos-check buf docs docs-check compose-check \
+	dashboards dashboards-check pytest bench bench-gate bench-audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,14 +28,22 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $(BUF)
 
-setup: $(PY) $(BUF) ## install the pinned Python and Node tool chains
+setup: $(PY) $(BUF) obs-tools ## install the pinned Python and Node tool chains, Prometheus and Alertmanager
 
-run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider); Ctrl-C stops it
+# Prometheus, promtool, Alertmanager and amtool from Debian: the rule tests and the live alerting test need them
+# (they fail, never skip, without them); `make run` starts Prometheus and Alertmanager when they are here.
+obs-tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; }
+
+run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider), plus Prometheus :9090 and Alertmanager :9093 when installed
 	$(PY) -m techno_stack
 
-test: check pytest ## everything CI runs: static checks, then the whole test suite
+test: obs-tools check pytest ## everything CI runs: static checks, then the whole test suite
 
-check: lint typecheck protos-check buf docs-check compose-check ## static checks only
+check: lint typecheck protos-check buf docs-check dashboards-check compose-check ## static checks only
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
@@ -64,6 +73,12 @@ docs: $(PY) ## regenerate docs/configuration.md from the settings classes
 docs-check: $(PY)
 	$(PY) scripts/settings_doc.py | diff -u docs/configuration.md - || (echo "docs/configuration.md is stale: make docs"; exit 1)
 
+dashboards: $(PY) ## regenerate the Grafana dashboards (infra/grafana/dashboards) from scripts/dashboards.py
+	$(PY) scripts/dashboards.py
+
+dashboards-check: $(PY)
+	$(PY) scripts/dashboards.py --check
+
 compose-check: $(PY)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
@@ -76,6 +91,9 @@ bench: $(PY) ## requests/s and p50/p95/p99 of POST /v1/process through the whole
 
 bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against calling the executor directly
 	$(PY) scripts/bench_gate.py
+
+bench-audit: $(PY) ## sustained durable audit appends/s of the memory service on PostgreSQL (group commit)
+	$(PY) scripts/bench_audit.py --compare
 
 clean: ## remove local state (database, logs, dev key) and caches
 	rm -rf var build .pytest_cache .mypy_cache .ruff_cache
