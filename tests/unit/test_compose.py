@@ -1,0 +1,248 @@
+"""compose.yaml runs the whole stack: checked against the Compose specification and against the rest of the
+repository (the files it mounts, the host names the Prometheus targets and Alertmanager receivers use), since no
+Docker engine runs in CI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+SECRETS = ROOT / "secrets"
+REQUIRED = {
+    "postgres",
+    "redis",
+    "memory-migrate",
+    "memory",
+    "executor",
+    "gate",
+    "edge",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "alert-receiver",
+}
+NAMED_VOLUMES = {"postgres-data", "redis-data", "prometheus-data", "alertmanager-data", "grafana-data"}
+CONDITIONS = {"service_healthy", "service_completed_successfully"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # resolves the anchors and `<<` merges
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def one_shot(name: str, services: dict[str, dict[str, Any]]) -> bool:
+    """A job that runs once: not restarted, and whoever depends on it waits for it to complete."""
+    waits = [s["depends_on"][name]["condition"] for s in services.values() if name in s.get("depends_on", {})]
+    return services[name].get("restart") == "no" and bool(waits) and set(waits) == {"service_completed_successfully"}
+
+
+def bind_sources(service: dict[str, Any]) -> list[str]:
+    """Host paths of a service's bind mounts (short syntax ``source:target[:mode]`` or long syntax)."""
+    sources = []
+    for volume in service.get("volumes", []):
+        source = volume.get("source", "") if isinstance(volume, dict) else volume.split(":", 1)[0]
+        if source.startswith((".", "/", "~")):
+            sources.append(source)
+    return sources
+
+
+def mount_target(service: dict[str, Any], source: str) -> str:
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str) and volume.split(":")[0] == source:
+            return volume.split(":")[1]
+    raise AssertionError(f"{source} is not mounted")
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "environment is written as a mapping"
+    return {key: str(value) for key, value in env.items()}
+
+
+def test_it_is_valid_against_the_compose_specification() -> None:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    assert checker.exists(), f"check-jsonschema is required (a dev dependency) at {checker}"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_part_of_the_stack_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) >= REQUIRED
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if one_shot(name, services):
+            continue
+        healthcheck = service.get("healthcheck")
+        assert healthcheck, f"{name} has no healthcheck"
+        assert not healthcheck.get("disable"), f"{name} disables its healthcheck"
+        assert healthcheck["test"][0] in {"CMD", "CMD-SHELL"}, name
+    assert one_shot("memory-migrate", services)
+
+
+def test_every_dependency_waits_for_a_condition(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        depends_on = service.get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on as a list waits for nothing but the start"
+        for dependency, spec in depends_on.items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert spec.get("condition") in CONDITIONS, f"{name} -> {dependency}: {spec}"
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency} to be healthy"
+
+
+def test_the_start_order_follows_the_request_path(services: dict[str, dict[str, Any]]) -> None:
+    def waits_for(name: str) -> set[str]:
+        return set(services[name].get("depends_on", {}))
+
+    assert waits_for("memory-migrate") == {"postgres"}
+    assert waits_for("memory") >= {"postgres", "memory-migrate"}
+    assert waits_for("gate") >= {"memory", "executor", "redis"}
+    assert waits_for("edge") >= {"gate"}
+    assert waits_for("grafana") >= {"prometheus"}
+    assert waits_for("alertmanager") >= {"alert-receiver"}
+
+
+def test_named_volumes_are_declared_and_used(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    declared = set(compose["volumes"])
+    assert declared >= NAMED_VOLUMES
+    used = set()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+                used.add(source)
+    assert used == declared, f"declared but unused: {declared - used}"
+
+
+def test_every_mounted_host_path_exists_in_the_repository(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    for name, service in services.items():
+        for source in bind_sources(service):
+            assert source.startswith("./"), f"{name}: {source} is not relative to the repository"
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+    # Secrets are the exception: local files under ./secrets/, documented there and kept out of git.
+    for name, secret in compose["secrets"].items():
+        assert secret["file"] == f"./secrets/{name}"
+    readme = (SECRETS / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in compose["secrets"])
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--quiet", "secrets/postgres_password"], cwd=ROOT, check=False, timeout=10
+    )
+    assert ignored.returncode == 0, "secret files must be ignored by git"
+    readme_ignored = subprocess.run(
+        ["git", "check-ignore", "--quiet", "secrets/README.md"], cwd=ROOT, check=False, timeout=10
+    )
+    assert readme_ignored.returncode == 1, "secrets/README.md must stay in git"
+
+
+def test_grafana_password_comes_from_a_secret(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    env = environment(grafana)
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert "grafana_admin_password" in grafana["secrets"]
+    assert "grafana_admin_password" in compose["secrets"]
+    ini = (ROOT / "infra/grafana/grafana.ini").read_text()
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.MULTILINE)
+    assert re.search(r"^\[auth\.anonymous\]\s*\nenabled\s*=\s*false", ini, re.MULTILINE)
+
+
+def test_grafana_mounts_what_its_provisioning_expects(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    assert mount_target(grafana, "./infra/grafana/provisioning") == "/etc/grafana/provisioning"
+    assert mount_target(grafana, "./infra/grafana/grafana.ini") == "/etc/grafana/grafana.ini"
+    providers = yaml.safe_load((ROOT / "infra/grafana/provisioning/dashboards/techno.yml").read_text())["providers"]
+    dashboards = mount_target(grafana, "./infra/grafana/dashboards")
+    assert dashboards == providers[0]["options"]["path"]
+    home = re.search(
+        r"^default_home_dashboard_path\s*=\s*(\S+)", (ROOT / "infra/grafana/grafana.ini").read_text(), re.M
+    )
+    assert home is not None
+    assert home[1].startswith(f"{dashboards}/")
+    assert (ROOT / "infra/grafana/dashboards" / home[1].removeprefix(f"{dashboards}/")).exists()
+    datasources = yaml.safe_load((ROOT / "infra/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert urlsplit(datasources["datasources"][0]["url"]).hostname == "prometheus"
+
+
+def test_prometheus_keeps_exemplars_and_reads_the_repository_config(services: dict[str, dict[str, Any]]) -> None:
+    prometheus = services["prometheus"]
+    assert "--enable-feature=exemplar-storage" in prometheus["command"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert mount_target(prometheus, "./infra/prometheus") == "/etc/prometheus"
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+
+
+def test_prometheus_targets_and_alert_receivers_are_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    for targets_file in sorted((ROOT / "infra/prometheus/targets").glob("*.yml")):
+        for group in yaml.safe_load(targets_file.read_text()):
+            for target in group["targets"]:
+                host = target.rsplit(":", 1)[0]
+                assert host == "localhost" or host in services, f"{targets_file.name}: {target}"
+    receiver_port = environment(services["alert-receiver"])["TECHNO_ALERT_RECEIVER_PORT"]
+    alertmanager = yaml.safe_load((ROOT / "infra/alertmanager/alertmanager.yml").read_text())
+    for receiver in alertmanager["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            url = urlsplit(webhook["url"])
+            assert url.hostname in services, webhook["url"]
+            if url.hostname == "alert-receiver":
+                assert str(url.port) == receiver_port
+
+
+def test_the_services_use_postgresql_and_redis(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    for name in ("memory", "memory-migrate"):
+        url = urlsplit(environment(services[name])["TECHNO_MEMORY_DATABASE_URL"])
+        assert (url.scheme, url.hostname, url.password) == ("postgresql+psycopg", "postgres", None)
+        assert "postgres_password" in services[name]["secrets"]
+    postgres = environment(services["postgres"])
+    assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in postgres
+    assert re.fullmatch(r"postgres:15[.\d]*(-\w+)?", services["postgres"]["image"])
+    assert re.fullmatch(r"redis:7[.\d]*(-\w+)?", services["redis"]["image"])
+    gate = environment(services["gate"])
+    assert gate["TECHNO_GATE_LIMITS_BACKEND"] == "redis"
+    assert urlsplit(gate["TECHNO_GATE_REDIS_URL"]).hostname == "redis"
+
+
+def test_every_container_is_hardened_and_limited(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+        assert ":" in service["image"], f"{name}: pin the image tag"
+        assert not service["image"].endswith(":latest"), f"{name}: pin the image tag"
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_dollar_signs_are_escaped_or_deliberate() -> None:
+    """Compose interpolates ``$VAR`` from the host: a shell ``$`` meant for the container must be ``$$``."""
+    for number, line in enumerate(COMPOSE.read_text().splitlines(), 1):
+        code = line.split(" #", 1)[0].replace("$$", "")
+        assert re.fullmatch(r"[^$]*(\$\{[A-Z_]+(:-[^}]*)?\}[^$]*)*", code), f"line {number}: {line}"
