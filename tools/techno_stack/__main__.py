@@ -1,5 +1,6 @@
-"""``python -m techno_stack``: start the whole gateway on embedded defaults, print how to call it, and stop
-everything cleanly on Ctrl-C."""
+"""``python -m techno_stack``: start the whole gateway on embedded defaults, with Prometheus, Alertmanager and
+an alert receiver next to it when they are installed; print how to call it, and stop everything cleanly on
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import asyncio
 import signal
 import sys
 
+from techno_stack.observability import INSTALL_HINT, Observability, missing_binaries
 from techno_stack.stack import Ports, Stack, StackConfig, StackError
 
 
-def _banner(stack: Stack) -> str:
+def _monitoring_lines(observability: Observability | None) -> str:
+    if observability is None:
+        return ""
+    log_dir = observability.stack.log_dir
+    return f"""  Prometheus    {observability.prometheus_url}      (alerts: {observability.prometheus_url}/alerts)
+  Alertmanager  {observability.alertmanager_url}
+  alerts        delivered to {observability.webhook_url}, logged in {log_dir}/alert-receiver.log
+"""
+
+
+def _banner(stack: Stack, observability: Observability | None) -> str:
     p = stack.config.ports
     return f"""
 Techno is running (SQLite at {stack.env["TECHNO_MEMORY_DATABASE_URL"]}, fake provider).
@@ -19,7 +31,7 @@ Techno is running (SQLite at {stack.env["TECHNO_MEMORY_DATABASE_URL"]}, fake pro
   gRPC gate     127.0.0.1:{p.gate}     metrics http://127.0.0.1:{p.gate_metrics}/metrics
   executor      127.0.0.1:{p.executor}     metrics http://127.0.0.1:{p.executor_metrics}/metrics
   memory        127.0.0.1:{p.memory}     metrics http://127.0.0.1:{p.memory_metrics}/metrics
-  logs          {stack.config.log_dir}/
+{_monitoring_lines(observability)}  logs          {stack.config.log_dir}/
   API key       saved in {stack.config.key_file}
 
 Try it:
@@ -31,7 +43,22 @@ Press Ctrl-C to stop.
 """
 
 
-async def _serve(config: StackConfig) -> int:
+async def _start_monitoring(config: StackConfig) -> Observability | None:
+    """Prometheus, Alertmanager and the alert receiver when installed; the stack runs without them otherwise."""
+    missing = missing_binaries()
+    if missing:
+        print(f"note: {', '.join(missing)} not installed, so no Prometheus/Alertmanager ({INSTALL_HINT})")
+        return None
+    observability = Observability(config)
+    try:
+        await observability.start()
+    except StackError as error:
+        print(f"note: running without Prometheus and Alertmanager: {error}", file=sys.stderr)
+        return None
+    return observability
+
+
+async def _serve(config: StackConfig, *, monitoring: bool) -> int:
     stack = Stack(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,9 +69,10 @@ async def _serve(config: StackConfig) -> int:
     except StackError as error:
         print(f"techno: {error}", file=sys.stderr)
         return 1
-    print(_banner(stack), flush=True)
+    observability = await _start_monitoring(config) if monitoring else None
+    print(_banner(stack, observability), flush=True)
     while not stop.is_set():
-        with_exit = stack.exited()
+        with_exit = stack.exited() + (observability.exited() if observability else [])
         if with_exit:
             print(f"techno: {', '.join(with_exit)} exited; stopping (see {config.log_dir})", file=sys.stderr)
             break
@@ -53,6 +81,8 @@ async def _serve(config: StackConfig) -> int:
         except TimeoutError:
             continue
     print("stopping…", flush=True)
+    if observability is not None:
+        await observability.stop()
     await stack.stop()
     print("stopped.")
     return 0 if stop.is_set() else 1
@@ -61,8 +91,14 @@ async def _serve(config: StackConfig) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m techno_stack", description=__doc__)
     parser.add_argument("--edge-port", type=int, default=8080)
+    parser.add_argument(
+        "--no-monitoring",
+        action="store_true",
+        help="do not start Prometheus (9090), Alertmanager (9093) and the alert receiver (9095)",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(_serve(StackConfig(ports=Ports(edge=args.edge_port)))))
+    config = StackConfig(ports=Ports(edge=args.edge_port))
+    sys.exit(asyncio.run(_serve(config, monitoring=not args.no_monitoring)))
 
 
 if __name__ == "__main__":

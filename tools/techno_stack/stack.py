@@ -162,6 +162,40 @@ class Stack:
                 await process.wait()
         self.services.clear()
 
+    async def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash would, and wait until it is gone (an incident rehearsal)."""
+        process = self._service(name).process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    async def restart(self, name: str) -> None:
+        """Start a service that was killed or exited again, on the same ports, and wait until it is ready."""
+        old = self._service(name)
+        index = next(i for i, service in enumerate(self.services) if service is old)
+        if old.process is not None and old.process.returncode is None:
+            raise StackError(f"{name} is still running")
+        del self.services[index]
+        try:
+            await self._start(name, old.module, self._ready(name))
+        finally:
+            if self.services and self.services[-1].name == name:  # back in its place: stop() keeps its order
+                self.services.insert(index, self.services.pop())
+            elif not any(s.name == name for s in self.services):
+                self.services.insert(index, old)
+
+    def _service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise StackError(f"no service named {name!r} (running: {[s.name for s in self.services]})")
+
+    def _ready(self, name: str) -> _Check:
+        if name == "edge":
+            return self._http_ready(f"{self.edge_url}/readyz")
+        port: int = getattr(self.config.ports, name)
+        return self._grpc_ready(port)
+
     def exited(self) -> list[str]:
         return [s.name for s in self.services if s.process is not None and s.process.returncode is not None]
 
