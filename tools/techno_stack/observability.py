@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 import urllib.error
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from techno_stack.stack import ROOT, StackConfig, StackError, port_is_free
+from techno_stack.stack import ROOT, StackConfig, StackError, port_is_free, terminate
 
 INFRA = ROOT / "infra"
 PROMETHEUS_BINARY = "prometheus"
@@ -332,15 +331,7 @@ class Observability:
     async def stop(self, *, grace_seconds: float = 10.0) -> None:
         """SIGTERM in reverse start order, then SIGKILL whatever has not exited after ``grace_seconds``."""
         for child in reversed(self.children):
-            process = child.process
-            if process.returncode is not None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), grace_seconds)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await terminate(child.process, grace_seconds)
         self.children.clear()
 
     def exited(self) -> list[str]:

@@ -47,6 +47,18 @@ def free_port() -> int:
         return port
 
 
+async def terminate(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
+    """SIGTERM (a graceful drain), then SIGKILL if the process has not exited after ``grace_seconds``."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace_seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 @dataclass
 class Ports:
     edge: int = 8080
@@ -151,15 +163,8 @@ class Stack:
     async def stop(self, *, grace_seconds: float = 10.0) -> None:
         """SIGTERM in reverse start order (front door first), so no service loses a dependency mid-drain."""
         for service in reversed(self.services):
-            process = service.process
-            if process is None or process.returncode is not None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), grace_seconds)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            if service.process is not None:
+                await terminate(service.process, grace_seconds)
         self.services.clear()
 
     async def kill(self, name: str) -> None:
