@@ -1,0 +1,567 @@
+"""``make bench-audit``: sustained durable audit appends per second of the memory service (group commit).
+
+Creates a throwaway database (PostgreSQL by default, or a temporary SQLite file with ``--sqlite``), migrates it,
+starts ``python -m techno_memory`` on free loopback ports, then drives AppendAuditEvents from separate client
+processes (so the load generator does not share the service's process or event loop) at a fixed concurrency for a
+fixed time. It prints the events acknowledged per second, the calls' latency percentiles, and, from the service's
+own /metrics, the transactions per second and mean group-commit batch size; then it checks that the hash chain
+verifies and drops the database. ``--compare`` runs the same once more with ``TECHNO_MEMORY_MAX_BATCH=1``: one
+transaction per event, the cost group commit saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psycopg
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_memory.settings import MemorySettings
+from techno_stack.stack import free_port
+
+ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+START_TIMEOUT_SECONDS = 30.0
+CALL_TIMEOUT_SECONDS = 10.0
+VERIFY_TIMEOUT_SECONDS = 600.0
+
+_APPENDED = "memory_audit_events_appended_total"
+_BATCH_SUM = "memory_audit_append_batch_size_sum"
+_BATCH_COUNT = "memory_audit_append_batch_size_count"
+_FAILURES = "memory_audit_append_failures_total"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run; the message says what failed (memory's log, if any, is printed before it)."""
+
+
+# --- the client: runs in its own process ------------------------------------------------------------------------
+
+
+@dataclass
+class ClientResult:
+    calls: int = 0
+    events: int = 0  # acknowledged as newly stored by the responses
+    errors: dict[str, int] = field(default_factory=dict)  # status code name -> count
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # this process's CPU time during the measured window
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    target: str
+    callers: int
+    events_per_call: int
+
+
+def _request(events_per_call: int) -> memory_pb2.AppendAuditEventsRequest:
+    occurred_at = timestamp_pb2.Timestamp()
+    occurred_at.GetCurrentTime()
+    trace_id = uuid.uuid4().hex  # 32 lowercase hex digits, never all zero in practice
+    return memory_pb2.AppendAuditEventsRequest(
+        events=[
+            memory_pb2.AuditEvent(
+                event_id=str(uuid.uuid4()),
+                trace_id=trace_id,
+                kind=memory_pb2.AUDIT_EVENT_KIND_DECISION,
+                occurred_at=occurred_at,
+                service="bench",
+                principal_id="bench-key",
+                action="summarize",
+                context_id="bench",
+                result="ALLOW",
+                reason_codes=["ALLOWED"],
+            )
+            for _ in range(events_per_call)
+        ]
+    )
+
+
+async def _until(wall_time: float) -> None:
+    await asyncio.sleep(max(0.0, wall_time - time.time()))
+
+
+async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connection) -> ClientResult:
+    result = ClientResult()
+    errors: collections.Counter[str] = collections.Counter()
+    async with grpc.aio.insecure_channel(plan.target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
+        stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        control.send("ready")
+        start_at, end_at = await asyncio.to_thread(control.recv)
+
+        async def caller() -> None:
+            while time.time() < end_at:
+                request = _request(plan.events_per_call)
+                began = time.perf_counter()
+                try:
+                    response = await stub.AppendAuditEvents(request, timeout=CALL_TIMEOUT_SECONDS)
+                except grpc.aio.AioRpcError as error:
+                    if start_at <= time.time() < end_at:
+                        errors[error.code().name] += 1
+                    continue
+                elapsed_ms = (time.perf_counter() - began) * 1000
+                if start_at <= time.time() < end_at:  # counted when acknowledged inside the window
+                    result.calls += 1
+                    result.events += response.appended
+                    result.latencies_ms.append(elapsed_ms)
+
+        async def cpu_meter() -> None:
+            await _until(start_at)
+            began = time.process_time()
+            await _until(end_at)
+            result.cpu_seconds = time.process_time() - began
+
+        await asyncio.gather(cpu_meter(), *(caller() for _ in range(plan.callers)))
+    result.errors = dict(errors)
+    return result
+
+
+def _client_main(plan: ClientPlan, control: multiprocessing.connection.Connection) -> None:
+    """Entry point of a client process: connect, say ready, receive the window, drive it, send the result."""
+    try:
+        control.send(asyncio.run(_drive(plan, control)))
+    except BaseException as error:  # the parent reports it; a traceback from a child process helps nobody
+        with contextlib.suppress(OSError):  # the parent may have gone (or closed its end) already
+            control.send(BenchError(f"client process failed: {error!r}"))
+    finally:
+        control.close()
+
+
+@dataclass
+class ClientProcess:
+    process: multiprocessing.process.BaseProcess
+    control: multiprocessing.connection.Connection
+
+
+def _receive(control: multiprocessing.connection.Connection, timeout: float, what: str) -> object:
+    if not control.poll(timeout):
+        raise BenchError(f"no {what} from a client process within {timeout:.0f}s")
+    try:
+        message: object = control.recv()
+    except EOFError as error:
+        raise BenchError(f"a client process exited before sending its {what}") from error
+    if isinstance(message, BaseException):
+        raise message
+    return message
+
+
+@contextlib.contextmanager
+def client_processes(plans: list[ClientPlan]) -> Iterator[list[ClientProcess]]:
+    """Started client processes (spawned: grpc does not survive fork), each waiting for its window."""
+    context = multiprocessing.get_context("spawn")
+    clients: list[ClientProcess] = []
+    try:
+        for plan in plans:
+            parent_end, child_end = context.Pipe()
+            process = context.Process(target=_client_main, args=(plan, child_end), daemon=True)
+            process.start()
+            child_end.close()
+            clients.append(ClientProcess(process, parent_end))
+        yield clients
+    finally:
+        for client in clients:
+            client.control.close()  # a client still waiting for its window then sees EOF and exits
+        for client in clients:
+            client.process.join(5)
+            if client.process.is_alive():
+                client.process.kill()
+                client.process.join()
+
+
+# --- measurements of the service --------------------------------------------------------------------------------
+
+
+def scrape(metrics_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = {_APPENDED, _BATCH_SUM, _BATCH_COUNT, _FAILURES}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in wanted
+    }
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """user + system CPU time of ``pid`` (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of the line)
+
+
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine, summed over its cores (Linux ``/proc/stat``)."""
+    try:
+        line = Path("/proc/stat").read_text().splitlines()[0]
+    except OSError:
+        return None
+    ticks = [int(value) for value in line.split()[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4]) / _TICKS, total / _TICKS
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    metrics: dict[str, float]
+    service_cpu: float | None
+    machine_cpu: tuple[float, float] | None
+
+
+def snapshot(metrics_port: int, pid: int) -> Snapshot:
+    return Snapshot(time.time(), scrape(metrics_port), process_cpu_seconds(pid), machine_cpu_seconds())
+
+
+# --- the database and the service -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database as a ``postgresql+psycopg://`` URL; dropped afterwards."""
+    name = f"techno_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        raise BenchError(f"PostgreSQL is required at {admin_url}: {error}") from error
+    try:
+        yield f"{admin_url.rpartition('/')[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_durability(options: Options) -> str:
+    """The server settings that decide what a commit costs, for the report."""
+    values = []
+    try:
+        with psycopg.connect(options.admin_url, autocommit=True, connect_timeout=5) as admin:
+            for setting in ("fsync", "synchronous_commit", "wal_sync_method"):
+                row = admin.execute(f"SHOW {setting}").fetchone()
+                values.append(f"{setting}={row[0] if row else '?'}")
+    except psycopg.OperationalError as error:
+        raise BenchError(f"PostgreSQL is required at {options.admin_url}: {error}") from error
+    return ", ".join(values)
+
+
+@contextlib.contextmanager
+def database(sqlite: bool, admin_url: str, scratch: Path) -> Iterator[str]:
+    if sqlite:
+        yield f"sqlite+aiosqlite:///{scratch / 'memory.db'}"
+    else:
+        with postgres_database(admin_url) as url:
+            yield url
+
+
+def service_environment(database_url: str, extra: Mapping[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TECHNO_")}
+    env.update({"TECHNO_HOST": "127.0.0.1", "TECHNO_MEMORY_DATABASE_URL": database_url, "TECHNO_LOG_LEVEL": "INFO"})
+    env.update(extra)
+    return env
+
+
+async def run_to_end(command: list[str], env: Mapping[str, str], log: Path, timeout: float) -> tuple[int, str]:
+    """Run ``command``; its stderr is appended to ``log``. Returns its exit status and its stdout, or when it
+    failed without printing anything, the last line of its stderr (a traceback's exception, a log line)."""
+    process = await asyncio.create_subprocess_exec(
+        *command, env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    with log.open("ab") as output:
+        output.write(stderr)
+    status, text = process.returncode or 0, stdout.decode().strip()
+    if status != 0 and not text:
+        text = next(iter(stderr.decode(errors="replace").strip().splitlines()[-1:]), "")
+    return status, text
+
+
+async def _serving(port: int) -> bool:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@dataclass(frozen=True)
+class MemoryService:
+    pid: int
+    port: int
+    metrics_port: int
+
+
+@contextlib.asynccontextmanager
+async def memory_service(env: Mapping[str, str], log: Path) -> AsyncIterator[MemoryService]:
+    """``python -m techno_memory`` on free loopback ports, once its gRPC health says SERVING; SIGTERM after."""
+    port, metrics_port = free_port(), free_port()
+    env = {**env, "TECHNO_MEMORY_PORT": str(port), "TECHNO_MEMORY_METRICS_PORT": str(metrics_port)}
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "techno_memory", env=env, stdout=output, stderr=output, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not await _serving(port):
+            if process.returncode is not None:
+                raise BenchError(f"memory exited with {process.returncode}; its log is above")
+            if time.monotonic() > deadline:
+                raise BenchError(f"memory not serving after {START_TIMEOUT_SECONDS:.0f}s; its log is above")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+        yield MemoryService(process.pid, port, metrics_port)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+# --- one run ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float
+    warmup: float
+    concurrency: int
+    events_per_call: int
+    processes: int
+    sqlite: bool
+    admin_url: str
+    extra_env: dict[str, str]
+
+
+@dataclass
+class RunResult:
+    label: str
+    window: float  # the clients' measured window
+    scraped_seconds: float  # between the two scrapes of /metrics (about the same window)
+    clients: list[ClientResult]
+    before: Snapshot
+    after: Snapshot
+    verify_status: int
+    verify_output: str
+
+    @property
+    def calls(self) -> int:
+        return sum(c.calls for c in self.clients)
+
+    @property
+    def events(self) -> int:
+        return sum(c.events for c in self.clients)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        total: collections.Counter[str] = collections.Counter()
+        for client in self.clients:
+            total.update(client.errors)
+        return dict(total)
+
+    def delta(self, name: str) -> float:
+        return self.after.metrics.get(name, 0.0) - self.before.metrics.get(name, 0.0)
+
+
+def _plans(target: str, options: Options) -> list[ClientPlan]:
+    processes = max(1, min(options.processes, options.concurrency))
+    shares = [options.concurrency // processes + (i < options.concurrency % processes) for i in range(processes)]
+    return [ClientPlan(target, callers, options.events_per_call) for callers in shares]
+
+
+async def measure(service: MemoryService, options: Options) -> tuple[list[ClientResult], Snapshot, Snapshot]:
+    with client_processes(_plans(f"127.0.0.1:{service.port}", options)) as clients:
+        for client in clients:
+            await asyncio.to_thread(_receive, client.control, START_TIMEOUT_SECONDS, "readiness")
+        start_at = time.time() + options.warmup
+        end_at = start_at + options.seconds
+        for client in clients:
+            client.control.send((start_at, end_at))
+        await _until(start_at)
+        before = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+        await _until(end_at)
+        after = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+        wait = CALL_TIMEOUT_SECONDS + 30
+        results = [await asyncio.to_thread(_receive, c.control, wait, "result") for c in clients]
+    return [r for r in results if isinstance(r, ClientResult)], before, after
+
+
+async def run_once(label: str, max_batch: int | None, options: Options) -> RunResult:
+    with tempfile.TemporaryDirectory(prefix="techno-bench-audit-") as tmp:
+        scratch = Path(tmp)
+        log = scratch / "memory.log"
+        extra = dict(options.extra_env)
+        if max_batch is not None:
+            extra["TECHNO_MEMORY_MAX_BATCH"] = str(max_batch)
+        try:
+            with database(options.sqlite, options.admin_url, scratch) as url:
+                env = service_environment(url, extra)
+                command = [sys.executable, "-m", "techno_memory"]
+                status, output = await run_to_end([*command, "migrate"], env, log, START_TIMEOUT_SECONDS * 4)
+                if status != 0:
+                    raise BenchError(f"migrate failed with {status}: {output}")
+                async with memory_service(env, log) as service:
+                    clients, before, after = await measure(service, options)
+                verify_status, verify_output = await run_to_end([*command, "verify"], env, log, VERIFY_TIMEOUT_SECONDS)
+        except Exception:  # not when interrupted: then the log says nothing of interest
+            tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+            if tail:
+                print("\n".join(["memory's log (last lines):", *tail]), file=sys.stderr)
+            raise
+    return RunResult(label, options.seconds, after.at - before.at, clients, before, after, verify_status, verify_output)
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def _percentile(sorted_samples: list[float], q: float) -> float:
+    if not sorted_samples:
+        return float("nan")
+    return sorted_samples[min(len(sorted_samples) - 1, max(0, round(q * len(sorted_samples)) - 1))]
+
+
+def _cpu_line(result: RunResult) -> str:
+    window = result.scraped_seconds
+    parts = []
+    if result.before.service_cpu is not None and result.after.service_cpu is not None:
+        parts.append(f"memory {100 * (result.after.service_cpu - result.before.service_cpu) / window:.0f}%")
+    clients = ", ".join(f"{100 * c.cpu_seconds / result.window:.0f}%" for c in result.clients)
+    parts.append(f"client process(es) {clients}")
+    if result.before.machine_cpu is not None and result.after.machine_cpu is not None:
+        busy = result.after.machine_cpu[0] - result.before.machine_cpu[0]
+        total = result.after.machine_cpu[1] - result.before.machine_cpu[1]
+        cores = os.cpu_count() or 1
+        parts.append(f"whole machine {100 * busy / total if total else 0:.0f}% of {cores} cores")
+    return "  CPU (100% = one core)  " + "   ".join(parts)
+
+
+def report(result: RunResult) -> None:
+    window = result.window
+    latencies = sorted(x for c in result.clients for x in c.latencies_ms)
+    transactions = result.delta(_BATCH_COUNT)
+    batched = result.delta(_BATCH_SUM)
+    mean_batch = batched / transactions if transactions else float("nan")
+    print(f"{result.label}")
+    print(
+        f"  appends/s       {result.events / window:10,.0f}   ({result.events:,} events acknowledged in "
+        f"{window:.2f}s; service counted {result.delta(_APPENDED):,.0f} stored)"
+    )
+    print(f"  calls/s         {result.calls / window:10,.0f}   ({result.calls:,} calls)")
+    print(
+        f"  call latency    p50 {_percentile(latencies, 0.50):7.2f} ms   p95 {_percentile(latencies, 0.95):7.2f} ms"
+        f"   p99 {_percentile(latencies, 0.99):7.2f} ms"
+    )
+    print(
+        f"  transactions/s  {transactions / result.scraped_seconds:10,.0f}   "
+        f"mean group-commit batch {mean_batch:,.1f} events   failed transactions {result.delta(_FAILURES):,.0f}"
+    )
+    print(_cpu_line(result))
+    if result.errors:
+        print(f"  errors          {result.errors}")
+    outcome = "ok" if result.verify_status == 0 else f"FAILED (exit {result.verify_status})"
+    print(f"  verify          {outcome}: {result.verify_output}")
+
+
+def _ok(result: RunResult) -> bool:
+    return result.verify_status == 0 and not result.errors and result.events > 0
+
+
+async def bench(options: Options, compare: bool) -> list[RunResult]:
+    # SIGTERM (make or CI stopping us) unwinds like Ctrl-C: clients, service and database are cleaned up.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    results = [await run_once(f"group commit (max batch {_max_batch_label(options)})", None, options)]
+    report(results[0])
+    if compare:
+        print()
+        results.append(await run_once("no group commit (TECHNO_MEMORY_MAX_BATCH=1)", 1, options))
+        report(results[1])
+        grouped, single = (r.events / r.window for r in results)
+        print()
+        print(f"group commit: {grouped / single:.1f}x the appends/s of one transaction per event")
+    return results
+
+
+def _max_batch_label(options: Options) -> str:
+    default = MemorySettings.model_fields["memory_max_batch"].default
+    return options.extra_env.get("TECHNO_MEMORY_MAX_BATCH", str(default))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--seconds", type=float, default=10, help="measured duration (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="unmeasured load before it (default 2)")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers in all (default 64)")
+    parser.add_argument("--events-per-call", type=int, default=1, help="events per AppendAuditEvents (default 1)")
+    parser.add_argument("--processes", type=int, default=1, help="client processes sharing the callers (default 1)")
+    parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite file instead of PostgreSQL")
+    parser.add_argument("--compare", action="store_true", help="also run with TECHNO_MEMORY_MAX_BATCH=1")
+    parser.add_argument("--postgres-admin-url", default=ADMIN_URL, help="where to create the throwaway database")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the service"
+    )
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.concurrency < 1 or args.processes < 1 or not 1 <= args.events_per_call <= 1000:
+        parser.error("--seconds must be > 0, --concurrency and --processes >= 1, --events-per-call within 1..1000")
+    options = Options(
+        seconds=args.seconds,
+        warmup=max(0.0, args.warmup),
+        concurrency=args.concurrency,
+        events_per_call=args.events_per_call,
+        processes=args.processes,
+        sqlite=args.sqlite,
+        admin_url=args.postgres_admin_url,
+        extra_env=dict(item.split("=", 1) for item in args.env),
+    )
+    try:
+        backend = "SQLite (temporary file)" if options.sqlite else f"PostgreSQL ({postgres_durability(options)})"
+        print(
+            f"AppendAuditEvents on {backend}: {options.concurrency} concurrent callers in "
+            f"{len(_plans('', options))} client process(es), {options.events_per_call} event(s) per call, "
+            f"{options.seconds:g}s after {options.warmup:g}s warm-up\n",
+            flush=True,
+        )
+        results = asyncio.run(bench(options, args.compare))
+    except BenchError as error:
+        sys.exit(f"bench-audit: {error}")
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        sys.exit("bench-audit: stopped")
+    if not all(_ok(result) for result in results):
+        sys.exit("bench-audit: errors, no acknowledged events or a broken chain (see above)")
+
+
+if __name__ == "__main__":
+    main()
