@@ -479,10 +479,11 @@ def memory() -> model.Dashboard:
             [Query(increase("memory_audit_append_failures_total", sel), "failed transactions")],
         ),
         timeseries(
-            "Session sweeps",
+            "Expiry sweeps",
             "short",
             [
                 Query(increase("memory_sessions_expired_total", sel), "sessions expired"),
+                Query(increase("memory_idempotency_keys_expired_total", sel), "idempotency keys expired"),
                 Query(increase("memory_session_sweep_failures_total", sel), "sweep failures"),
             ],
         ),

@@ -94,7 +94,9 @@ class GateServiceServicer:
     """
 
     def Process(self, request, context):
-        """Process runs one action for the caller and returns its result.
+        """Process runs one action for the caller and returns its result. With `idempotency-key` metadata (the REST
+        `Idempotency-Key` header) it runs at most once per caller and key: repeats, concurrent ones included, get
+        the first successful response; a key reused for another request is refused (IDEMPOTENCY_KEY_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
