@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.server import GrpcApp
-from techno_memory.entrypoints.convert import timestamp
+from techno_core.timestamps import to_timestamp
 
 Stub = memory_pb2_grpc.MemoryServiceStub
 
@@ -94,7 +94,7 @@ async def test_a_key_without_scopes_may_only_process_and_never_expires(stub: Stu
 async def test_scopes_and_expiry_are_stored(stub: Stub) -> None:
     # Whole milliseconds: both databases keep microseconds, so the value comes back exactly.
     expires_at = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=250_000)
-    created = await create(stub, scopes=["audit:read", "admin"], expires_at=timestamp(expires_at))
+    created = await create(stub, scopes=["audit:read", "admin"], expires_at=to_timestamp(expires_at))
     assert list(created.scopes) == ["audit:read", "admin"]
     assert created.expires_at.ToDatetime(tzinfo=UTC) == expires_at
     [listed] = [key for key in (await list_keys(stub)).api_keys if key.key_id == created.key_id]
@@ -102,7 +102,7 @@ async def test_scopes_and_expiry_are_stored(stub: Stub) -> None:
 
 
 async def test_unknown_scopes_and_a_past_expiry_are_refused_with_field_violations(stub: Stub) -> None:
-    past = timestamp(datetime.now(UTC) - timedelta(seconds=1))
+    past = to_timestamp(datetime.now(UTC) - timedelta(seconds=1))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await create(stub, scopes=["process", "superuser"], expires_at=past)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

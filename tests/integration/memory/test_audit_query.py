@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
-from techno_memory.entrypoints.convert import timestamp
+from techno_core.timestamps import to_timestamp
 
 from .test_api_keys import reason_of, violated_fields
 from .test_audit_trail import T0, append, audit_event, new_trace_id, trail
@@ -20,7 +20,7 @@ Stub = memory_pb2_grpc.MemoryServiceStub
 async def list_page(stub: Stub, **fields: Any) -> memory_pb2.ListAuditEventsResponse:
     for name in ("start_time", "end_time"):
         if isinstance(fields.get(name), datetime):
-            fields[name] = timestamp(fields[name])
+            fields[name] = to_timestamp(fields[name])
     response: memory_pb2.ListAuditEventsResponse = await stub.ListAuditEvents(
         memory_pb2.ListAuditEventsRequest(**fields), timeout=10
     )
@@ -104,7 +104,7 @@ async def test_time_bounds_are_start_inclusive_and_end_exclusive(stub: Stub) -> 
     }
     principal = "key_bounds"
     events = [
-        audit_event(new_trace_id(), event_id=name, principal_id=principal, occurred_at=timestamp(moment))
+        audit_event(new_trace_id(), event_id=name, principal_id=principal, occurred_at=to_timestamp(moment))
         for name, moment in at.items()
     ]
     await append(stub, *events)
@@ -120,7 +120,7 @@ async def test_events_carry_the_services_recorded_at(stub: Stub) -> None:
     before = datetime.now(UTC)
     trace_id = new_trace_id()
     # A writer's recorded_at is ignored: the service stamps its own.
-    await append(stub, audit_event(trace_id, event_id="recorded", recorded_at=timestamp(T0 - timedelta(days=365))))
+    await append(stub, audit_event(trace_id, event_id="recorded", recorded_at=to_timestamp(T0 - timedelta(days=365))))
     after = datetime.now(UTC)
     [listed] = (await list_page(stub, trace_id=trace_id)).events
     [traced] = await trail(stub, trace_id)

@@ -18,7 +18,7 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.channels import open_channel
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.server import GrpcApp
-from techno_memory.entrypoints.convert import timestamp
+from techno_core.timestamps import to_timestamp
 
 Stub = memory_pb2_grpc.MemoryServiceStub
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -35,7 +35,7 @@ def audit_event(trace_id: str, *, event_id: str | None = None, offset: int = 0, 
         "event_id": str(uuid.uuid4()) if event_id is None else event_id,
         "trace_id": trace_id,
         "kind": memory_pb2.AUDIT_EVENT_KIND_DECISION,
-        "occurred_at": timestamp(T0 + timedelta(seconds=offset)),
+        "occurred_at": to_timestamp(T0 + timedelta(seconds=offset)),
         "service": "gate",
         "principal_id": "key_1",
         "action": "summarize",

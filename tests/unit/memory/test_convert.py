@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 
 from techno.memory.v1 import memory_pb2
 from techno_core.errors import InvalidArgument
+from techno_core.timestamps import to_timestamp
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing
 from techno_memory.entrypoints.convert import (
     event_to_proto,
@@ -17,7 +18,6 @@ from techno_memory.entrypoints.convert import (
     key_to_proto,
     listing_to_proto,
     new_key_from_proto,
-    timestamp,
     updated_since_from_proto,
 )
 
@@ -32,7 +32,7 @@ def message(**changes: Any) -> memory_pb2.AuditEvent:
         "event_id": "e-1",
         "trace_id": TRACE_ID,
         "kind": memory_pb2.AUDIT_EVENT_KIND_OUTCOME,
-        "occurred_at": timestamp(OCCURRED),
+        "occurred_at": to_timestamp(OCCURRED),
         "service": "executor",
         "principal_id": "key_1",
         "action": "summarize",
@@ -113,7 +113,7 @@ def test_new_key_from_request() -> None:
 def test_new_key_from_request_with_scopes_and_expiry() -> None:
     expires_at = datetime(2030, 1, 1, 8, 30, 0, 123_000, tzinfo=UTC)
     request = memory_pb2.CreateApiKeyRequest(
-        key_id="k", scopes=["audit:read", "admin"], expires_at=timestamp(expires_at)
+        key_id="k", scopes=["audit:read", "admin"], expires_at=to_timestamp(expires_at)
     )
     key = new_key_from_proto(request)
     assert key.scopes == ("audit:read", "admin")
@@ -140,7 +140,7 @@ def test_an_out_of_range_timestamp_is_invalid_argument() -> None:
 def test_updated_since_is_none_when_unset() -> None:
     assert updated_since_from_proto(memory_pb2.ListApiKeysRequest()) is None
     since = datetime(2025, 6, 1, tzinfo=UTC)
-    assert updated_since_from_proto(memory_pb2.ListApiKeysRequest(updated_since=timestamp(since))) == since
+    assert updated_since_from_proto(memory_pb2.ListApiKeysRequest(updated_since=to_timestamp(since))) == since
 
 
 def test_listing_carries_read_at() -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
-from techno_core import errors
 from techno_core.grpc_errors import from_rpc_error
-from techno_core.timestamps import from_timestamp, to_timestamp
+from techno_core.timestamps import from_timestamp, requested_time, to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
@@ -60,27 +58,12 @@ def audit_event_message(event: AuditEventView) -> admin_pb2.AuditEvent:
     )
 
 
-def _query_time(request: admin_pb2.ListAuditEventsRequest, field: str) -> datetime | None:
-    """An out-of-range Timestamp (possible over gRPC; REST parses RFC 3339) is the caller's error, not ours."""
-    if not request.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(request, field)
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as error:
-        raise errors.InvalidArgument(
-            reason=Reason.INVALID_ARGUMENT,
-            message=f"{field} is not a valid timestamp",
-            violations=[errors.FieldViolation(field, "a timestamp between years 1 and 9999")],
-        ) from error
-
-
 def audit_query(request: admin_pb2.ListAuditEventsRequest) -> AuditQuery:
     return AuditQuery(
         trace_id=request.trace_id,
         principal_id=request.principal_id,
-        start_time=_query_time(request, "start_time"),
-        end_time=_query_time(request, "end_time"),
+        start_time=requested_time(request, "start_time", reason=Reason.INVALID_ARGUMENT),
+        end_time=requested_time(request, "end_time", reason=Reason.INVALID_ARGUMENT),
         page_size=request.page_size,
         page_token=request.page_token,
     )

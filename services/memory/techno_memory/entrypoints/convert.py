@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2
 
 from techno.memory.v1 import memory_pb2
-from techno_core.errors import FieldViolation, InvalidArgument
+from techno_core.errors import FieldViolation
+from techno_core.timestamps import requested_time, to_timestamp
 from techno_memory.domain.audit_query import INVALID_AUDIT_QUERY, AuditFilter, AuditPage, AuditQuery
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey
 from techno_memory.domain.validation import INVALID_API_KEY, INVALID_KEY_LISTING, validate_events
@@ -22,25 +23,6 @@ _KIND_FROM_PROTO = {
 _KIND_TO_PROTO = {kind: value for value, kind in _KIND_FROM_PROTO.items()}
 # Stands in for a missing timestamp while the rest of the event is checked; such an event is always refused.
 _UNSET_TIME = datetime.fromtimestamp(0, UTC)
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def optional_time(message: timestamp_pb2.Timestamp | None, field: str, *, reason: str) -> datetime | None:
-    """The aware datetime of an optional timestamp (None when unset). A timestamp outside the range protobuf
-    defines (years 1 to 9999, nanos below a second) is the caller's ``InvalidArgument``, not an internal error."""
-    if message is None:
-        return None
-    try:
-        return message.ToDatetime(tzinfo=UTC)
-    except ValueError as error:
-        raise InvalidArgument(
-            reason=reason, message=f"{field} is not a valid timestamp", violations=[FieldViolation(field, str(error))]
-        ) from error
 
 
 def event_from_proto(message: memory_pb2.AuditEvent, path: str) -> tuple[AuditEvent, list[FieldViolation]]:
@@ -82,11 +64,11 @@ def event_to_proto(event: AuditEvent) -> memory_pb2.AuditEvent:
     """``recorded_at`` is set for a stored event (unset for one that was never stored)."""
     attributes = struct_pb2.Struct()
     attributes.update(event.attributes)
-    message = memory_pb2.AuditEvent(
+    return memory_pb2.AuditEvent(
         event_id=event.event_id,
         trace_id=event.trace_id,
         kind=_KIND_TO_PROTO[event.kind],
-        occurred_at=timestamp(event.occurred_at),
+        occurred_at=to_timestamp(event.occurred_at),
         service=event.service,
         principal_id=event.principal_id,
         action=event.action,
@@ -94,21 +76,17 @@ def event_to_proto(event: AuditEvent) -> memory_pb2.AuditEvent:
         result=event.result,
         reason_codes=event.reason_codes,
         attributes=attributes,
+        recorded_at=to_timestamp(event.recorded_at),
     )
-    if event.recorded_at is not None:
-        message.recorded_at.CopyFrom(timestamp(event.recorded_at))
-    return message
 
 
 def audit_query_from_proto(request: memory_pb2.ListAuditEventsRequest) -> AuditQuery:
     """Unset times are no bound; the domain checks the rest (``domain.audit_query.page_request``)."""
-    start = request.start_time if request.HasField("start_time") else None
-    end = request.end_time if request.HasField("end_time") else None
     filters = AuditFilter(
         trace_id=request.trace_id,
         principal_id=request.principal_id,
-        start_time=optional_time(start, "start_time", reason=INVALID_AUDIT_QUERY),
-        end_time=optional_time(end, "end_time", reason=INVALID_AUDIT_QUERY),
+        start_time=requested_time(request, "start_time", reason=INVALID_AUDIT_QUERY),
+        end_time=requested_time(request, "end_time", reason=INVALID_AUDIT_QUERY),
     )
     return AuditQuery(filters=filters, page_size=request.page_size, page_token=request.page_token)
 
@@ -121,7 +99,6 @@ def page_to_proto(page: AuditPage) -> memory_pb2.ListAuditEventsResponse:
 
 def new_key_from_proto(request: memory_pb2.CreateApiKeyRequest) -> NewApiKey:
     """Scopes are taken as sent (the use case fills in the default for none); an unset expires_at is no expiry."""
-    expires_at = request.expires_at if request.HasField("expires_at") else None
     return NewApiKey(
         key_id=request.key_id,
         prefix=request.prefix,
@@ -129,36 +106,32 @@ def new_key_from_proto(request: memory_pb2.CreateApiKeyRequest) -> NewApiKey:
         name=request.name,
         profile=request.profile,
         scopes=tuple(request.scopes),
-        expires_at=optional_time(expires_at, "expires_at", reason=INVALID_API_KEY),
+        expires_at=requested_time(request, "expires_at", reason=INVALID_API_KEY),
     )
 
 
 def updated_since_from_proto(request: memory_pb2.ListApiKeysRequest) -> datetime | None:
     """None (every key) when unset."""
-    updated_since = request.updated_since if request.HasField("updated_since") else None
-    return optional_time(updated_since, "updated_since", reason=INVALID_KEY_LISTING)
+    return requested_time(request, "updated_since", reason=INVALID_KEY_LISTING)
 
 
 def key_to_proto(key: ApiKey) -> memory_pb2.ApiKey:
-    message = memory_pb2.ApiKey(
+    return memory_pb2.ApiKey(
         key_id=key.key_id,
         prefix=key.prefix,
         key_hash=key.key_hash,
         name=key.name,
         profile=key.profile,
-        created_at=timestamp(key.created_at),
+        created_at=to_timestamp(key.created_at),
         scopes=key.scopes,
-        updated_at=timestamp(key.updated_at),
+        updated_at=to_timestamp(key.updated_at),
+        # None leaves these unset (not the epoch): "never", which the gate tells apart with HasField.
+        revoked_at=to_timestamp(key.revoked_at),
+        expires_at=to_timestamp(key.expires_at),
     )
-    # Unset (not the epoch) means "never": the gate tells the two apart with HasField.
-    if key.revoked_at is not None:
-        message.revoked_at.CopyFrom(timestamp(key.revoked_at))
-    if key.expires_at is not None:
-        message.expires_at.CopyFrom(timestamp(key.expires_at))
-    return message
 
 
 def listing_to_proto(listing: KeyListing) -> memory_pb2.ListApiKeysResponse:
     return memory_pb2.ListApiKeysResponse(
-        api_keys=[key_to_proto(key) for key in listing.keys], read_at=timestamp(listing.read_at)
+        api_keys=[key_to_proto(key) for key in listing.keys], read_at=to_timestamp(listing.read_at)
     )

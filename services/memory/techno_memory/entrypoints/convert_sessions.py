@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from techno.memory.v1 import memory_pb2
+from techno_core.timestamps import to_timestamp
 from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session
-from techno_memory.entrypoints.convert import timestamp
 
 
 def messages_from_proto(messages: Sequence[memory_pb2.SessionMessage]) -> list[NewMessage]:
@@ -18,10 +18,10 @@ def session_to_proto(session: Session) -> memory_pb2.Session:
     return memory_pb2.Session(
         session_id=session.session_id,
         principal_id=session.principal_id,
-        created_at=timestamp(session.created_at),
-        expires_at=timestamp(session.expires_at),
+        created_at=to_timestamp(session.created_at),
+        expires_at=to_timestamp(session.expires_at),
         messages=[
-            memory_pb2.SessionMessage(role=m.role, content=m.content, created_at=timestamp(m.created_at))
+            memory_pb2.SessionMessage(role=m.role, content=m.content, created_at=to_timestamp(m.created_at))
             for m in session.messages
         ],
     )
