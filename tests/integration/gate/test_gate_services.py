@@ -8,13 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from techno.gate.v1 import gate_pb2, gate_pb2_grpc
+from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.server import GrpcApp
@@ -153,3 +153,18 @@ async def test_list_actions_needs_a_key_and_follows_the_profile(services: Servic
     assert {a.name for a in listed.actions} == {"chat", "summarize", "classify", "extract", "analyze_document"}
     assert listed.policy_version
     assert len(listed.trace_id) == 32
+
+
+async def test_out_of_range_timestamps_are_the_callers_error(services: Services) -> None:
+    """Over gRPC a Timestamp can be outside years 1-9999; that is INVALID_ARGUMENT naming the field, never a 500."""
+    never = timestamp_pb2.Timestamp(seconds=10**12)
+    key = [("x-api-key", services.key)]
+    async with services.channel() as channel:
+        admin = admin_pb2_grpc.GateAdminServiceStub(channel)
+        for call in (
+            admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(name="k", expires_at=never), metadata=key),
+            admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(start_time=never), metadata=key),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
 from techno_core.grpc_errors import from_rpc_error
-from techno_core.timestamps import from_timestamp, requested_time, to_timestamp
+from techno_core.timestamps import requested_time, to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
@@ -132,7 +132,7 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
             name=request.name,
             profile=request.profile or "default",
             scopes=tuple(request.scopes) or ("process",),
-            expires_at=from_timestamp(request, "expires_at"),
+            expires_at=requested_time(request, "expires_at", reason=Reason.INVALID_ARGUMENT),
         )
         return admin_pb2.CreateApiKeyResponse(api_key=key_info(issued.record), secret=issued.secret)
 
