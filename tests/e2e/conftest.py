@@ -15,6 +15,7 @@ import pytest_asyncio
 from techno_stack.stack import Ports, Stack, StackConfig
 
 from .otlp_receiver import OtlpReceiver
+from .support import eventually
 
 JWT_AUDIENCE = "techno-e2e"
 JWT_SECRET = "e2e-shared-secret-with-at-least-32-bytes!"
@@ -51,6 +52,17 @@ class RunningStack:
         assert process.returncode == 0, err.decode()
         key_id = err.decode().split()[1]
         return key_id, out.decode().strip()
+
+    async def create_known_key(self, profile: str, *options: str) -> tuple[str, str]:
+        """``create_key``, then wait until the gate knows the key (it refreshes its key cache every 0.5 s)."""
+        key_id, secret = await self.create_key(profile, *options)
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+
+            async def known() -> bool:  # GET /v1/actions needs a known key and no scope
+                return (await client.get("/v1/actions", headers={"X-API-Key": secret})).status_code == 200
+
+            await eventually(known)
+        return key_id, secret
 
 
 @pytest.fixture(scope="session")

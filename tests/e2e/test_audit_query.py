@@ -9,21 +9,11 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .support import error_of, eventually
+from .support import error_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SUMMARIZE = {"action": "summarize", "contextId": "e2e-audit", "payload": {"text": "Audit me."}}
-
-
-async def fresh_caller(client: httpx.AsyncClient, running_stack: RunningStack, *options: str) -> tuple[str, str]:
-    key_id, secret = await running_stack.create_key("default", *options)
-
-    async def known() -> bool:
-        return (await client.get("/v1/actions", headers={"X-API-Key": secret})).status_code == 200
-
-    await eventually(known)
-    return key_id, secret
 
 
 async def list_events(client: httpx.AsyncClient, key: str, **params: Any) -> httpx.Response:
@@ -33,7 +23,7 @@ async def list_events(client: httpx.AsyncClient, key: str, **params: Any) -> htt
 async def test_pages_walk_a_principals_events_once_each_in_order(
     client: httpx.AsyncClient, running_stack: RunningStack
 ) -> None:
-    key_id, secret = await fresh_caller(client, running_stack)
+    key_id, secret = await running_stack.create_known_key("default")
     traces = []
     for _ in range(5):
         reply = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": secret})
@@ -60,7 +50,7 @@ async def test_pages_walk_a_principals_events_once_each_in_order(
 
 
 async def test_filters_by_trace_and_by_time_range(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
-    key_id, secret = await fresh_caller(client, running_stack)
+    key_id, secret = await running_stack.create_known_key("default")
     before = datetime.now(UTC) - timedelta(seconds=1)
     reply = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": secret})
     trace_id = reply.json()["traceId"]
@@ -80,12 +70,12 @@ async def test_filters_by_trace_and_by_time_range(client: httpx.AsyncClient, run
 
 
 async def test_reading_needs_the_audit_read_scope(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
-    _, process_only = await fresh_caller(client, running_stack)
+    _, process_only = await running_stack.create_known_key("default")
     refused = await list_events(client, process_only)
     assert refused.status_code == 403, refused.text
     assert error_of(refused)["reason_codes"] == ["SCOPE_MISSING"]
 
-    _, auditor = await fresh_caller(client, running_stack, "--scope", "audit:read")
+    _, auditor = await running_stack.create_known_key("default", "--scope", "audit:read")
     assert (await list_events(client, auditor, pageSize=1)).status_code == 200
 
 

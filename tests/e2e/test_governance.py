@@ -53,12 +53,7 @@ async def post(client: httpx.AsyncClient, headers: dict[str, str], **changes: An
 async def test_policy_denials_of_a_restricted_key(
     client: httpx.AsyncClient, running_stack: RunningStack, changes: dict[str, Any], status: int, reason: str
 ) -> None:
-    _, key = await running_stack.create_key("restricted")
-
-    async def loaded() -> bool:
-        return (await client.get("/v1/actions", headers={"X-API-Key": key})).status_code == 200
-
-    await eventually(loaded)
+    _, key = await running_stack.create_known_key("restricted")
     response = await post(client, {"X-API-Key": key}, **{"contextId": "public-1", **changes})
     assert response.status_code == status
     assert error_of(response)["reason_codes"] == [reason]

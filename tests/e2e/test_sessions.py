@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .support import error_of, eventually
+from .support import error_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,13 +33,8 @@ async def test_a_chat_session_remembers_its_turns(client: httpx.AsyncClient, run
 
 async def test_a_session_is_private_to_its_caller(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
     mine = (await client.post("/v1/sessions", json={}, headers={"X-API-Key": running_stack.key})).json()
-    _, other_key = await running_stack.create_key("default")
+    _, other_key = await running_stack.create_known_key("default")
     other = {"X-API-Key": other_key}
-
-    async def loaded() -> bool:
-        return (await client.get("/v1/preferences", headers=other)).status_code == 200
-
-    await eventually(loaded)
     response = await client.get(f"/v1/sessions/{mine['session']['sessionId']}", headers=other)
     assert response.status_code == 404
     chat = {
@@ -56,13 +51,8 @@ async def test_a_session_is_private_to_its_caller(client: httpx.AsyncClient, run
 async def test_preferences_are_explicit_validated_exported_and_erased(
     client: httpx.AsyncClient, running_stack: RunningStack
 ) -> None:
-    _, key = await running_stack.create_key("default")
+    _, key = await running_stack.create_known_key("default")
     headers = {"X-API-Key": key}
-
-    async def loaded() -> bool:
-        return (await client.get("/v1/preferences", headers=headers)).status_code == 200
-
-    await eventually(loaded)
     assert (await client.get("/v1/preferences", headers=headers)).json()["preferences"] == {
         "tone": "",
         "format": "",
