@@ -3,12 +3,10 @@ the runbook, and drive the kinds of traffic the dashboards show."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,55 +15,12 @@ import httpx
 
 from techno_stack.stack import ROOT
 
+from ..dashboard_queries import PanelQuery, substitute
 from .support import SUMMARIZE
 
-DASHBOARDS = ROOT / "infra" / "grafana" / "dashboards"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-# What Grafana would put in for its built-in variables (the contract in the SRE brief).
-GRAFANA_BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 _PROMQL_BLOCK = re.compile(r"^[ \t]*```promql[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    dashboard: str
-    panel: str
-    ref: str
-    expr: str  # with the variables substituted
-
-    def __str__(self) -> str:
-        return f"{self.dashboard} / {self.panel} [{self.ref}]: {self.expr}"
-
-
-def substitute(expr: str) -> str:
-    """Grafana's built-in intervals by fixed durations, every template variable by ``.*`` (used in ``=~``)."""
-    for variable, value in GRAFANA_BUILTINS.items():
-        expr = expr.replace("${" + variable[1:] + "}", value).replace(variable, value)
-    return _VARIABLE.sub(".*", expr)
-
-
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from _panels(panel.get("panels") or [])  # a collapsed row holds its panels
-
-
-def dashboard_queries(directory: Path = DASHBOARDS) -> list[PanelQuery]:
-    queries = []
-    for path in sorted(directory.glob("*.json")):
-        dashboard = json.loads(path.read_text())
-        title = str(dashboard.get("title") or path.stem)
-        panels = list(_panels(dashboard.get("panels") or []))
-        panels += [p for row in dashboard.get("rows") or [] for p in _panels(row.get("panels") or [])]  # old schema
-        queries += [
-            PanelQuery(title, str(panel.get("title", "")), str(target.get("refId", "")), substitute(target["expr"]))
-            for panel in panels
-            for target in panel.get("targets") or []
-            if target.get("expr")
-        ]
-    return queries
 
 
 def runbook_queries(path: Path = RUNBOOK) -> list[str]:

@@ -39,12 +39,12 @@ from techno_stack.observability import (
 )
 from techno_stack.stack import Ports, Stack, StackConfig, free_port
 
+from ..dashboard_queries import dashboard_queries
 from .conftest import POLICY, RunningStack
 from .observability_support import (
     RUNBOOK,
     Clients,
     Prometheus,
-    dashboard_queries,
     drive_traffic,
     panels_without_data,
     runbook_queries,

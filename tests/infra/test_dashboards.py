@@ -26,14 +26,14 @@ import yaml
 
 from techno_stack.stack import free_port
 
+from ..dashboard_queries import dashboard_queries, template_variables
+
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "scripts" / "dashboards.py"
 GRAFANA = ROOT / "infra" / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 PROVISIONING = GRAFANA / "provisioning"
 UIDS = ("techno-overview", "techno-llm", "techno-edge", "techno-gate", "techno-executor", "techno-memory")
-BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
-VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 RANGE = re.compile(r"\[([^\]]*)\]")
 STRING = re.compile(r'"[^"]*"')
 QUANTILES = ("0.5", "0.95", "0.99")
@@ -60,12 +60,6 @@ def targets(dashboard: Json) -> list[Json]:
 
 def exprs(dashboard: Json) -> list[str]:
     return [target["expr"] for target in targets(dashboard)]
-
-
-def substitute(expr: str) -> str:
-    for name, value in BUILTINS.items():
-        expr = expr.replace(name, value)
-    return VARIABLE.sub(".*", expr)
 
 
 def all_dashboards() -> list[Json]:
@@ -140,7 +134,7 @@ def test_queries_keep_to_the_vocabulary_the_live_test_substitutes() -> None:
         for variable in dashboard["templating"].get("list", []):
             assert variable["allValue"] == ".*", variable["name"]
         for expr in exprs(dashboard):
-            used = {name for name in VARIABLE.findall(expr) if f"${name}" not in BUILTINS}
+            used = template_variables(expr)
             assert used <= defined, f"{dashboard['uid']}: undefined variables {used - defined} in {expr}"
             for name in used:  # "All" is .* and several values are a|b: only a regex matcher takes both
                 assert re.search(rf'=~"\$\{{?{name}\}}?"', expr), f"${name} outside a regex matcher: {expr}"
@@ -315,12 +309,11 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
 def test_every_panel_query_is_valid_promql(prometheus: str) -> None:
     failures = []
     with httpx.Client(base_url=prometheus, timeout=10.0) as client:
-        for dashboard in all_dashboards():
-            for expr in exprs(dashboard):
-                answer = client.post("/api/v1/query", data={"query": substitute(expr)})
-                body = answer.json()
-                if answer.status_code != 200 or body.get("status") != "success":
-                    failures.append(f"{dashboard['uid']}: {expr}\n  -> {body.get('error', answer.text)}")
+        for query in dashboard_queries():
+            answer = client.post("/api/v1/query", data={"query": query.expr})
+            body = answer.json()
+            if answer.status_code != 200 or body.get("status") != "success":
+                failures.append(f"{query}\n  -> {body.get('error', answer.text)}")
     assert not failures, "\n".join(failures)
 
 
