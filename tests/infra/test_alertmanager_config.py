@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,22 +13,19 @@ import httpx
 import pytest
 import yaml
 
+from techno_stack.stack import free_port
+
+from .servers import required_tool, serving
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "infra" / "alertmanager" / "alertmanager.yml"
 ALERTS = ROOT / "infra" / "prometheus" / "rules" / "alerts.yml"
 DEADLINE_SECONDS = 20.0
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is required: apt-get install prometheus prometheus-alertmanager (or make obs-tools)")
-    return path
-
-
 def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_tool("amtool"), *args], capture_output=True, text=True, timeout=60, check=False, cwd=CONFIG.parent
+        [required_tool("amtool"), *args], capture_output=True, text=True, timeout=60, check=False, cwd=CONFIG.parent
     )
 
 
@@ -122,57 +117,27 @@ def test_every_alert_rule_is_routed_by_its_severity() -> None:
         assert _receivers(labels) == expected, rule["alert"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """A real Alertmanager on loopback with this configuration (webhooks pointed at a closed loopback port, so
     nothing leaves the machine); yields its URL once it is ready."""
     config = yaml.safe_load(CONFIG.read_text())
-    closed = _free_port()
+    closed = free_port()
     for receiver in config["receivers"]:
         for hook in receiver["webhook_configs"]:
             hook["url"] = f"http://127.0.0.1:{closed}/{receiver['name']}"
     rendered = tmp_path / "alertmanager.yml"
     rendered.write_text(yaml.safe_dump(config))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (tmp_path / "alertmanager.log").open("w") as log:
-        process = subprocess.Popen(
-            [
-                _tool("prometheus-alertmanager"),
-                f"--config.file={rendered}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + DEADLINE_SECONDS
-            while True:
-                assert process.poll() is None, (tmp_path / "alertmanager.log").read_text()
-                try:
-                    if httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "Alertmanager did not become ready"
-                time.sleep(0.05)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    port = free_port()
+    command = [
+        required_tool("prometheus-alertmanager"),
+        f"--config.file={rendered}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    with serving(command, f"http://127.0.0.1:{port}", tmp_path / "alertmanager.log"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _states(url: str, expected: int) -> dict[tuple[str, str], str]:

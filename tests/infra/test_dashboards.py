@@ -12,10 +12,8 @@ from __future__ import annotations
 import configparser
 import json
 import re
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import yaml
 from techno_stack.stack import free_port
 
 from ..dashboard_queries import dashboard_queries, template_variables
+from .servers import required_tool, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "scripts" / "dashboards.py"
@@ -275,35 +274,17 @@ def test_each_service_dashboard_shows_what_is_specific_to_it(uid: str) -> None:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prometheus on loopback that scrapes nothing: enough to parse and evaluate every query."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("the `prometheus` binary is required (Debian package `prometheus`): it is not on PATH")
     state = tmp_path_factory.mktemp("prometheus")
     (state / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\n")
     url = f"http://127.0.0.1:{free_port()}"
-    command = [binary, f"--config.file={state / 'prometheus.yml'}", f"--storage.tsdb.path={state / 'data'}"]
-    command.append(f"--web.listen-address={url.removeprefix('http://')}")
-    with (state / "log").open("w") as log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT) as process:
-        try:
-            wait_ready(url, process, state / "log")
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling interval, not synchronisation: the deadline bounds the wait
-    pytest.fail(f"prometheus not ready within {timeout}s:\n{log.read_text()}")
+    command = [
+        required_tool("prometheus"),
+        f"--config.file={state / 'prometheus.yml'}",
+        f"--storage.tsdb.path={state / 'data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+    ]
+    with serving(command, url, state / "log"):
+        yield url
 
 
 def test_every_panel_query_is_valid_promql(prometheus: str) -> None:

@@ -4,14 +4,14 @@ the live test rely on."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from .servers import required_tool
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -47,13 +47,6 @@ CONTRACT: dict[str, tuple[str, str | None, str | None]] = {
 }
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is required: apt-get install prometheus prometheus-alertmanager (or make obs-tools)")
-    return path
-
-
 def _run(*args: str) -> str:
     """Runs a command in infra/prometheus/, fails the test with its output unless it exits 0, returns it."""
     done = subprocess.run(args, cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False)
@@ -75,7 +68,7 @@ def _rule_test_files() -> list[Path]:
 
 def test_prometheus_config_is_valid_with_its_rules_and_target_files() -> None:
     # check config also checks the rule files and parses every file_sd file; a missing one is only a warning.
-    output = _run(_tool("promtool"), "check", "config", "--lint=all", CONFIG.name)
+    output = _run(required_tool("promtool"), "check", "config", "--lint=all", CONFIG.name)
     assert "WARNING" not in output, output
     assert "SUCCESS: 2 rule files found" in output, output
 
@@ -98,12 +91,12 @@ def test_every_job_reads_its_targets_file_and_labels_its_service() -> None:
 def test_rule_files_are_valid() -> None:
     rule_files = sorted(str(path.relative_to(PROMETHEUS_DIR)) for path in RULES.glob("*.yml"))
     assert rule_files == ["rules/alerts.yml", "rules/recording.yml"]
-    _run(_tool("promtool"), "check", "rules", "--lint=all", *rule_files)
+    _run(required_tool("promtool"), "check", "rules", "--lint=all", *rule_files)
 
 
 def test_rule_unit_tests_pass() -> None:
     files = [str(path.relative_to(PROMETHEUS_DIR)) for path in _rule_test_files()]
-    output = _run(_tool("promtool"), "test", "rules", *files)
+    output = _run(required_tool("promtool"), "test", "rules", *files)
     assert output.count("SUCCESS") == len(files), output
 
 
