@@ -91,6 +91,95 @@ def test_slow_call_rate_opens_even_when_every_call_succeeds() -> None:
     assert state(cb) is CircuitState.OPEN
 
 
+# Each threshold is inclusive (resilience4j: "equal or greater"); these pin every comparison at its boundary.
+
+
+def window_breaker(**options: Any) -> CircuitBreaker:
+    """A breaker judged on its window alone: 4 calls, 50 % thresholds, slow from 2 s, no consecutive rule."""
+    defaults: dict[str, Any] = {
+        "failure_threshold": 100,
+        "failure_rate_threshold": 0.5,
+        "slow_call_rate_threshold": 0.5,
+        "slow_call_seconds": 2.0,
+        "window_size": 10,
+        "minimum_calls": 4,
+    }
+    return breaker(FakeClock(), **{**defaults, **options})
+
+
+def test_a_failure_rate_exactly_at_the_threshold_opens() -> None:
+    cb = window_breaker()
+    for failed in (False, False, True):
+        outcome(cb, failed=failed)
+    outcome(cb, failed=True)  # 2 of 4 = 50 %, exactly the threshold
+    assert state(cb) is CircuitState.OPEN
+
+
+def test_a_failure_rate_just_under_the_threshold_stays_closed() -> None:
+    cb = window_breaker(failure_rate_threshold=0.6)
+    for failed in (False, False, True, True):  # 50 % < 60 %
+        outcome(cb, failed=failed)
+    assert state(cb) is CircuitState.CLOSED
+    assert cb.failure_rate() == pytest.approx(0.5)
+
+
+def test_a_slow_call_rate_exactly_at_the_threshold_opens() -> None:
+    cb = window_breaker()
+    for seconds in (0.1, 0.1, 3.0):
+        outcome(cb, failed=False, seconds=seconds)
+    outcome(cb, failed=False, seconds=3.0)  # 2 of 4 slow = 50 %, exactly the threshold
+    assert state(cb) is CircuitState.OPEN
+
+
+def test_a_slow_call_rate_just_under_the_threshold_stays_closed() -> None:
+    cb = window_breaker(slow_call_rate_threshold=0.6)
+    for seconds in (0.1, 0.1, 3.0, 3.0):  # 50 % < 60 %
+        outcome(cb, failed=False, seconds=seconds)
+    assert state(cb) is CircuitState.CLOSED
+    assert cb.slow_call_rate() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("seconds", "opens"), [(1.999, False), (2.0, True)])
+def test_a_call_lasting_exactly_the_slow_call_duration_is_slow(seconds: float, opens: bool) -> None:
+    cb = window_breaker(minimum_calls=2)
+    outcome(cb, failed=False, seconds=0.1)
+    outcome(cb, failed=False, seconds=seconds)  # slow: 1 of 2 = 50 %, the threshold
+    assert state(cb) is (CircuitState.OPEN if opens else CircuitState.CLOSED)
+
+
+@pytest.mark.parametrize("rule", ["failure", "slow"])
+def test_the_window_is_judged_from_exactly_the_minimum_number_of_calls(rule: str) -> None:
+    cb = window_breaker()
+
+    def bad() -> None:
+        if rule == "failure":
+            outcome(cb, failed=True)
+        else:
+            outcome(cb, failed=False, seconds=3.0)
+
+    def rate() -> float:
+        return cb.failure_rate() if rule == "failure" else cb.slow_call_rate()
+
+    outcome(cb, failed=False)
+    bad()
+    bad()  # 2 of 3 = 67 %, but one call short of the minimum: not judged
+    assert (state(cb), rate()) == (CircuitState.CLOSED, 0.0)
+    outcome(cb, failed=False)  # 4 calls: judged now, 50 %, but a good call never opens
+    assert state(cb) is CircuitState.CLOSED
+    assert rate() == pytest.approx(0.5)
+    cb.reset()
+    for _ in range(3):
+        outcome(cb, failed=False)
+    bad()  # exactly the minimum, 25 % < 50 %: still closed
+    assert state(cb) is CircuitState.CLOSED
+    cb.reset()
+    outcome(cb, failed=False)
+    bad()
+    outcome(cb, failed=False)
+    bad()  # exactly the minimum and 50 %: opens on this call
+    assert state(cb) is CircuitState.OPEN
+
+
 def test_consecutive_failures_open_before_the_window_is_judged() -> None:
     transitions: list[Transition] = []
     cb = breaker(FakeClock(), transitions, failure_threshold=3, minimum_calls=10)
