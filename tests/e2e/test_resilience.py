@@ -69,14 +69,25 @@ async def test_failing_provider_opens_the_circuit_and_requests_fail_fast(
     assert (await client.post("/v1/process", json=SUMMARIZE, headers=admin)).status_code == 200
 
 
-async def test_forced_open_fails_closed_and_only_admins_may_force(
+async def test_operator_commands_refuse_a_valid_key_without_the_admin_scope(
     client: httpx.AsyncClient, running_stack: RunningStack, admin: dict[str, str]
 ) -> None:
-    _, plain = await running_stack.create_key("default")
-    refused = await client.post(
-        "/v1/admin/breakers/fake", json={"command": "BREAKER_COMMAND_FORCE_OPEN"}, headers={"X-API-Key": plain}
-    )
-    assert refused.status_code in (401, 403)  # 401 until the new key reaches the cache, then 403
+    _, plain = await running_stack.create_known_key("default")  # known to the gate, so never a 401
+    not_admin = {"X-API-Key": plain}
+    refused = [
+        await client.post("/v1/admin/breakers/fake", json={"command": "BREAKER_COMMAND_FORCE_OPEN"}, headers=not_admin),
+        await client.post("/v1/admin/providers/fake/faults", json={"errorRate": 1.0}, headers=not_admin),
+        await client.get("/v1/admin/breakers", headers=not_admin),
+    ]
+    assert [r.status_code for r in refused] == [403, 403, 403], [r.text for r in refused]
+    assert [error_of(r)["reason_codes"] for r in refused] == [["SCOPE_MISSING"]] * 3
+    assert await breaker_state(client, admin) == "BREAKER_STATE_CLOSED"  # nothing was forced nor injected
+    assert (await client.post("/v1/process", json=SUMMARIZE, headers=not_admin)).status_code == 200
+
+
+async def test_forced_open_fails_closed(
+    client: httpx.AsyncClient, running_stack: RunningStack, admin: dict[str, str]
+) -> None:
     forced = await client.post("/v1/admin/breakers/fake", json={"command": "BREAKER_COMMAND_FORCE_OPEN"}, headers=admin)
     assert forced.json()["breaker"]["state"] == "BREAKER_STATE_FORCED_OPEN"
     response = await client.post("/v1/process", json=SUMMARIZE, headers=admin)
