@@ -17,6 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 Probe = Callable[[], Awaitable[None]]
+# Health service names for orchestrators: `liveness` is SERVING while the process serves at all (a probe that
+# fails restarts it, so it must not depend on other services: a memory outage must not restart every gate);
+# `readiness` is SERVING only while the service's own dependencies work (a probe that fails takes the replica
+# out of its Service's endpoints until they are back).
+LIVENESS = "liveness"
+READINESS = "readiness"
 log = logging.getLogger(__name__)
 
 

@@ -1,6 +1,8 @@
 """``python -m techno_core.healthcheck HOST:PORT [SERVICE]``: exit 0 if the gRPC server reports SERVING.
 
 For container healthchecks where no grpc_health_probe binary is installed (Kubernetes uses native gRPC probes).
+Point it at a service's plaintext health port (its gRPC port + 10 by default) with the name ``liveness`` or
+``readiness``; the main port requires a client certificate.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Server interceptors, one concern each. ``server_interceptors`` declares their order in one list.
 
 Order, outermost first: tracing (so every later step, log line, error and metric exemplar carries the trace
-id), metrics (so they observe the final status code), error mapping (turns domain errors and crashes into
-statuses). Outermost first because grpc.aio calls the first interceptor first and each wraps the handler its
-continuation returns: the tracing wrapper opens the span around everything the later ones run.
+id), metrics (so they observe the final status code), authorization between services (when the transport is
+mutual TLS), error mapping (turns domain errors and crashes into statuses). Outermost first because grpc.aio
+calls the first interceptor first and each wraps the handler its continuation returns: the tracing wrapper opens
+the span around everything the later ones run.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Doma
     await aio_context.abort_with_status(to_grpc_status(error))
 
 
-def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegistry) -> list[Any]:
+def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegistry, authorization: Any) -> list[Any]:
+    """``authorization`` comes after metrics, so a refused call is counted with its status like any other, and
+    before error mapping and the servicer, so nothing of the service runs for a peer that may not call it."""
     return [
         # Health probes are not traced: they are noise in traces, and the instrumentation breaks the streaming
         # Health/Watch RPC (its aio wrapper awaits the response stream as a coroutine).
@@ -127,5 +130,6 @@ def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegi
             tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
         ),
         MetricsInterceptor(registry),
+        *([authorization] if authorization is not None else []),
         ErrorMappingInterceptor(),
     ]

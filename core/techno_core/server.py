@@ -18,10 +18,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from techno_core.health import DependencyMonitor, Probe
+from techno_core.authorization import AuthorizationInterceptor, CallerTable
+from techno_core.health import LIVENESS, READINESS, DependencyMonitor, Probe
 from techno_core.interceptors import server_interceptors
 from techno_core.metrics import MetricsServer, serve_metrics
 from techno_core.runner import StartupError
+from techno_core.settings import GrpcServerSettings
+from techno_core.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,13 @@ class ServiceDefinition:
     ``registrations`` add servicers to the server; ``service_names`` are their full names (for health and
     reflection); ``probes`` check the service's own dependencies; ``closers`` release its resources (channels,
     pools, the tracer provider it created) after the server has drained; ``starters`` run before the server
-    accepts calls; ``reloaders`` re-read configuration on SIGHUP."""
+    accepts calls; ``reloaders`` re-read configuration on SIGHUP; ``callers`` is the authorization table (which
+    peer identity may call which method), enforced whenever the transport is mutual TLS."""
 
     name: str
     registrations: Sequence[Registration]
     service_names: Sequence[str]
+    callers: CallerTable
     probes: Sequence[tuple[str, Probe]] = ()
     starters: Sequence[Closer] = ()
     closers: Sequence[Closer] = ()
@@ -49,9 +54,43 @@ class ServiceDefinition:
 
 @dataclass
 class Endpoint:
+    """Where a service listens: its gRPC port (mutual TLS), its Prometheus port, and a plaintext port that serves
+    only gRPC health, for Kubernetes' native gRPC probes (which cannot present a certificate) and container
+    healthchecks. Health says nothing secret: `liveness`, `readiness` and the service names' status."""
+
     host: str
     port: int
     metrics_port: int
+    health_port: int = 0
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Transport and connection management shared by every gRPC server."""
+
+    transport: Transport
+    reflection: bool = False
+    max_connection_age_seconds: float = 30.0
+    # Calls still running when a connection reaches its age may finish within this, past it they are cancelled;
+    # above the longest call (the gate's executor ceiling is 60 s).
+    max_connection_age_grace_seconds: float = 90.0
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_seconds * 1000)),
+            # Clients ping every 30 s while calls are open (channels.py); accept that without a GOAWAY.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+
+
+def server_options(settings: GrpcServerSettings, transport: Transport) -> ServerOptions:
+    return ServerOptions(
+        transport,
+        reflection=settings.grpc_reflection,
+        max_connection_age_seconds=settings.grpc_max_connection_age_seconds,
+    )
 
 
 @dataclass
@@ -60,11 +99,14 @@ class GrpcApp:
     endpoint: Endpoint
     tracer_provider: TracerProvider
     registry: CollectorRegistry
+    options: ServerOptions
     health_interval_seconds: float = 2.0
     grace_seconds: float = 5.0
     port: int = 0
     metrics_port: int = 0
+    health_port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
+    _health_server: grpc.aio.Server | None = field(default=None, init=False)
     _health: HealthServicer | None = field(default=None, init=False)
     _monitor: DependencyMonitor | None = field(default=None, init=False)
     _metrics: MetricsServer | None = field(default=None, init=False)
@@ -84,25 +126,56 @@ class GrpcApp:
                 f"cannot serve metrics on {self.endpoint.host}:{self.endpoint.metrics_port}: {error.strerror}"
             ) from error
         self.metrics_port = self._metrics.port
-        server = grpc.aio.server(interceptors=server_interceptors(self.tracer_provider, self.registry))
+        server = self._grpc_server()
         for register in self.definition.registrations:
             register(server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = list(self.definition.service_names)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        try:
-            self.port = server.add_insecure_port(f"{self.endpoint.host}:{self.endpoint.port}")
-        except RuntimeError as error:  # grpc reports a failed bind (port in use, bad host) this way
-            raise StartupError(f"cannot listen on {self.endpoint.host}:{self.endpoint.port}: {error}") from error
+        if self.options.reflection:
+            reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        credentials = self.options.transport.server_credentials()
+        self.port = self._bind(server, self.endpoint.port, credentials)
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+        self.health_port = self._bind(self._health_server, self.endpoint.health_port, None)
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._monitor = DependencyMonitor(
-            self._health, names, self.definition.probes, interval_seconds=self.health_interval_seconds
+            self._health, [READINESS, *names], self.definition.probes, interval_seconds=self.health_interval_seconds
         )
         await self._monitor.check_once()
+        await self._health_server.start()
         await server.start()
         self._server = server
         self._monitor.start()
-        log.info("%s serving", self.definition.name, extra={"grpc_port": self.port, "metrics_port": self.metrics_port})
+        log.info(
+            "%s serving",
+            self.definition.name,
+            extra={
+                "grpc_port": self.port,
+                "metrics_port": self.metrics_port,
+                "health_port": self.health_port,
+                "mutual_tls": self.options.transport.secure,
+            },
+        )
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        authorization = (
+            AuthorizationInterceptor(self.definition.callers, self.registry) if self.options.transport.secure else None
+        )
+        return grpc.aio.server(
+            interceptors=server_interceptors(self.tracer_provider, self.registry, authorization),
+            options=self.options.grpc_options(),
+        )
+
+    def _bind(self, server: grpc.aio.Server, port: int, credentials: grpc.ServerCredentials | None) -> int:
+        address = f"{self.endpoint.host}:{port}"
+        try:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+        except RuntimeError as error:  # grpc reports a failed bind (port in use, bad host) this way
+            raise StartupError(f"cannot listen on {address}: {error}") from error
 
     async def stop(self) -> None:
         """Graceful shutdown: report NOT_SERVING so balancers stop sending, drain in-flight calls for up to the
@@ -118,6 +191,9 @@ class GrpcApp:
         if self._server is not None:
             await self._server.stop(self.grace_seconds)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None
         for close in self.definition.closers:
             try:
                 await close()

@@ -34,6 +34,22 @@ class TechnoSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="On SIGTERM, how long in-flight calls may take to finish before they are cancelled."
     )
+    tls_cert_file: str = Field(
+        "",
+        description="PEM certificate (chain) of this process's identity (URI SAN `spiffe://techno/<service>`), "
+        "presented on every internal gRPC hop, as server and as client. Re-read when it changes.",
+    )
+    tls_key_file: str = Field("", description="PEM private key of `TECHNO_TLS_CERT_FILE`. Re-read when it changes.")
+    tls_ca_file: str = Field(
+        "",
+        description="PEM bundle of the CAs that issue the deployment's identities; peers must present a "
+        "certificate signed by one of them. Re-read when it changes.",
+    )
+    insecure_plaintext: bool = Field(
+        False,
+        description="Opt out of mutual TLS on the internal hops (no peer authentication, no authorization "
+        "between services). Refused unless every listen address and target is loopback.",
+    )
 
 
 class MemoryClientSettings(BaseSettings):
@@ -60,4 +76,13 @@ class GrpcServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface the gRPC and metrics servers bind to.")
     health_check_interval_seconds: float = Field(
         2.0, gt=0, description="How often the service probes its own dependencies to report gRPC health."
+    )
+    grpc_reflection: bool = Field(
+        False, description="Serve gRPC server reflection (to authenticated peers), e.g. for grpcurl while debugging."
+    )
+    grpc_max_connection_age_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Clients are asked to reconnect after this long (GOAWAY), so calls spread over replicas "
+        "started since they connected.",
     )

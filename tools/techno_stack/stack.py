@@ -19,6 +19,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from techno_core.health import READINESS
+from techno_core.identity import Identity
+from techno_stack.certs import ensure_development_pki
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,10 +72,13 @@ class Ports:
     gate_metrics: int = 9101
     executor_metrics: int = 9102
     memory_metrics: int = 9103
+    gate_health: int = 50061
+    executor_health: int = 50062
+    memory_health: int = 50063
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in dataclasses.fields(cls)))
 
 
 @dataclass
@@ -85,6 +92,19 @@ class StackConfig:
     @property
     def key_file(self) -> Path:
         return self.state_dir / "dev-api-key"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The development CA and one certificate per identity (``techno_stack.certs``)."""
+        return self.state_dir / "tls"
+
+    def identity_environment(self, identity: Identity) -> dict[str, str]:
+        """The mutual TLS files of one process: its own certificate and key, and the development CA."""
+        return {
+            "TECHNO_TLS_CERT_FILE": str(self.tls_dir / f"{identity}.crt"),
+            "TECHNO_TLS_KEY_FILE": str(self.tls_dir / f"{identity}.key"),
+            "TECHNO_TLS_CA_FILE": str(self.tls_dir / "ca.crt"),
+        }
 
     @property
     def log_dir(self) -> Path:
@@ -103,6 +123,9 @@ class StackConfig:
                 "TECHNO_EXECUTOR_METRICS_PORT": str(p.executor_metrics),
                 "TECHNO_GATE_PORT": str(p.gate),
                 "TECHNO_GATE_METRICS_PORT": str(p.gate_metrics),
+                "TECHNO_GATE_HEALTH_PORT": str(p.gate_health),
+                "TECHNO_EXECUTOR_HEALTH_PORT": str(p.executor_health),
+                "TECHNO_MEMORY_HEALTH_PORT": str(p.memory_health),
                 "TECHNO_GATE_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
                 "TECHNO_EDGE_PORT": str(p.edge),
                 "TECHNO_MEMORY_TARGET": f"127.0.0.1:{p.memory}",
@@ -119,6 +142,10 @@ class Service:
     name: str
     module: str
     process: asyncio.subprocess.Process | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.name)
 
 
 class Stack:
@@ -137,13 +164,14 @@ class Stack:
         if taken:
             raise StackError(f"ports already in use: {taken} (is another stack running?)")
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        ensure_development_pki(self.config.tls_dir)
         await self._run_to_end("migrate", [sys.executable, "-m", "techno_memory", "migrate"])
         try:
-            await self._start("memory", "techno_memory", self._grpc_ready(self.config.ports.memory))
+            await self._start("memory", "techno_memory", self._ready("memory"))
             await self.ensure_dev_key()
-            await self._start("executor", "techno_executor", self._grpc_ready(self.config.ports.executor))
-            await self._start("gate", "techno_gate", self._grpc_ready(self.config.ports.gate))
-            await self._start("edge", "techno_edge", self._http_ready(f"{self.edge_url}/readyz"))
+            await self._start("executor", "techno_executor", self._ready("executor"))
+            await self._start("gate", "techno_gate", self._ready("gate"))
+            await self._start("edge", "techno_edge", self._ready("edge"))
         except BaseException:
             await self.stop()
             raise
@@ -152,13 +180,20 @@ class Stack:
         """Reuse the saved development key if memory still knows it; else create and save a new one."""
         keys = [sys.executable, "-m", "techno_gate.keys_cli", "--memory", f"127.0.0.1:{self.config.ports.memory}"]
         if self.config.key_file.exists():
-            check = await asyncio.create_subprocess_exec(*keys, "check", str(self.config.key_file), env=self.env)
+            check = await asyncio.create_subprocess_exec(
+                *keys, "check", str(self.config.key_file), env=self.operator_env
+            )
             if await check.wait() == 0:
                 return self.config.key_file.read_text().strip()
         every_scope = ["--scope", "process", "--scope", "audit:read", "--scope", "admin"]  # a developer's own stack
         create = [*keys, "create", "--name", "development", *every_scope, "--output", str(self.config.key_file)]
-        await self._run_to_end("create-key", create)
+        await self._run_to_end("create-key", create, env=self.operator_env)
         return self.config.key_file.read_text().strip()
+
+    @property
+    def operator_env(self) -> dict[str, str]:
+        """The environment of an operator's tool (``techno-keys``): the operator identity's certificate."""
+        return {**self.env, **self.config.identity_environment(Identity.OPERATOR)}
 
     async def stop(self, *, grace_seconds: float = 10.0) -> None:
         """SIGTERM in reverse start order (front door first), so no service loses a dependency mid-drain."""
@@ -198,7 +233,7 @@ class Stack:
     def _ready(self, name: str) -> _Check:
         if name == "edge":
             return self._http_ready(f"{self.edge_url}/readyz")
-        port: int = getattr(self.config.ports, name)
+        port: int = getattr(self.config.ports, f"{name}_health")
         return self._grpc_ready(port)
 
     def exited(self) -> list[str]:
@@ -206,8 +241,9 @@ class Stack:
 
     async def _start(self, name: str, module: str, ready: _Check) -> None:
         log = (self.config.log_dir / f"{name}.log").open("ab")
+        env = {**self.env, **self.config.identity_environment(Identity(name))}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=self.env, stdout=log, stderr=log, start_new_session=True
+            sys.executable, "-m", module, env=env, stdout=log, stderr=log, start_new_session=True
         )
         log.close()
         self.services.append(Service(name, module, process))
@@ -221,20 +257,22 @@ class Stack:
                 await asyncio.wait_for(process.wait(), 0.1)
         raise StackError(f"{name} not ready after {self.config.start_timeout_seconds}s; see its log")
 
-    async def _run_to_end(self, name: str, command: list[str]) -> None:
+    async def _run_to_end(self, name: str, command: list[str], *, env: Mapping[str, str] | None = None) -> None:
         log_path = self.config.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
-            process = await asyncio.create_subprocess_exec(*command, env=self.env, stdout=log, stderr=log)
+            process = await asyncio.create_subprocess_exec(*command, env=dict(env or self.env), stdout=log, stderr=log)
             if await process.wait() != 0:
                 raise StackError(f"{name} failed; see {log_path}")
 
     @staticmethod
     def _grpc_ready(port: int) -> _Check:
+        """Readiness on the service's plaintext health port (the main port requires a client certificate)."""
+
         async def check() -> bool:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 try:
                     response = await health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
+                        health_pb2.HealthCheckRequest(service=READINESS), timeout=1
                     )
                 except grpc.aio.AioRpcError:
                     return False

@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from techno_core.transport import transport_from
 from techno_edge.adapters.bindings import Binding, import_proto_modules, load_bindings, routes_of
 from techno_edge.adapters.metrics import HttpMetrics
 from techno_edge.adapters.openapi import build_openapi
@@ -57,7 +58,8 @@ def build_app(
     targets = dict(upstreams if upstreams is not None else settings.upstreams())
     import_proto_modules(proto_modules if proto_modules is not None else settings.proto_modules())
     bindings = load_bindings(targets)
-    channels = Upstreams(targets, tracer_provider)
+    transport = transport_from(settings, targets=list(targets.values()))
+    channels = Upstreams(targets, tracer_provider, transport)
     app = EdgeApp(
         Router(routes_of(bindings)),
         channels,

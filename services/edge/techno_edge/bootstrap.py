@@ -41,7 +41,8 @@ class EdgeServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._settings.edge_host}:{self.port}"
+        scheme = "https" if self._settings.edge_tls_cert_file else "http"
+        return f"{scheme}://{self._settings.edge_host}:{self.port}"
 
     async def start(self) -> None:
         await self.edge.start()
@@ -65,6 +66,8 @@ class EdgeServer:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=math.ceil(self._settings.shutdown_grace_seconds),
+            ssl_certfile=self._settings.edge_tls_cert_file or None,
+            ssl_keyfile=self._settings.edge_tls_key_file or None,
         )
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]), name="edge-http")

@@ -51,6 +51,12 @@ class EdgeSettings(TechnoSettings):
     edge_max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest accepted request body; a larger one is answered 413."
     )
+    edge_tls_cert_file: str = Field(
+        "",
+        description="PEM certificate (chain) the edge serves HTTPS with; with `TECHNO_EDGE_TLS_KEY_FILE`. Unset: "
+        "plain HTTP (behind an ingress that terminates TLS, or on loopback).",
+    )
+    edge_tls_key_file: str = Field("", description="PEM private key of `TECHNO_EDGE_TLS_CERT_FILE`.")
 
     @field_validator("edge_upstreams", mode="before")
     @classmethod

@@ -11,9 +11,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 
 from techno.executor.v1 import executor_pb2_grpc
+from techno.memory.v1 import memory_pb2_grpc
+from techno_core.identity import Identity
 from techno_core.runner import StartupError
-from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_options
 from techno_core.tracing import build_tracer_provider
+from techno_core.transport import transport_from
 from techno_executor.adapters.action_file import load_catalogue
 from techno_executor.adapters.audit import BreakerAuditWriter
 from techno_executor.adapters.cached_context import CachedPreferences
@@ -29,6 +32,7 @@ from techno_executor.domain.faults import FaultSwitch
 from techno_executor.domain.provider import Provider
 from techno_executor.domain.retry import RetryPolicy
 from techno_executor.entrypoints.admin_grpc import ExecutorAdminServicer
+from techno_executor.entrypoints.authorization import CALLERS
 from techno_executor.entrypoints.grpc import ExecutorServicer
 from techno_executor.provider_settings import ProviderConfigError
 from techno_executor.resilience_settings import provider_routes
@@ -71,18 +75,21 @@ async def bootstrap(
     except ActionCatalogError as error:
         raise StartupError(str(error)) from error
     by_name, fault_switches = _providers(settings, providers)
+    transport = transport_from(settings, listen_hosts=[settings.host], targets=[settings.memory_target])
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("executor", settings.executor_id, settings)
     registry = registry or CollectorRegistry()
     clock = clock or time.monotonic
 
+    # One channel to memory (lazy: nothing connects until the first call) for breaker audit and context.
+    memory_channel = transport.channel(settings.memory_target, tracer, Identity.MEMORY)
+    memory = memory_pb2_grpc.MemoryServiceStub(memory_channel)
     observer = PrometheusExecutionObserver(registry, settings.executor_id)
     for name in by_name:
         observer.provider_registered(name)
     audit = (
-        BreakerAuditWriter.connect(
-            settings.memory_target,
-            tracer,
+        BreakerAuditWriter(
+            memory,
             executor_id=settings.executor_id,
             registry=registry,
             timeout_seconds=settings.executor_audit_timeout_seconds,
@@ -102,10 +109,7 @@ async def bootstrap(
         max_backoff_seconds=settings.executor_retry_max_backoff_seconds,
         clock=clock,
     )
-    # Sessions and preferences, read from memory (a lazy channel: nothing connects until the first call).
-    memory_context = MemoryConversationContext.connect(
-        settings.memory_target, tracer, timeout_seconds=settings.executor_memory_timeout_seconds
-    )
+    memory_context = MemoryConversationContext(memory, timeout_seconds=settings.executor_memory_timeout_seconds)
     context: ConversationContext = memory_context
     if settings.executor_preferences_cache_seconds > 0:
         context = CachedPreferences(memory_context, ttl_seconds=settings.executor_preferences_cache_seconds)
@@ -130,7 +134,7 @@ async def bootstrap(
     async def close() -> None:
         if audit is not None:
             await audit.close()
-        await memory_context.close()
+        await memory_channel.close(None)
         await close_providers(by_name)
         if owns_tracer:
             tracer.shutdown()
@@ -142,14 +146,16 @@ async def bootstrap(
             lambda server: executor_pb2_grpc.add_ExecutorAdminServiceServicer_to_server(admin, server),
         ],
         service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
+        callers=CALLERS,
         probes=[],  # no dependency of its own: provider trouble shows in the breakers, not as NOT_SERVING
         closers=[close],
     )
     return GrpcApp(
         definition,
-        Endpoint(settings.host, settings.executor_port, settings.executor_metrics_port),
+        Endpoint(settings.host, settings.executor_port, settings.executor_metrics_port, settings.health_port),
         tracer,
         registry,
+        server_options(settings, transport),
         health_interval_seconds=settings.health_check_interval_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
     )

@@ -29,6 +29,13 @@ class ExecutorSettings(
     ActionSettings,
 ):
     executor_port: int = Field(50052, ge=0, le=65535, description="gRPC port of the executor (0 picks a free one).")
+    executor_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only gRPC health (`liveness`, `readiness`), for Kubernetes' gRPC "
+        "probes. Default: the gRPC port + 10 (50062), or a free port when the gRPC port is 0.",
+    )
     executor_metrics_port: int = Field(
         9102, ge=0, le=65535, description="Port of the executor's Prometheus `/metrics`."
     )
@@ -58,3 +65,9 @@ class ExecutorSettings(
         ge=0,
         description="How long a caller's preferences are reused before memory is asked again (0: never cached).",
     )
+
+    @property
+    def health_port(self) -> int:
+        if self.executor_health_port is not None:
+            return self.executor_health_port
+        return self.executor_port + 10 if self.executor_port else 0

@@ -10,11 +10,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from techno.executor.v1 import executor_pb2_grpc
 from techno.gate.v1 import admin_pb2_grpc, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2_grpc
-from techno_core.channels import open_channel
 from techno_core.health import grpc_health_probe
+from techno_core.identity import Identity
 from techno_core.runner import StartupError
-from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_options
 from techno_core.tracing import build_tracer_provider
+from techno_core.transport import transport_from
 from techno_gate.adapters.executor import GrpcExecutor
 from techno_gate.adapters.memory import (
     KeyCache,
@@ -35,6 +36,7 @@ from techno_gate.application.limits import LimitGate
 from techno_gate.application.personal import PersonalData
 from techno_gate.application.process import Gatekeeper
 from techno_gate.entrypoints.admin_grpc import GateAdminServicer
+from techno_gate.entrypoints.authorization import CALLERS
 from techno_gate.entrypoints.grpc import GateServicer
 from techno_gate.limit_settings import build_limiters
 from techno_gate.settings import GateSettings
@@ -55,11 +57,14 @@ async def bootstrap(
         tokens = TokenVerifier(settings)
     except (PolicyError, TokenConfigError) as error:
         raise StartupError(str(error)) from error
+    transport = transport_from(
+        settings, listen_hosts=[settings.host], targets=[settings.memory_target, settings.executor_target]
+    )
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("gate", settings.gate_id, settings)
 
-    memory_channel = open_channel(settings.memory_target, tracer)
-    executor_channel = open_channel(settings.executor_target, tracer)
+    memory_channel = transport.channel(settings.memory_target, tracer, Identity.MEMORY)
+    executor_channel = transport.channel(settings.executor_target, tracer, Identity.EXECUTOR)
     memory = memory_pb2_grpc.MemoryServiceStub(memory_channel)
     keys = KeyCache(
         memory,
@@ -106,6 +111,7 @@ async def bootstrap(
             lambda server: admin_pb2_grpc.add_GateAdminServiceServicer_to_server(admin, server),
         ],
         service_names=SERVICE_NAMES,
+        callers=CALLERS,
         probes=[
             ("memory", grpc_health_probe(memory_channel)),
             ("executor", grpc_health_probe(executor_channel)),
@@ -117,9 +123,10 @@ async def bootstrap(
     )
     return GrpcApp(
         definition,
-        Endpoint(settings.host, settings.gate_port, settings.gate_metrics_port),
+        Endpoint(settings.host, settings.gate_port, settings.gate_metrics_port, settings.health_port),
         tracer,
         registry,
+        server_options(settings, transport),
         health_interval_seconds=settings.health_check_interval_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
     )

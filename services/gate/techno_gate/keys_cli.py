@@ -1,7 +1,9 @@
 """``techno-keys``: create, list and revoke API keys.
 
 The key is generated here, printed once (and optionally written to a file readable only by its owner), and only
-its SHA-256 hash is sent to the memory service.
+its SHA-256 hash is sent to the memory service. Memory accepts key calls only from the gate and the operator
+identity, so the CLI connects with mutual TLS as the operator: ``TECHNO_TLS_CERT_FILE``, ``TECHNO_TLS_KEY_FILE``
+and ``TECHNO_TLS_CA_FILE`` name the operator's certificate (`make run` writes one to var/tls/operator.crt).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.errors import DomainError
-from techno_core.settings import MemoryClientSettings
+from techno_core.identity import Identity
+from techno_core.runner import StartupError
+from techno_core.settings import MemoryClientSettings, TechnoSettings
 from techno_core.timestamps import from_timestamp
+from techno_core.transport import transport_from
 from techno_gate.adapters.memory import MemoryKeyStore, key_record
 from techno_gate.domain.keys import generate_key, hash_key
 from techno_gate.domain.principal import Scope
@@ -129,9 +135,15 @@ async def _check(stub: memory_pb2_grpc.MemoryServiceStub, secret: str) -> int:
     return 0 if any(k.key_hash == wanted and not k.HasField("revoked_at") for k in response.api_keys) else 1
 
 
+class KeysCliSettings(TechnoSettings, MemoryClientSettings):
+    """The operator's transport settings and the memory address, from the same ``TECHNO_*`` variables."""
+
+
 async def _run(args: argparse.Namespace) -> int:
-    target = args.memory or MemoryClientSettings().memory_target
-    async with grpc.aio.insecure_channel(target) as channel:
+    settings = KeysCliSettings()
+    target = args.memory or settings.memory_target
+    transport = transport_from(settings, targets=[target])
+    async with transport.channel(target, TracerProvider(), Identity.MEMORY) as channel:
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
         if args.command == "create":
             return await _create(stub, args)
@@ -156,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.aio.AioRpcError as error:
         print(f"techno-keys: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1
-    except DomainError as error:
+    except (DomainError, StartupError) as error:
         print(f"techno-keys: {error}", file=sys.stderr)
         return 1
 

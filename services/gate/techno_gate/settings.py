@@ -20,6 +20,13 @@ class GateSettings(
     TechnoSettings, GrpcServerSettings, MemoryClientSettings, ExecutorClientSettings, TokenSettings, LimitSettings
 ):
     gate_port: int = Field(50051, ge=0, le=65535, description="gRPC port of the gate (0 picks a free one).")
+    gate_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only gRPC health (`liveness`, `readiness`), for Kubernetes' gRPC "
+        "probes. Default: the gRPC port + 10 (50061), or a free port when the gRPC port is 0.",
+    )
     gate_metrics_port: int = Field(9101, ge=0, le=65535, description="Port of the gate's Prometheus `/metrics`.")
     gate_id: str = Field(
         default_factory=_default_gate_id, description="Name of this gate replica in metrics and audit events."
@@ -40,3 +47,9 @@ class GateSettings(
     gate_max_payload_bytes: int = Field(
         262_144, gt=0, description="Largest accepted payload, measured as serialized protobuf bytes."
     )
+
+    @property
+    def health_port(self) -> int:
+        if self.gate_health_port is not None:
+            return self.gate_health_port
+        return self.gate_port + 10 if self.gate_port else 0

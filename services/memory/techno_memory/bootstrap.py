@@ -11,8 +11,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno.memory.v1 import memory_pb2_grpc
-from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_options
 from techno_core.tracing import build_tracer_provider
+from techno_core.transport import transport_from
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.idempotency_repository import SqlIdempotencyStore
 from techno_memory.adapters.metrics import AppendMetrics, SweepMetrics, database_probe
@@ -26,6 +27,7 @@ from techno_memory.application.preferences import PreferenceBook, PrincipalData
 from techno_memory.application.sessions import Sessions
 from techno_memory.application.sweeper import ExpirySweeper
 from techno_memory.domain.records import utc_now
+from techno_memory.entrypoints.authorization import CALLERS
 from techno_memory.entrypoints.grpc import MemoryServicer
 from techno_memory.settings import MemorySettings
 
@@ -44,6 +46,7 @@ async def bootstrap(
     clock: Callable[[], datetime] = utc_now,
 ) -> GrpcApp:
     """``clock`` decides session and idempotency expiry (tests move it instead of sleeping)."""
+    transport = transport_from(settings, listen_hosts=[settings.host])
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("memory", _instance_id(), settings)
     registry = registry or CollectorRegistry()
@@ -95,6 +98,7 @@ async def bootstrap(
         name="memory",
         registrations=[lambda server: memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)],
         service_names=[SERVICE_NAME],
+        callers=CALLERS,
         probes=[("database", database_probe(repository.ping, registry))],
         # The sweeper starts only on a schema that has its tables.
         starters=[check_schema, sweeper.start],
@@ -103,9 +107,10 @@ async def bootstrap(
     )
     return GrpcApp(
         definition,
-        Endpoint(settings.host, settings.memory_port, settings.memory_metrics_port),
+        Endpoint(settings.host, settings.memory_port, settings.memory_metrics_port, settings.health_port),
         tracer,
         registry,
+        server_options(settings, transport),
         health_interval_seconds=settings.health_check_interval_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
     )

@@ -10,6 +10,13 @@ from techno_memory.domain.idempotency import MAX_LEASE
 
 class MemorySettings(TechnoSettings, GrpcServerSettings):
     memory_port: int = Field(50053, ge=0, le=65535, description="gRPC port of the memory service (0 picks a free one).")
+    memory_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only gRPC health (`liveness`, `readiness`), for Kubernetes' gRPC "
+        "probes. Default: the gRPC port + 10 (50063), or a free port when the gRPC port is 0.",
+    )
     memory_metrics_port: int = Field(
         9103, ge=0, le=65535, description="Port of the memory service's Prometheus `/metrics`."
     )
@@ -49,3 +56,9 @@ class MemorySettings(TechnoSettings, GrpcServerSettings):
             "least 3600 (the longest claim lease)."
         ),
     )
+
+    @property
+    def health_port(self) -> int:
+        if self.memory_health_port is not None:
+            return self.memory_health_port
+        return self.memory_port + 10 if self.memory_port else 0

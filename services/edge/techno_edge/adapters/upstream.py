@@ -15,10 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 
-from techno_core.channels import open_channel
 from techno_core.grpc_errors import details_of, rpc_status_of
+from techno_core.identity import Identity
+from techno_core.transport import Transport
 from techno_edge.adapters.bindings import Binding
 from techno_edge.domain.errors import HttpError, Violation, http_status_of
+from techno_edge.settings import GATE_SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +36,16 @@ UnaryCall = Any  # grpc.aio.UnaryUnaryMultiCallable; its stubs' generics do not 
 class Upstreams:
     """Owns the channels: one per distinct target, however many services it serves."""
 
-    def __init__(self, targets: Mapping[str, str], tracer_provider: TracerProvider) -> None:
+    def __init__(self, targets: Mapping[str, str], tracer_provider: TracerProvider, transport: Transport) -> None:
         self._targets = dict(targets)  # full service name → host:port
         self._tracer_provider = tracer_provider
+        self._transport = transport
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[str, UnaryCall] = {}
 
     def start(self, bindings: Iterable[Binding]) -> None:
         for target in dict.fromkeys(self._targets.values()):
-            self._channels[target] = open_channel(target, self._tracer_provider)
+            self._channels[target] = self._transport.channel(target, self._tracer_provider, self._identity_at(target))
         for binding in bindings:
             channel = self._channels[self._targets[binding.service]]
             # A generic call: the path and (de)serializers come from the descriptors, no generated stub needed.
@@ -51,6 +54,11 @@ class Upstreams:
                 request_serializer=binding.request_class.SerializeToString,
                 response_deserializer=binding.response_class.FromString,
             )
+
+    def _identity_at(self, target: str) -> Identity | None:
+        """The gate's certificate must name the gate; an extra upstream's is checked against its host name."""
+        services = {service for service, at in self._targets.items() if at == target}
+        return Identity.GATE if services & set(GATE_SERVICES) else None
 
     def call_for(self, binding: Binding) -> UnaryCall | None:
         return self._calls.get(binding.grpc_path)

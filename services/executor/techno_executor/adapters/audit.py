@@ -25,12 +25,10 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
-from techno_core.channels import open_channel
 from techno_executor.domain.breaker import CircuitState
 
 log = logging.getLogger(__name__)
@@ -67,14 +65,12 @@ class BreakerAuditWriter:
         timeout_seconds: float = 5.0,
         max_pending: int = 1000,
         kind: memory_pb2.AuditEventKind = memory_pb2.AUDIT_EVENT_KIND_BREAKER,
-        channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._stub = stub
         self._executor_id = executor_id
         self._timeout = timeout_seconds
         self._max_pending = max_pending
         self._kind = kind
-        self._channel = channel
         self._pending: set[asyncio.Task[None]] = set()
         self._batcher: CoalescingBatcher[memory_pb2.AuditEvent, None] = CoalescingBatcher(self._append)
         self._writes = Counter(
@@ -82,27 +78,6 @@ class BreakerAuditWriter:
             "Circuit-breaker transitions sent to the audit trail, by result (written|failed|dropped).",
             ["result"],
             registry=registry,
-        )
-
-    @classmethod
-    def connect(
-        cls,
-        target: str,
-        tracer_provider: TracerProvider,
-        *,
-        executor_id: str,
-        registry: CollectorRegistry,
-        timeout_seconds: float = 5.0,
-    ) -> BreakerAuditWriter:
-        """A writer with its own channel to memory at ``target`` (lazy: nothing connects until the first write);
-        ``close`` closes the channel."""
-        channel = open_channel(target, tracer_provider)
-        return cls(
-            memory_pb2_grpc.MemoryServiceStub(channel),
-            executor_id=executor_id,
-            registry=registry,
-            timeout_seconds=timeout_seconds,
-            channel=channel,
         )
 
     def event(self, provider: str, old: CircuitState, new: CircuitState) -> memory_pb2.AuditEvent:
@@ -176,5 +151,3 @@ class BreakerAuditWriter:
     async def close(self) -> None:
         await self.drain()
         await self._batcher.close()
-        if self._channel is not None:
-            await self._channel.close(None)

@@ -14,10 +14,8 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
-from opentelemetry.sdk.trace import TracerProvider
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
-from techno_core.channels import open_channel
 from techno_core.errors import DomainError, NotFound, Unavailable
 from techno_core.grpc_errors import from_rpc_error
 from techno_executor.domain.prompt import Preferences, Turn
@@ -37,20 +35,9 @@ class MemoryConversationContext:
         stub: memory_pb2_grpc.MemoryServiceStub,
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-        channel: grpc.aio.Channel | None = None,
     ) -> None:
         self._stub = stub
         self._ceiling = timeout_seconds
-        self._channel = channel
-
-    @classmethod
-    def connect(
-        cls, target: str, tracer_provider: TracerProvider, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    ) -> MemoryConversationContext:
-        """An adapter with its own channel to memory at ``target`` (lazy: nothing connects until the first call);
-        ``close`` closes the channel."""
-        channel = open_channel(target, tracer_provider)
-        return cls(memory_pb2_grpc.MemoryServiceStub(channel), timeout_seconds=timeout_seconds, channel=channel)
 
     async def history(self, principal_id: str, session_id: str, *, timeout: float | None = None) -> list[Turn]:
         request = memory_pb2.GetSessionRequest(session_id=session_id, principal_id=principal_id)
@@ -94,10 +81,6 @@ class MemoryConversationContext:
             raise _domain_error(error, "GetPreferences", "") from error
         stored = response.preferences
         return Preferences(tone=stored.tone, format=stored.format, language=stored.language)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
 
     def _timeout(self, timeout: float | None) -> float:
         return self._ceiling if timeout is None else max(0.0, min(self._ceiling, timeout))

@@ -8,11 +8,13 @@ from typing import Any
 import grpc
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.identity import peer_identity
 from techno_memory.application.audit_log import AuditLog
 from techno_memory.application.idempotency import IdempotencyKeys
 from techno_memory.application.keys import KeyDirectory
 from techno_memory.application.preferences import PreferenceBook, PrincipalData
 from techno_memory.application.sessions import Sessions
+from techno_memory.entrypoints.authorization import check_appendable
 from techno_memory.entrypoints.convert import (
     audit_query_from_proto,
     event_to_proto,
@@ -56,6 +58,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def AppendAuditEvents(
         self, request: memory_pb2.AppendAuditEventsRequest, context: Context
     ) -> memory_pb2.AppendAuditEventsResponse:
+        check_appendable(peer_identity(context), (event.kind for event in request.events))
         appended = await self._audit.append(events_from_proto(request.events))
         return memory_pb2.AppendAuditEventsResponse(appended=appended)
 

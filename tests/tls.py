@@ -1,0 +1,48 @@
+"""Mutual TLS for the tests: one development PKI per test process, and the settings and channels of each identity.
+
+The suite runs with mutual TLS on, as production does: every in-process service is given its own identity's
+certificate (``as_identity``), and a test talking to a service connects as the identity it plays (``connect``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from techno_core.identity import Identity
+from techno_core.tls import CertificateFiles, channel_credentials
+from techno_stack.certs import ensure_development_pki
+
+
+@functools.cache
+def pki() -> Path:
+    """The CA and a certificate per identity, made once per test process (in a directory removed at exit)."""
+    directory = Path(tempfile.mkdtemp(prefix="techno-test-pki-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return ensure_development_pki(directory / "tls")
+
+
+def certificate_files(identity: Identity, directory: Path | None = None) -> CertificateFiles:
+    directory = directory or pki()
+    return CertificateFiles(directory / f"{identity}.crt", directory / f"{identity}.key", directory / "ca.crt")
+
+
+def as_identity(identity: Identity, directory: Path | None = None) -> dict[str, str]:
+    """Settings keyword arguments that make a service (or tool) present ``identity``'s certificate."""
+    files = certificate_files(identity, directory)
+    return {"tls_cert_file": str(files.certificate), "tls_key_file": str(files.key), "tls_ca_file": str(files.ca)}
+
+
+def connect(
+    address: str, *, identity: Identity, server: Identity | None = None, directory: Path | None = None
+) -> grpc.aio.Channel:
+    """A mutual TLS channel to ``address``, presenting ``identity``; ``server`` is the identity the server's
+    certificate must carry (None: checked against the address, which every development certificate lists)."""
+    options = [] if server is None else [("grpc.ssl_target_name_override", server.value)]
+    credentials = channel_credentials(certificate_files(identity, directory).read())
+    return grpc.aio.secure_channel(address, credentials, options=options)
