@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -104,8 +104,10 @@ class KeyCache:
         max_age_seconds: float,
         overlap_seconds: float = 5.0,
         full_reload_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stub = stub
+        self._clock = clock
         self._refresh = refresh_seconds
         self._max_age = max_age_seconds
         self._overlap = overlap_seconds
@@ -131,22 +133,22 @@ class KeyCache:
         self._by_hash[record.key_hash] = record
 
     async def reload(self, *, full: bool = False) -> None:
-        full = full or self._since is None or time.monotonic() - self._full_at > self._full_every
+        full = full or self._since is None or self._clock() - self._full_at > self._full_every
         request = memory_pb2.ListApiKeysRequest(updated_since=None if full else self._since)
         response = await self._stub.ListApiKeys(request, timeout=self._refresh * 2 + 1)
         records = {key.key_hash: key_record(key) for key in response.api_keys}
         if full:
-            self._by_hash, self._full_at = records, time.monotonic()
+            self._by_hash, self._full_at = records, self._clock()
         else:
             self._by_hash.update(records)
         since = timestamp_pb2.Timestamp()
         since.FromNanoseconds(max(0, response.read_at.ToNanoseconds() - int(self._overlap * 1e9)))
         self._since = since
-        self._loaded_at = time.monotonic()
+        self._loaded_at = self._clock()
 
     async def check_fresh(self) -> None:
         """Health probe: fails when the cache is older than its maximum age."""
-        if self._loaded_at is None or time.monotonic() - self._loaded_at > self._max_age:
+        if self._loaded_at is None or self._clock() - self._loaded_at > self._max_age:
             raise RuntimeError("API key cache is stale")
 
     async def start(self) -> None:
