@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -37,6 +38,15 @@ from techno_gate.domain.limits import (
     RateLimiter,
 )
 from techno_gate.limit_settings import LimitSettings, build_limiters
+from tests.unit.gate.test_limits_properties import (
+    Clock,
+    LimiterFactory,
+    check_admits_exactly_what_a_token_bucket_admits,
+    check_no_window_admits_more_than_burst_plus_refill,
+    check_retry_after_is_exact_and_remaining_is_the_next_admissions,
+    gaps,
+    limits,
+)
 
 REDIS_URL = os.environ.get("TECHNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKER = Path(__file__).with_name("limits_worker.py")
@@ -126,6 +136,45 @@ async def test_refill_after_retry_after(limiters: tuple[RateLimiter, Concurrency
 
     waited = await until(admitted, poll=refused.retry_after_seconds / 4)
     assert waited >= refused.retry_after_seconds - 0.01
+
+
+# --- the exact-value properties of tests/unit/gate/test_limits_properties.py, on Redis' Lua script ------------
+# The script reads an injected clock here, so every retry_after and remaining is checked at exact instants.
+
+REDIS_PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def on_redis(client: Redis, key_prefix: str) -> LimiterFactory:
+    def make(clock: Clock) -> RateLimiter:  # a fresh namespace per example: no subject seen yet
+        return RedisRateLimiter(client, key_prefix=f"{key_prefix}{uuid.uuid4().hex}:", clock=clock)
+
+    return make
+
+
+@REDIS_PROPERTIES
+@given(limit=limits, request_gaps=gaps)
+async def test_redis_no_window_admits_more_than_burst_plus_refill(
+    redis_client: Redis, key_prefix: str, limit: RateLimit, request_gaps: list[int]
+) -> None:
+    await check_no_window_admits_more_than_burst_plus_refill(on_redis(redis_client, key_prefix), limit, request_gaps)
+
+
+@REDIS_PROPERTIES
+@given(limit=limits, request_gaps=gaps)
+async def test_redis_admits_exactly_what_a_token_bucket_admits(
+    redis_client: Redis, key_prefix: str, limit: RateLimit, request_gaps: list[int]
+) -> None:
+    await check_admits_exactly_what_a_token_bucket_admits(on_redis(redis_client, key_prefix), limit, request_gaps)
+
+
+@REDIS_PROPERTIES
+@given(limit=limits, request_gaps=gaps)
+async def test_redis_retry_after_is_exact_and_remaining_is_the_next_admissions(
+    redis_client: Redis, key_prefix: str, limit: RateLimit, request_gaps: list[int]
+) -> None:
+    await check_retry_after_is_exact_and_remaining_is_the_next_admissions(
+        on_redis(redis_client, key_prefix), limit, request_gaps
+    )
 
 
 async def test_concurrent_acquires_in_one_process_admit_exactly_the_limit(

@@ -4,17 +4,21 @@ The semantics stated in ``techno_gate.domain.limits``: with ``T = period / limit
 and burst ``B``, GCRA is exactly a token bucket of ``B`` tokens refilled one per ``T``. Hence any closed window
 of length ``W`` admits at most ``B + floor(W / T)`` requests — ``B + limit`` per ``period`` — and with ``B = 1``
 any half-open window of length ``period`` admits at most ``limit``.
+
+Each property is a ``check_*`` function taking a factory of limiters on a manual clock; the tests here run them
+on the in-process limiter, and tests/integration/gate/test_redis_limits.py runs the same ones on Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from techno_gate.adapters.limits_local import LocalRateLimiter
-from techno_gate.domain.limits import RateLimit
+from techno_gate.domain.limits import RateLimit, RateLimiter
 
 SECOND = 1_000_000
 
@@ -38,9 +42,19 @@ limits = st.builds(
 gaps = st.lists(st.integers(0, 0) | st.integers(0, 400_000) | st.integers(0, 5 * SECOND), min_size=1, max_size=120)
 
 
-async def run(limit: RateLimit, request_gaps: list[int]) -> tuple[list[int], list[bool], Clock, LocalRateLimiter]:
+LimiterFactory = Callable[[Clock], RateLimiter]
+"""A fresh limiter (no subject seen yet) reading the given clock."""
+
+
+def local(clock: Clock) -> RateLimiter:
+    return LocalRateLimiter(clock=clock)
+
+
+async def run(
+    make: LimiterFactory, limit: RateLimit, request_gaps: list[int]
+) -> tuple[list[int], list[bool], Clock, RateLimiter]:
     clock = Clock()
-    limiter = LocalRateLimiter(clock=clock)
+    limiter = make(clock)
     times, admitted = [], []
     for gap in request_gaps:
         clock.now_us += gap
@@ -49,10 +63,10 @@ async def run(limit: RateLimit, request_gaps: list[int]) -> tuple[list[int], lis
     return times, admitted, clock, limiter
 
 
-@settings(max_examples=300, deadline=None)
-@given(limit=limits, request_gaps=gaps)
-async def test_no_window_admits_more_than_burst_plus_refill(limit: RateLimit, request_gaps: list[int]) -> None:
-    times, admitted, _, _ = await run(limit, request_gaps)
+async def check_no_window_admits_more_than_burst_plus_refill(
+    make: LimiterFactory, limit: RateLimit, request_gaps: list[int]
+) -> None:
+    times, admitted, _, _ = await run(make, limit, request_gaps)
     admitted_times = [t for t, ok in zip(times, admitted, strict=True) if ok]
     period_us = round(limit.period_seconds * SECOND)
     for window in (period_us, limit.emission_interval_us, 3 * limit.emission_interval_us + 1):
@@ -64,11 +78,11 @@ async def test_no_window_admits_more_than_burst_plus_refill(limit: RateLimit, re
             assert sum(start <= t < start + period_us for t in admitted_times) <= limit.limit
 
 
-@settings(max_examples=300, deadline=None)
-@given(limit=limits, request_gaps=gaps)
-async def test_admits_exactly_what_a_token_bucket_admits(limit: RateLimit, request_gaps: list[int]) -> None:
+async def check_admits_exactly_what_a_token_bucket_admits(
+    make: LimiterFactory, limit: RateLimit, request_gaps: list[int]
+) -> None:
     """Not merely "never too many": never too few either, and refused requests take no token."""
-    times, admitted, _, _ = await run(limit, request_gaps)
+    times, admitted, _, _ = await run(make, limit, request_gaps)
     interval = limit.emission_interval_us
     tokens, last = Fraction(limit.effective_burst), times[0]
     for now, ok in zip(times, admitted, strict=True):
@@ -79,12 +93,10 @@ async def test_admits_exactly_what_a_token_bucket_admits(limit: RateLimit, reque
             tokens -= 1
 
 
-@settings(max_examples=200, deadline=None)
-@given(limit=limits, request_gaps=gaps)
-async def test_retry_after_is_exact_and_remaining_is_the_next_admissions(
-    limit: RateLimit, request_gaps: list[int]
+async def check_retry_after_is_exact_and_remaining_is_the_next_admissions(
+    make: LimiterFactory, limit: RateLimit, request_gaps: list[int]
 ) -> None:
-    _, _, clock, limiter = await run(limit, request_gaps)
+    _, _, clock, limiter = await run(make, limit, request_gaps)
     now = clock.now_us
     probe = await limiter.peek("s", limit)
     if probe.allowed:
@@ -102,3 +114,23 @@ async def test_retry_after_is_exact_and_remaining_is_the_next_admissions(
     clock.now_us = now + round(probe.reset_after_seconds * SECOND)
     burst = [(await limiter.acquire("s", limit)).allowed for _ in range(limit.effective_burst + 1)]
     assert burst == [True] * limit.effective_burst + [False]
+
+
+@settings(max_examples=300, deadline=None)
+@given(limit=limits, request_gaps=gaps)
+async def test_no_window_admits_more_than_burst_plus_refill(limit: RateLimit, request_gaps: list[int]) -> None:
+    await check_no_window_admits_more_than_burst_plus_refill(local, limit, request_gaps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(limit=limits, request_gaps=gaps)
+async def test_admits_exactly_what_a_token_bucket_admits(limit: RateLimit, request_gaps: list[int]) -> None:
+    await check_admits_exactly_what_a_token_bucket_admits(local, limit, request_gaps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit=limits, request_gaps=gaps)
+async def test_retry_after_is_exact_and_remaining_is_the_next_admissions(
+    limit: RateLimit, request_gaps: list[int]
+) -> None:
+    await check_retry_after_is_exact_and_remaining_is_the_next_admissions(local, limit, request_gaps)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,13 +40,20 @@ DEFAULT_KEY_PREFIX = "techno:limits:"
 # A transcription of ``techno_gate.domain.limits.gcra`` (read that for the reasoning). Times are integer
 # microseconds held in Lua doubles, exact below 2**53. Numbers are formatted with %.0f before reaching Redis,
 # because Lua's default number-to-string keeps only 14 significant digits and would round epoch microseconds.
-# KEYS[1]: the subject's TAT. ARGV: emission interval (us), capacity = burst * interval (us), '1' to consume.
+# KEYS[1]: the subject's TAT. ARGV: emission interval (us), capacity = burst * interval (us), '1' to consume,
+# and optionally now (us) from an injected clock instead of Redis' TIME (tests: exact values at exact instants).
 # Returns {allowed 0/1, remaining, retry_after_us, reset_after_us}.
 _GCRA_LUA = """
 local emission = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local injected = ARGV[4]
+local now
+if injected then
+  now = tonumber(injected)
+else
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
 local tat = now
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -60,8 +67,13 @@ if now < allow_at then
 end
 if ARGV[3] == '1' then
   -- Expire when the bucket is full again: from then on a missing key means exactly the same thing.
-  local ttl_ms = math.ceil((new_tat - now) / 1000)
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
+  -- Redis expires keys on its own clock, which an injected one does not follow: then no TTL (tests delete them).
+  if injected then
+    redis.call('SET', KEYS[1], string.format('%.0f', new_tat))
+  else
+    local ttl_ms = math.ceil((new_tat - now) / 1000)
+    redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
+  end
 end
 return {1, math.floor((now - allow_at) / emission), 0, new_tat - now}
 """
@@ -109,8 +121,13 @@ def connect(url: str, *, timeout_seconds: float = 0.25) -> Redis:
 
 
 class RedisRateLimiter:
-    def __init__(self, client: Redis, *, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
+    def __init__(
+        self, client: Redis, *, key_prefix: str = DEFAULT_KEY_PREFIX, clock: Callable[[], int] | None = None
+    ) -> None:
+        """``clock`` (integer microseconds) replaces Redis' ``TIME`` for tests that need exact instants; keys
+        written on it carry no TTL. Left ``None`` in service, so every replica shares Redis' one timeline."""
         self._prefix = f"{key_prefix}rate:"
+        self._clock = clock
         # register_script sends EVALSHA, and loads the script on NOSCRIPT (after a Redis restart or failover).
         self._script = client.register_script(_GCRA_LUA)
 
@@ -122,6 +139,8 @@ class RedisRateLimiter:
 
     async def _run(self, subject: str, limit: RateLimit, *, consume: bool) -> LimitDecision:
         args = [limit.emission_interval_us, limit.capacity_us, "1" if consume else "0"]
+        if self._clock is not None:
+            args.append(self._clock())
         with _store_errors():
             reply: Any = await self._script(keys=[self._prefix + subject], args=args)
         allowed, remaining, retry_after_us, reset_after_us = (int(value) for value in reply)
