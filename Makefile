@@ -8,12 +8,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 BUF := node_modules/.bin/buf
+# checkov has a virtual environment of its own (its dependency tree cannot live with the project's: cachetools<6).
+K8S_TOOLS := build/k8s-tools
+CHECKOV := $(K8S_TOOLS)/bin/checkov
 
 .PHONY: help setup obs-tools run test check lint format typecheck protos protos-check buf docs docs-check compose-check \
-	dashboards dashboards-check pytest bench bench-gate bench-audit clean
+	dashboards dashboards-check k8s k8s-check k8s-tools pytest bench bench-gate bench-audit clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)"
@@ -28,7 +31,7 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $(BUF)
 
-setup: $(PY) $(BUF) obs-tools ## install the pinned Python and Node tool chains, Prometheus and Alertmanager
+setup: $(PY) $(BUF) obs-tools k8s-tools ## install the pinned Python and Node tool chains, Prometheus, Alertmanager, kubectl, checkov
 
 # Prometheus, promtool, Alertmanager and amtool from Debian: the rule tests and the live alerting test need them
 # (they fail, never skip, without them); `make run` starts Prometheus and Alertmanager when they are here.
@@ -38,12 +41,26 @@ obs-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null; }
 
+# kubectl (with its built-in kustomize v5) builds the Kubernetes overlays; the machine image ships it as the
+# Debian package `kubectl`. checkov, pinned with its whole tree in infra/k8s/checkov-requirements.txt, goes into
+# its own virtual environment. `make k8s-check` and tests/infra/test_k8s.py fail, never skip, without them.
+k8s-tools: $(CHECKOV)
+	@command -v kubectl >/dev/null || { \
+	  echo "installing kubectl (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubectl >/dev/null; }
+
+$(CHECKOV): infra/k8s/checkov-requirements.txt | $(UV)
+	rm -rf $(K8S_TOOLS)
+	$(UV) venv --quiet --python $(PYTHON_VERSION) $(K8S_TOOLS)
+	$(UV) pip sync --quiet --python $(K8S_TOOLS)/bin/python infra/k8s/checkov-requirements.txt
+	@touch $(CHECKOV)
+
 run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider), plus Prometheus :9090 and Alertmanager :9093 when installed
 	$(PY) -m techno_stack
 
 test: obs-tools check pytest ## everything CI runs: static checks, then the whole test suite
 
-check: lint typecheck protos-check buf docs-check dashboards-check compose-check ## static checks only
+check: lint typecheck protos-check buf docs-check dashboards-check compose-check k8s-check ## static checks only
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
@@ -81,6 +98,16 @@ dashboards-check: $(PY)
 
 compose-check: $(PY)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
+k8s: $(PY) ## regenerate the generated files under infra/k8s, then build every overlay into build/k8s
+	$(PY) scripts/k8s_generate.py
+	@for overlay in infra/k8s/overlays/*/; do \
+	  mkdir -p build/k8s && kubectl kustomize $$overlay > build/k8s/$$(basename $$overlay).yaml && echo "build/k8s/$$(basename $$overlay).yaml"; \
+	done
+
+k8s-check: $(PY) k8s-tools
+	$(PY) scripts/k8s_generate.py --check
+	$(PY) scripts/k8s_check.py --checkov $(CHECKOV)
 
 pytest: $(PY)
 	$(VENV)/bin/pytest
