@@ -11,6 +11,7 @@ import functools
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 import grpc
 
@@ -32,10 +33,28 @@ def certificate_files(identity: Identity, directory: Path | None = None) -> Cert
     return CertificateFiles(directory / f"{identity}.crt", directory / f"{identity}.key", directory / "ca.crt")
 
 
-def as_identity(identity: Identity, directory: Path | None = None) -> dict[str, str]:
+class IdentitySettings(TypedDict):
+    """The TLS fields of ``TechnoSettings``, typed so ``Settings(**as_identity(...))`` is checked by mypy."""
+
+    tls_cert_file: str
+    tls_key_file: str
+    tls_ca_file: str
+
+
+def as_identity(identity: Identity, directory: Path | None = None) -> IdentitySettings:
     """Settings keyword arguments that make a service (or tool) present ``identity``'s certificate."""
     files = certificate_files(identity, directory)
     return {"tls_cert_file": str(files.certificate), "tls_key_file": str(files.key), "tls_ca_file": str(files.ca)}
+
+
+def environment(identity: Identity, directory: Path | None = None) -> dict[str, str]:
+    """``as_identity`` as the environment variables of a child process (``TECHNO_TLS_CERT_FILE``, ...)."""
+    settings = as_identity(identity, directory)
+    return {
+        "TECHNO_TLS_CERT_FILE": settings["tls_cert_file"],
+        "TECHNO_TLS_KEY_FILE": settings["tls_key_file"],
+        "TECHNO_TLS_CA_FILE": settings["tls_ca_file"],
+    }
 
 
 def connect(

@@ -12,11 +12,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno.memory.v1 import memory_pb2_grpc
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.migrations import downgrade, upgrade
 from techno_memory.bootstrap import bootstrap
 from techno_memory.settings import MemorySettings
+from tests.tls import as_identity, connect
 
 
 async def migrate(url: str, *, to: str) -> None:
@@ -46,7 +48,11 @@ async def migrated_url(database_url: str) -> str:
 
 def memory_settings(url: str) -> MemorySettings:
     return MemorySettings(
-        memory_port=0, memory_metrics_port=0, memory_database_url=url, health_check_interval_seconds=0.2
+        **as_identity(Identity.MEMORY),
+        memory_port=0,
+        memory_metrics_port=0,
+        memory_database_url=url,
+        health_check_interval_seconds=0.2,
     )
 
 
@@ -58,7 +64,13 @@ async def app(migrated_url: str, tracer_provider: TracerProvider) -> AsyncIterat
     await app.stop()
 
 
+def gate_channel(address: str) -> grpc.aio.Channel:
+    """A mutual TLS channel to memory as the gate: its caller with the widest grant (audit, keys, sessions,
+    idempotency)."""
+    return connect(address, identity=Identity.GATE, server=Identity.MEMORY)
+
+
 @pytest.fixture
 async def stub(app: GrpcApp) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with gate_channel(app.address) as channel:
         yield memory_pb2_grpc.MemoryServiceStub(channel)

@@ -18,6 +18,8 @@ from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.server import GrpcApp
 from techno_core.timestamps import to_timestamp
 
+from .conftest import gate_channel
+
 Stub = memory_pb2_grpc.MemoryServiceStub
 
 
@@ -163,9 +165,11 @@ async def test_a_malformed_key_hash_is_invalid(stub: Stub) -> None:
 
 
 async def test_health_is_serving_when_the_database_answers(app: GrpcApp) -> None:
-    async with grpc.aio.insecure_channel(app.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "techno.memory.v1.MemoryService"):
-            response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-            assert response.status == health_pb2.HealthCheckResponse.SERVING
+    # On the mutual TLS port to peers, and on the plaintext health-only port to probes.
+    for channel in (gate_channel(app.address), grpc.aio.insecure_channel(f"127.0.0.1:{app.health_port}")):
+        async with channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "readiness", "techno.memory.v1.MemoryService"):
+                response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert response.status == health_pb2.HealthCheckResponse.SERVING
     assert app.registry.get_sample_value("memory_db_up") == 1

@@ -17,8 +17,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.channels import open_channel
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_core.timestamps import to_timestamp
+from tests.tls import certificate_files
 
 Stub = memory_pb2_grpc.MemoryServiceStub
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -132,7 +134,9 @@ async def test_database_spans_belong_to_the_requests_trace(
     app: GrpcApp, tracer_provider: TracerProvider, span_exporter: InMemorySpanExporter
 ) -> None:
     # A traced client: its span's context travels in the call's metadata, as from the gate.
-    async with open_channel(app.address, tracer_provider) as channel:
+    async with open_channel(
+        app.address, tracer_provider, certificates=certificate_files(Identity.GATE), server=Identity.MEMORY
+    ) as channel:
         with tracer_provider.get_tracer("test").start_as_current_span("writer") as writer:
             await append(memory_pb2_grpc.MemoryServiceStub(channel), audit_event(new_trace_id()))
     # The INSERT ended before the commit, and the commit before the answer: its span is already exported.

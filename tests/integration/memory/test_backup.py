@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,7 +25,7 @@ from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.tables import Base
 from techno_memory.bootstrap import bootstrap
 
-from .conftest import memory_settings, migrate
+from .conftest import gate_channel, memory_settings, migrate
 from .test_api_keys import key_request
 from .test_audit_trail import audit_event, new_trace_id
 
@@ -69,7 +68,7 @@ async def write_data(url: str, tracer_provider: TracerProvider) -> None:
     app = await bootstrap(memory_settings(url), tracer_provider=tracer_provider, registry=CollectorRegistry())
     await app.start()
     try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
+        async with gate_channel(app.address) as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             keys = [key_request(name=f"key {n}") for n in range(3)]
             for key in keys:
@@ -191,7 +190,7 @@ async def test_a_backup_of_the_running_service_is_consistent(
     app = await bootstrap(memory_settings(fresh_url), tracer_provider=tracer_provider, registry=CollectorRegistry())
     await app.start()
     try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
+        async with gate_channel(app.address) as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             events = [audit_event(new_trace_id(), offset=n) for n in range(10)]
             await stub.AppendAuditEvents(memory_pb2.AppendAuditEventsRequest(events=events), timeout=10)

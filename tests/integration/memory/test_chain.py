@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -31,7 +30,7 @@ from techno_memory.bootstrap import bootstrap
 from techno_memory.domain.chain import ALTERED, GENESIS_HASH, NOT_FIRST, RELINKED, ChainReport
 from techno_memory.domain.records import AuditEvent, AuditEventKind
 
-from .conftest import memory_settings
+from .conftest import gate_channel, memory_settings
 from .test_audit_trail import append, audit_event, new_trace_id
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -198,7 +197,7 @@ async def test_concurrent_writers_build_one_chain(migrated_url: str, tracer_prov
     for app in apps:
         await app.start()
     try:
-        channels = [grpc.aio.insecure_channel(app.address) for app in apps]
+        channels = [gate_channel(app.address) for app in apps]
         stubs = [memory_pb2_grpc.MemoryServiceStub(channel) for channel in channels]
         trace_id = new_trace_id()
         shared = audit_event(trace_id)  # also sent to both replicas at once: stored once

@@ -3,7 +3,6 @@ error, never an internal error."""
 
 from __future__ import annotations
 
-import grpc
 import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,7 +15,7 @@ from techno_memory.adapters.migrations import DatabaseUnreachable, ensure_schema
 from techno_memory.adapters.repository import SqlRepository
 from techno_memory.bootstrap import bootstrap
 
-from .conftest import memory_settings, migrate
+from .conftest import gate_channel, memory_settings, migrate
 from .test_api_keys import key_request
 
 # Nothing listens on port 1 of the loopback: connections are refused at once.
@@ -33,7 +32,7 @@ async def test_connections_dropped_by_postgresql_are_replaced(
     )
     await app.start()
     try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
+        async with gate_channel(app.address) as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             await stub.CreateApiKey(key_request(), timeout=10)
             # What a restart does to the pool: every server-side connection of the database is gone.

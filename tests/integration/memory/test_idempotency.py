@@ -23,7 +23,7 @@ from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.tables import IdempotencyKeyRow
 from techno_memory.bootstrap import bootstrap
 
-from .conftest import memory_settings
+from .conftest import gate_channel, memory_settings
 from .test_api_keys import reason_of, violated_fields
 from .test_sessions import Clock, until
 
@@ -72,7 +72,7 @@ async def idempotency_app(migrated_url: str, tracer_provider: TracerProvider, cl
 
 @pytest.fixture
 async def stub(idempotency_app: GrpcApp) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(idempotency_app.address) as channel:
+    async with gate_channel(idempotency_app.address) as channel:
         yield memory_pb2_grpc.MemoryServiceStub(channel)
 
 
@@ -201,7 +201,7 @@ async def test_expired_records_are_swept(migrated_url: str, tracer_provider: Tra
     app = await start_app(migrated_url, tracer_provider, clock, sweep_seconds=0.05)
     engine = create_database_engine(migrated_url, pool_size=1, tracer_provider=None)
     try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
+        async with gate_channel(app.address) as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             assert await state(stub, "old") == CLAIMED
             await complete(stub, "old")
@@ -269,8 +269,8 @@ async def test_of_concurrent_claims_through_two_servers_exactly_one_wins(
     second = await start_app(migrated_url, tracer_provider, clock)
     try:
         async with (
-            grpc.aio.insecure_channel(first.address) as one,
-            grpc.aio.insecure_channel(second.address) as two,
+            gate_channel(first.address) as one,
+            gate_channel(second.address) as two,
         ):
             stubs = [memory_pb2_grpc.MemoryServiceStub(one), memory_pb2_grpc.MemoryServiceStub(two)]
             for key in (f"replicated-{n}" for n in range(5)):

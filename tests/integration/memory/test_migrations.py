@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Connection, String, column, inspect, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from techno_core.identity import Identity
 from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.migrations import (
@@ -30,6 +31,7 @@ from techno_memory.adapters.tables import Base, UtcDateTime
 from techno_memory.bootstrap import bootstrap
 from techno_memory.domain.audit_query import AuditFilter
 from techno_memory.domain.records import AuditEvent, AuditEventKind
+from tests.tls import environment
 
 from .conftest import memory_settings
 
@@ -202,12 +204,16 @@ async def test_the_server_refuses_an_unmigrated_database(database_url: str, trac
 
 
 def run_cli(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "TECHNO_MEMORY_DATABASE_URL": url,
-        "TECHNO_MEMORY_PORT": "0",
-        "TECHNO_MEMORY_METRICS_PORT": "0",
-        "TECHNO_LOG_LEVEL": "INFO",
-    }
+    env = (
+        os.environ
+        | environment(Identity.MEMORY)
+        | {
+            "TECHNO_MEMORY_DATABASE_URL": url,
+            "TECHNO_MEMORY_PORT": "0",
+            "TECHNO_MEMORY_METRICS_PORT": "0",
+            "TECHNO_LOG_LEVEL": "INFO",
+        }
+    )
     return subprocess.run(
         [sys.executable, "-m", "techno_memory", *args],
         env=env,

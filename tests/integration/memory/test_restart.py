@@ -26,7 +26,7 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.server import GrpcApp
 from techno_memory.bootstrap import bootstrap
 
-from .conftest import memory_settings, migrate
+from .conftest import gate_channel, memory_settings, migrate
 from .test_api_keys import key_request
 from .test_audit_trail import audit_event
 
@@ -128,7 +128,7 @@ async def serving_again(channel: grpc.aio.Channel) -> None:
 
 async def test_a_postgresql_restart_loses_nothing_acknowledged(running_app: GrpcApp, restartable_postgres: str) -> None:
     libpq = restartable_postgres.replace("+psycopg", "")
-    async with grpc.aio.insecure_channel(running_app.address) as channel:
+    async with gate_channel(running_app.address) as channel:
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
         writer = Writer(stub)
         task = asyncio.create_task(writer.run())

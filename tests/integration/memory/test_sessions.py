@@ -19,7 +19,7 @@ from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.tables import SessionMessageRow, SessionRow
 from techno_memory.bootstrap import bootstrap
 
-from .conftest import memory_settings
+from .conftest import gate_channel, memory_settings
 from .test_api_keys import reason_of, violated_fields
 
 Stub = memory_pb2_grpc.MemoryServiceStub
@@ -67,7 +67,7 @@ async def session_app(migrated_url: str, tracer_provider: TracerProvider, clock:
 
 @pytest.fixture
 async def stub(session_app: GrpcApp) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(session_app.address) as channel:
+    async with gate_channel(session_app.address) as channel:
         yield memory_pb2_grpc.MemoryServiceStub(channel)
 
 
@@ -281,7 +281,7 @@ async def test_the_sweeper_deletes_expired_sessions_and_their_messages(
     app = await start_app(migrated_url, tracer_provider, clock, sweep_seconds=0.05)
     engine = create_database_engine(migrated_url, pool_size=1, tracer_provider=None)
     try:
-        async with grpc.aio.insecure_channel(app.address) as channel:
+        async with gate_channel(app.address) as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             doomed = (await create(stub)).session_id
             await append(stub, doomed, message("forget me"), message("ok", role="assistant"))
