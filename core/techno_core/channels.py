@@ -4,7 +4,7 @@ propagation.
 A target may name several replicas: ``dns:///memory-headless:50053`` (every address of a headless Service) or
 ``ipv4:127.0.0.1:50053,127.0.0.1:50063``. Calls are spread over all of them (``round_robin``), a replica that
 drains (health ``liveness`` NOT_SERVING) stops receiving new calls, and a restarted one is reconnected within a
-second (the reconnect back-off is capped at 1 s instead of gRPC's 120 s).
+second (the reconnect back-off is capped below 1 s instead of gRPC's 120 s).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # 700 ms, so that with gRPC's ±20 % jitter a replica back on its feet is tried again within 1 s.
+    ("grpc.max_reconnect_backoff_ms", 700),
     ("grpc.dns_min_time_between_resolutions_ms", 1_000),
 ]
 # How long calls already started on a channel whose certificate was replaced may take before it is closed.

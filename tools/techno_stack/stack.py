@@ -81,6 +81,37 @@ class Ports:
         return cls(*(free_port() for _ in dataclasses.fields(cls)))
 
 
+# The gRPC services, in start order (each needs the ones before it), and their modules.
+GRPC_SERVICES = {"memory": "techno_memory", "executor": "techno_executor", "gate": "techno_gate"}
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One process of a gRPC service: the first of each uses ``Ports``; the others get free ports."""
+
+    kind: str
+    index: int
+    port: int
+    metrics_port: int
+    health_port: int
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.index == 1 else f"{self.kind}-{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        prefix = f"TECHNO_{self.kind.upper()}"
+        return {
+            f"{prefix}_PORT": str(self.port),
+            f"{prefix}_METRICS_PORT": str(self.metrics_port),
+            f"{prefix}_HEALTH_PORT": str(self.health_port),
+        }
+
+
 @dataclass
 class StackConfig:
     state_dir: Path = ROOT / "var"
@@ -88,6 +119,19 @@ class StackConfig:
     database_url: str = ""  # default: the SQLite file in state_dir
     extra_env: Mapping[str, str] = field(default_factory=dict)
     start_timeout_seconds: float = 30.0
+    # Processes per gRPC service (default 1); callers balance over all of them (round robin over every address).
+    replicas: Mapping[str, int] = field(default_factory=dict)
+
+    def replica_set(self) -> list[Replica]:
+        replicas = []
+        for kind in GRPC_SERVICES:
+            p = self.ports
+            replicas.append(
+                Replica(kind, 1, getattr(p, kind), getattr(p, f"{kind}_metrics"), getattr(p, f"{kind}_health"))
+            )
+            extra = range(2, self.replicas.get(kind, 1) + 1)
+            replicas.extend(Replica(kind, index, free_port(), free_port(), free_port()) for index in extra)
+        return replicas
 
     @property
     def key_file(self) -> Path:
@@ -110,8 +154,14 @@ class StackConfig:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, replicas: list[Replica]) -> dict[str, str]:
+        """What every process shares; targets name every replica (``ipv4:a,b`` when there are several)."""
         p = self.ports
+
+        def target(kind: str) -> str:
+            addresses = [replica.address for replica in replicas if replica.kind == kind]
+            return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
         env = {key: value for key, value in os.environ.items() if not key.startswith("TECHNO_")}
         env.update(
             {
@@ -128,9 +178,9 @@ class StackConfig:
                 "TECHNO_MEMORY_HEALTH_PORT": str(p.memory_health),
                 "TECHNO_GATE_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
                 "TECHNO_EDGE_PORT": str(p.edge),
-                "TECHNO_MEMORY_TARGET": f"127.0.0.1:{p.memory}",
-                "TECHNO_EXECUTOR_TARGET": f"127.0.0.1:{p.executor}",
-                "TECHNO_GATE_TARGET": f"127.0.0.1:{p.gate}",
+                "TECHNO_MEMORY_TARGET": target("memory"),
+                "TECHNO_EXECUTOR_TARGET": target("executor"),
+                "TECHNO_GATE_TARGET": target("gate"),
             }
         )
         env.update(self.extra_env)
@@ -143,16 +193,16 @@ class Service:
     module: str
     process: asyncio.subprocess.Process | None = None
 
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.name)
-
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.env = config.environment()
+        self.replicas = {replica.name: replica for replica in config.replica_set()}
+        self.env = config.environment(list(self.replicas.values()))
         self.services: list[Service] = []
+
+    def replicas_of(self, kind: str) -> list[Replica]:
+        return [replica for replica in self.replicas.values() if replica.kind == kind]
 
     @property
     def edge_url(self) -> str:
@@ -160,17 +210,20 @@ class Stack:
 
     async def start(self) -> None:
         # Otherwise a health check could be answered by a stranger's process on our port.
-        taken = [port for port in dataclasses.astuple(self.config.ports) if not port_is_free(port)]
+        ports = [*dataclasses.astuple(self.config.ports)]
+        ports += [port for r in self.replicas.values() for port in (r.port, r.metrics_port, r.health_port)]
+        taken = [port for port in dict.fromkeys(ports) if not port_is_free(port)]
         if taken:
             raise StackError(f"ports already in use: {taken} (is another stack running?)")
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_development_pki(self.config.tls_dir)
         await self._run_to_end("migrate", [sys.executable, "-m", "techno_memory", "migrate"])
         try:
-            await self._start("memory", "techno_memory", self._ready("memory"))
-            await self.ensure_dev_key()
-            await self._start("executor", "techno_executor", self._ready("executor"))
-            await self._start("gate", "techno_gate", self._ready("gate"))
+            for kind, module in GRPC_SERVICES.items():
+                for replica in self.replicas_of(kind):
+                    await self._start(replica.name, module, self._ready(replica.name))
+                if kind == "memory":
+                    await self.ensure_dev_key()
             await self._start("edge", "techno_edge", self._ready("edge"))
         except BaseException:
             await self.stop()
@@ -233,15 +286,16 @@ class Stack:
     def _ready(self, name: str) -> _Check:
         if name == "edge":
             return self._http_ready(f"{self.edge_url}/readyz")
-        port: int = getattr(self.config.ports, f"{name}_health")
-        return self._grpc_ready(port)
+        return self._grpc_ready(self.replicas[name].health_port)
 
     def exited(self) -> list[str]:
         return [s.name for s in self.services if s.process is not None and s.process.returncode is not None]
 
     async def _start(self, name: str, module: str, ready: _Check) -> None:
         log = (self.config.log_dir / f"{name}.log").open("ab")
-        env = {**self.env, **self.config.identity_environment(Identity(name))}
+        replica = self.replicas.get(name)
+        identity = Identity(replica.kind if replica else name)
+        env = {**self.env, **self.config.identity_environment(identity), **(replica.environment() if replica else {})}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, env=env, stdout=log, stderr=log, start_new_session=True
         )

@@ -29,6 +29,16 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 # client gets a generic message and the log keeps the original.
 _TRANSPORT_CODES = frozenset({"UNAVAILABLE", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "CANCELLED"})
 _READINESS_TIMEOUT_SECONDS = 1.0
+# A transport failure may hit a request that had already run (a replica died while answering), so the client is
+# told how to retry without running it twice.
+_UNAVAILABLE = (
+    "the upstream service is unavailable; the request may have run: retry with the same Idempotency-Key to be safe",
+    "UPSTREAM_UNAVAILABLE",
+)
+_TRANSPORT_FAILURES = {
+    "DEADLINE_EXCEEDED": ("the upstream did not answer before the deadline", "DEADLINE_EXCEEDED"),
+    "CANCELLED": ("the upstream call was cancelled", "UPSTREAM_CANCELLED"),
+}
 
 UnaryCall = Any  # grpc.aio.UnaryUnaryMultiCallable; its stubs' generics do not fit a generic message type
 
@@ -89,10 +99,8 @@ def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
     message = status.message or code
     if code in _TRANSPORT_CODES and not reasons:
         log.warning("upstream call failed: %s %s", code, status.message)
-        message = {
-            "DEADLINE_EXCEEDED": "the upstream did not answer before the deadline",
-            "CANCELLED": "the upstream call was cancelled",
-        }.get(code, "the upstream service is unavailable")
+        message, reason = _TRANSPORT_FAILURES.get(code, _UNAVAILABLE)
+        reasons = (reason,)
     return HttpError(
         http_status_of(code),
         code,

@@ -50,6 +50,10 @@ def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
     )
 
 
+_APPEND_ATTEMPTS = 3
+_APPEND_RETRY_PAUSE_SECONDS = 0.05
+
+
 class MemoryAuditLog:
     """Audit writes, grouped: records submitted while an append is in flight go together in the next one, so
     under load many requests share one RPC (and, in memory, one transaction). Each ``record`` still returns
@@ -64,9 +68,20 @@ class MemoryAuditLog:
         await asyncio.wait_for(self._batcher.submit(audit_event(record)), self._timeout)
 
     async def _append(self, events: Sequence[memory_pb2.AuditEvent]) -> list[None]:
+        """One append, sent again while memory is UNAVAILABLE and time is left: with several memory replicas
+        the next attempt goes to another one (round robin). Safe to repeat: memory stores an event id once."""
         request = memory_pb2.AppendAuditEventsRequest(events=events)
-        await self._stub.AppendAuditEvents(request, timeout=self._timeout)
-        return [None] * len(events)
+        deadline = time.monotonic() + self._timeout
+        for attempt in range(_APPEND_ATTEMPTS):
+            try:
+                await self._stub.AppendAuditEvents(request, timeout=max(0.0, deadline - time.monotonic()))
+                return [None] * len(events)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == _APPEND_ATTEMPTS:
+                    raise
+                log.warning("audit append failed on one memory replica; retrying", extra={"attempt": attempt + 1})
+                await asyncio.sleep(_APPEND_RETRY_PAUSE_SECONDS)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
         await self._batcher.close()
