@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 SECRETS = ROOT / "secrets"
 REQUIRED = {
+    "certs",
     "postgres",
     "redis",
     "memory-migrate",
@@ -30,8 +31,12 @@ REQUIRED = {
     "grafana",
     "alert-receiver",
 }
-NAMED_VOLUMES = {"postgres-data", "redis-data", "prometheus-data", "alertmanager-data", "grafana-data"}
+NAMED_VOLUMES = {"certs", "postgres-data", "redis-data", "prometheus-data", "alertmanager-data", "grafana-data"}
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
+# The gRPC services: main port (mutual TLS only) and the plaintext health port their healthchecks probe.
+GRPC = {"gate": (50051, 50061), "executor": (50052, 50062), "memory": (50053, 50063)}
+IDENTITIES = ("edge", *GRPC)
+TLS_DIR = "/etc/techno/tls"
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +106,7 @@ def test_every_long_running_service_has_a_healthcheck(services: dict[str, dict[s
         assert not healthcheck.get("disable"), f"{name} disables its healthcheck"
         assert healthcheck["test"][0] in {"CMD", "CMD-SHELL"}, name
     assert one_shot("memory-migrate", services)
+    assert one_shot("certs", services)
 
 
 def test_every_dependency_waits_for_a_condition(services: dict[str, dict[str, Any]]) -> None:
@@ -246,3 +252,40 @@ def test_dollar_signs_are_escaped_or_deliberate() -> None:
     for number, line in enumerate(COMPOSE.read_text().splitlines(), 1):
         code = line.split(" #", 1)[0].replace("$$", "")
         assert re.fullmatch(r"[^$]*(\$\{[A-Z_]+(:-[^}]*)?\}[^$]*)*", code), f"line {number}: {line}"
+
+
+def test_the_stateless_services_scale_without_host_ports(services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose up --scale gate=3`: a fixed host port or container name would clash between replicas."""
+    for name in GRPC:
+        assert "ports" not in services[name], f"{name} publishes a host port, so it cannot scale"
+        assert "container_name" not in services[name], name
+    assert services["edge"]["ports"] == ["127.0.0.1:8080:8080"]
+    targets = {"TECHNO_GATE_TARGET": "gate:50051", "TECHNO_EXECUTOR_TARGET": "executor:50052"}
+    targets |= {"TECHNO_MEMORY_TARGET": "memory:50053"}
+    for name in IDENTITIES:
+        env = environment(services[name])
+        for variable, address in targets.items():
+            # dns:/// resolves the service name to every replica, for round_robin over them.
+            assert env[variable] == f"dns:///{address}", f"{name}: {variable}"
+
+
+def test_every_service_has_its_identity_from_the_certs_job(services: dict[str, dict[str, Any]]) -> None:
+    certs = services["certs"]
+    assert "python -m techno_stack.certs --out /certs" in " ".join(certs["entrypoint"])
+    assert "certs:/certs" in certs["volumes"]
+    assert certs.get("cap_add", []) == ["CHOWN"], "the certs job needs nothing but handing the files over"
+    for name in IDENTITIES:
+        service = services[name]
+        env = environment(service)
+        assert env["TECHNO_TLS_CERT_FILE"] == f"{TLS_DIR}/{name}.crt", name
+        assert env["TECHNO_TLS_KEY_FILE"] == f"{TLS_DIR}/{name}.key", name
+        assert env["TECHNO_TLS_CA_FILE"] == f"{TLS_DIR}/ca.crt", name
+        assert f"certs:{TLS_DIR}:ro" in service["volumes"], name
+        assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_grpc_healthchecks_ask_the_plaintext_health_port_for_readiness(services: dict[str, dict[str, Any]]) -> None:
+    for name, (_, health_port) in GRPC.items():
+        assert environment(services[name])[f"TECHNO_{name.upper()}_HEALTH_PORT"] == str(health_port)
+        test = services[name]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "techno_core.healthcheck", f"127.0.0.1:{health_port}", "readiness"]
