@@ -16,7 +16,7 @@ from typing import TypedDict
 import grpc
 
 from techno_core.identity import Identity
-from techno_core.tls import CertificateFiles, channel_credentials
+from techno_core.tls import CertificateFiles, channel_credentials, server_credentials
 from techno_stack.certs import ensure_development_pki
 
 
@@ -65,3 +65,9 @@ def connect(
     options = [] if server is None else [("grpc.ssl_target_name_override", server.value)]
     credentials = channel_credentials(certificate_files(identity, directory).read())
     return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+def add_port(server: grpc.aio.Server, identity: Identity, address: str = "127.0.0.1:0") -> int:
+    """Bind a fake of a service with mutual TLS as ``identity`` (it presents that certificate and requires a
+    client's, as the real service does); the bound port."""
+    return server.add_secure_port(address, server_credentials(certificate_files(identity)))

@@ -18,11 +18,13 @@ from prometheus_client import CollectorRegistry
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.provider import Completion
 from techno_executor.settings import ExecutorSettings
+from tests.tls import add_port, as_identity, connect
 
 ALICE, MALLORY = "key-alice", "key-mallory"
 MemoryContext = grpc.aio.ServicerContext[Any, Any]
@@ -106,7 +108,7 @@ async def memory_server() -> AsyncIterator[tuple[FakeMemory, str]]:
     memory = FakeMemory()
     server = grpc.aio.server()
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_port(server, Identity.MEMORY)
     await server.start()
     yield memory, f"127.0.0.1:{port}"
     await server.stop(None)
@@ -122,6 +124,7 @@ async def start_executor(
         memory, address = memory_server
         provider = RecordingProvider()
         settings = ExecutorSettings(
+            **as_identity(Identity.EXECUTOR),
             host="127.0.0.1",
             executor_port=0,
             executor_metrics_port=0,
@@ -147,7 +150,7 @@ async def execute(
         action=action, context_id="ctx", profile="default", session_id=session_id, principal_id=principal_id
     )
     json_format.ParseDict(payload, request.payload)
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         return await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(request, timeout=5)
 
 

@@ -17,11 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.provider import Completion, ProviderServerError
 from techno_executor.settings import ExecutorSettings
+from tests.tls import as_identity, connect
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "chat": {"message": "Hello there. How are you?"},
@@ -36,6 +38,7 @@ AppFactory = Callable[..., Awaitable[GrpcApp]]
 
 def settings(**overrides: Any) -> ExecutorSettings:
     values: dict[str, Any] = {
+        **as_identity(Identity.EXECUTOR),
         "host": "127.0.0.1",
         "executor_port": 0,
         "executor_metrics_port": 0,
@@ -66,7 +69,7 @@ async def start_app(tracer_provider: TracerProvider) -> AsyncIterator[AppFactory
 async def execute(app: GrpcApp, action: str, payload: dict[str, Any], timeout: float = 5) -> Any:
     request = executor_pb2.ExecuteRequest(action=action, context_id="ctx", profile="default")
     json_format.ParseDict(payload, request.payload)
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         return await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(request, timeout=timeout)
 
 

@@ -21,12 +21,14 @@ from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.bootstrap import bootstrap
 from techno_executor.provider_settings import API_KEY_VARIABLES
 from techno_executor.settings import ExecutorSettings
 from tests.integration.executor.scripted_vendor import ScriptedVendor, Step, serve
 from tests.integration.executor.vendor_stubs import ANSWER, anthropic_success, gemini_success, openai_success
+from tests.tls import as_identity, connect
 
 KEY = "sk-test-resilience-0123456789"
 TEXT = "The cat sat on the mat. Then it slept all day."
@@ -87,6 +89,7 @@ class Harness:
             "host": "127.0.0.1",
             "executor_port": 0,
             "executor_metrics_port": 0,
+            **as_identity(Identity.EXECUTOR),
             "executor_id": "executor-http-test",
             "executor_audit_breaker_transitions": False,  # no memory service here
             "llm_allowed_providers": ",".join(providers),
@@ -112,7 +115,7 @@ class Harness:
             clock=clock,
         )
         await app.start()
-        executor = Executor(app, grpc.aio.insecure_channel(app.address))
+        executor = Executor(app, connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR))
         self.executors.append(executor)
         return executor
 

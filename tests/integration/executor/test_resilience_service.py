@@ -19,12 +19,14 @@ from prometheus_client import CollectorRegistry
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.faults import FaultProfile, FaultSwitch
 from techno_executor.domain.provider import Completion, Provider, ProviderServerError
 from techno_executor.settings import ExecutorSettings
+from tests.tls import add_port, as_identity, connect
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -59,6 +61,7 @@ async def compose(
 ) -> GrpcApp:
     """The executor as its composition root builds it, with these providers (in fallback order)."""
     values: dict[str, Any] = {
+        **as_identity(Identity.EXECUTOR),
         "host": "127.0.0.1",
         "executor_port": 0,
         "executor_metrics_port": 0,
@@ -107,7 +110,7 @@ async def start(apps: list[GrpcApp], app: GrpcApp) -> GrpcApp:
 async def execute(app: GrpcApp, providers: Sequence[str] = (), **kwargs: Any) -> executor_pb2.ExecuteResponse:
     request = executor_pb2.ExecuteRequest(action="summarize", providers=providers)
     json_format.ParseDict(PAYLOAD, request.payload)
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         response: executor_pb2.ExecuteResponse = await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(
             request, timeout=5, **kwargs
         )
@@ -115,7 +118,7 @@ async def execute(app: GrpcApp, providers: Sequence[str] = (), **kwargs: Any) ->
 
 
 async def admin(app: GrpcApp, method: str, request: Any) -> Any:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         return await getattr(executor_pb2_grpc.ExecutorAdminServiceStub(channel), method)(request, timeout=5)
 
 
@@ -260,7 +263,7 @@ async def memory() -> AsyncIterator[tuple[RecordingMemory, str]]:
     servicer = RecordingMemory()
     server = grpc.aio.server()
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_port(server, Identity.MEMORY)
     await server.start()
     yield servicer, f"127.0.0.1:{port}"
     await server.stop(None)
