@@ -13,7 +13,7 @@ K8S_TOOLS := build/k8s-tools
 CHECKOV := $(K8S_TOOLS)/bin/checkov
 
 .PHONY: help setup obs-tools run test check lint format typecheck protos protos-check buf docs docs-check compose-check \
-	dashboards dashboards-check k8s k8s-check k8s-tools pytest bench bench-gate bench-audit clean
+	dashboards dashboards-check k8s k8s-check k8s-tools pytest bench bench-tls bench-gate bench-audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -115,6 +115,10 @@ pytest: $(PY)
 bench: $(PY) ## requests/s and p50/p95/p99 of POST /v1/process through the whole stack
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) scripts/bench.py
+
+bench-tls: $(PY) ## the same bench with internal mTLS (as shipped) and plaintext, side by side: the CPU cost of mTLS
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) scripts/bench.py --compare-tls
 
 bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against calling the executor directly
 	$(PY) scripts/bench_gate.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,3 +38,17 @@ async def bench_stack(database_url: str, extra_env: dict[str, str]) -> AsyncIter
             yield stack, Path(tmp)
         finally:
             await stack.stop()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time so far of the processes ``pids`` (Linux ``/proc/<pid>/stat``), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / ticks
+
+
+def service_pids(stack: Stack) -> list[int]:
+    return [service.process.pid for service in stack.services if service.process is not None]
