@@ -12,6 +12,9 @@ from typing import Any
 
 TRUST_DOMAIN = "techno"
 _PREFIX = f"spiffe://{TRUST_DOMAIN}/"
+# gRPC metadata in which the gate names the principal an admin command is run for (to the executor, which trusts
+# it from the gate's identity only).
+PRINCIPAL_METADATA = "techno-principal"
 
 
 class Identity(enum.StrEnum):
@@ -52,3 +55,16 @@ def peer_identity(context: Any) -> Identity | None:
     identities = {identity for uri in peer_uris(context) if (identity := identity_of_uri(uri)) is not None}
     # A certificate naming two identities is ambiguous; it gets none rather than the more powerful one.
     return identities.pop() if len(identities) == 1 else None
+
+
+def peer_common_name(context: Any) -> str:
+    """The subject common name of the peer's verified certificate ("" on a plaintext connection). Not an
+    identity (the URI SAN is): it names *which* holder of an identity called, e.g. one operator among several
+    whose certificates all carry ``spiffe://techno/operator``."""
+    names = context.auth_context().get("x509_common_name", ())
+    return names[0].decode("utf-8", "replace") if names else ""
+
+
+def operator_principal_id(context: Any) -> str:
+    """The audit principal of a caller holding the operator identity: ``operator:<certificate common name>``."""
+    return f"{Identity.OPERATOR}:{peer_common_name(context) or Identity.OPERATOR}"

@@ -13,6 +13,7 @@ class AuditEventKind(StrEnum):
     DECISION = "DECISION"
     OUTCOME = "OUTCOME"
     BREAKER = "BREAKER"
+    ADMIN = "ADMIN"
 
 
 @dataclass(frozen=True)

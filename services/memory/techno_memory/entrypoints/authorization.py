@@ -3,8 +3,9 @@
 Memory holds the audit trail, the API key hashes and people's data, so every method names its callers:
 
 - the audit trail and the key store belong to the gate, the only service that decides and authenticates, and
-  to the operator's tools (``techno-keys``); the executor appends its circuit breaker transitions only, which
-  ``EXECUTOR_EVENT_TYPES`` restricts further;
+  to the operator's tools (``techno-keys``); ``APPENDABLE_KINDS`` restricts what the others may append: the
+  executor its circuit breaker transitions, the operator admin events only (memory itself records the
+  operator's key changes, see ``application/operator_keys.py``);
 - sessions and preferences are read and written by the gate (people's own routes) and the executor (chat
   history, prompt preferences);
 - idempotency records are the gate's.
@@ -45,9 +46,11 @@ CALLERS = callers(
 )
 
 # What each caller may append to the audit trail, beyond being allowed to call AppendAuditEvents at all. The
-# executor records its breakers only: a DECISION or OUTCOME from it would be a forgery.
+# executor records its breakers only, the operator's tools admin events only: a DECISION or OUTCOME from either
+# would be a forgery (only the gate decides).
 APPENDABLE_KINDS: dict[Identity, frozenset[int]] = {
     EXECUTOR: frozenset({memory_pb2.AUDIT_EVENT_KIND_BREAKER}),
+    OPERATOR: frozenset({memory_pb2.AUDIT_EVENT_KIND_ADMIN}),
 }
 
 

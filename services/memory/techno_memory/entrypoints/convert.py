@@ -19,6 +19,7 @@ _KIND_FROM_PROTO = {
     memory_pb2.AUDIT_EVENT_KIND_DECISION: AuditEventKind.DECISION,
     memory_pb2.AUDIT_EVENT_KIND_OUTCOME: AuditEventKind.OUTCOME,
     memory_pb2.AUDIT_EVENT_KIND_BREAKER: AuditEventKind.BREAKER,
+    memory_pb2.AUDIT_EVENT_KIND_ADMIN: AuditEventKind.ADMIN,
 }
 _KIND_TO_PROTO = {kind: value for value, kind in _KIND_FROM_PROTO.items()}
 # Stands in for a missing timestamp while the rest of the event is checked; such an event is always refused.

@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
-from techno_core.identity import peer_identity
+from techno_core.identity import Identity, operator_principal_id, peer_identity
+from techno_core.tracing import current_trace_id
 from techno_memory.application.audit_log import AuditLog
 from techno_memory.application.idempotency import IdempotencyKeys
 from techno_memory.application.keys import KeyDirectory
+from techno_memory.application.operator_keys import OperatorKeys
 from techno_memory.application.preferences import PreferenceBook, PrincipalData
 from techno_memory.application.sessions import Sessions
 from techno_memory.entrypoints.authorization import check_appendable
@@ -38,6 +40,12 @@ from techno_memory.entrypoints.convert_sessions import (
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def operator_principal(context: Context) -> str | None:
+    """``operator:<certificate common name>`` when the operator identity calls, else None. The gate records the
+    key changes made through it itself; a direct caller with the operator certificate is recorded here."""
+    return operator_principal_id(context) if peer_identity(context) is Identity.OPERATOR else None
+
+
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     def __init__(
         self,
@@ -50,6 +58,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> None:
         self._audit = audit_log
         self._keys = keys
+        self._operator_keys = OperatorKeys(keys, audit_log)
         self._sessions = sessions
         self._preferences = preferences
         self._principal_data = principal_data
@@ -76,8 +85,12 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def CreateApiKey(
         self, request: memory_pb2.CreateApiKeyRequest, context: Context
     ) -> memory_pb2.CreateApiKeyResponse:
-        key = await self._keys.create(new_key_from_proto(request))
-        return memory_pb2.CreateApiKeyResponse(api_key=key_to_proto(key))
+        key = new_key_from_proto(request)
+        if (operator := operator_principal(context)) is not None:
+            stored = await self._operator_keys.create(key, principal_id=operator, trace_id=current_trace_id())
+        else:
+            stored = await self._keys.create(key)
+        return memory_pb2.CreateApiKeyResponse(api_key=key_to_proto(stored))
 
     async def ListApiKeys(
         self, request: memory_pb2.ListApiKeysRequest, context: Context
@@ -88,7 +101,10 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def RevokeApiKey(
         self, request: memory_pb2.RevokeApiKeyRequest, context: Context
     ) -> memory_pb2.RevokeApiKeyResponse:
-        key = await self._keys.revoke(request.key_id)
+        if (operator := operator_principal(context)) is not None:
+            key = await self._operator_keys.revoke(request.key_id, principal_id=operator, trace_id=current_trace_id())
+        else:
+            key = await self._keys.revoke(request.key_id)
         return memory_pb2.RevokeApiKeyResponse(api_key=key_to_proto(key))
 
     async def CreateSession(

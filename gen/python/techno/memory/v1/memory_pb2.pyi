@@ -19,6 +19,7 @@ class AuditEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_KIND_DECISION: _ClassVar[AuditEventKind]
     AUDIT_EVENT_KIND_OUTCOME: _ClassVar[AuditEventKind]
     AUDIT_EVENT_KIND_BREAKER: _ClassVar[AuditEventKind]
+    AUDIT_EVENT_KIND_ADMIN: _ClassVar[AuditEventKind]
 
 class IdempotencyClaimState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ AUDIT_EVENT_KIND_UNSPECIFIED: AuditEventKind
 AUDIT_EVENT_KIND_DECISION: AuditEventKind
 AUDIT_EVENT_KIND_OUTCOME: AuditEventKind
 AUDIT_EVENT_KIND_BREAKER: AuditEventKind
+AUDIT_EVENT_KIND_ADMIN: AuditEventKind
 IDEMPOTENCY_CLAIM_STATE_UNSPECIFIED: IdempotencyClaimState
 IDEMPOTENCY_CLAIM_STATE_CLAIMED: IdempotencyClaimState
 IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS: IdempotencyClaimState
