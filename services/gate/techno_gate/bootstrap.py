@@ -14,7 +14,7 @@ from techno_core.health import grpc_health_probe
 from techno_core.identity import Identity
 from techno_core.runner import StartupError
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_options
-from techno_core.tracing import build_tracer_provider
+from techno_core.tracing import build_tracer_provider, current_trace_id
 from techno_core.transport import transport_from
 from techno_gate.adapters.executor import GrpcExecutor
 from techno_gate.adapters.memory import (
@@ -26,14 +26,16 @@ from techno_gate.adapters.memory import (
     MemoryPersonalData,
 )
 from techno_gate.adapters.observer import PrometheusDecisionObserver
-from techno_gate.adapters.policy_file import PolicyError, ReloadablePolicySource
+from techno_gate.adapters.policy_file import PolicyError, PolicyFileWatcher, ReloadablePolicySource
 from techno_gate.adapters.tokens import TokenConfigError, TokenVerifier
 from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.admin_audit import AdminAudit
 from techno_gate.application.audit_query import AuditTrail
 from techno_gate.application.authenticate import Authenticator
 from techno_gate.application.idempotency import Idempotency
 from techno_gate.application.limits import LimitGate
 from techno_gate.application.personal import PersonalData
+from techno_gate.application.policy_reload import PolicyReloads
 from techno_gate.application.process import Gatekeeper
 from techno_gate.entrypoints.admin_grpc import GateAdminServicer
 from techno_gate.entrypoints.authorization import CALLERS
@@ -82,7 +84,10 @@ async def bootstrap(
         limits=LimitGate(rates, concurrency, observer, fail_open=settings.gate_limits_on_store_unavailable == "allow"),
         max_payload_bytes=settings.gate_max_payload_bytes,
     )
-    key_admin = KeyAdmin(MemoryKeyStore(memory), keys, known_profiles=lambda: set(policies.current.document.profiles))
+    admin_audit = AdminAudit(audit, observer, trace_id=current_trace_id)
+    key_admin = KeyAdmin(MemoryKeyStore(memory), keys, lambda: set(policies.current.document.profiles), admin_audit)
+    reloads = PolicyReloads(policies, admin_audit)
+    policy_watch = PolicyFileWatcher(reloads.on_file_change, interval_seconds=settings.gate_policy_watch_seconds)
     personal = PersonalData(gatekeeper, MemoryPersonalData(memory))
     idempotency = Idempotency(MemoryIdempotencyStore(memory), observer)
     servicer = GateServicer(
@@ -90,7 +95,7 @@ async def bootstrap(
     )
     audit_trail = AuditTrail(MemoryAuditReader(memory))
     admin = GateAdminServicer(
-        gatekeeper, key_admin, audit_trail, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel)
+        gatekeeper, key_admin, audit_trail, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel), admin_audit
     )
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size
@@ -117,9 +122,9 @@ async def bootstrap(
             ("executor", grpc_health_probe(executor_channel)),
             ("api_keys", keys.check_fresh),
         ],
-        starters=[keys.start],
-        closers=[keys.close, audit.close, close_limits, close_channels, close_tracer],
-        reloaders=[policies.reload],
+        starters=[keys.start, policy_watch.start],
+        closers=[policy_watch.close, keys.close, audit.close, close_limits, close_channels, close_tracer],
+        reloaders=[reloads.on_signal],
     )
     return GrpcApp(
         definition,

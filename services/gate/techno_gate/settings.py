@@ -32,6 +32,12 @@ class GateSettings(
         default_factory=_default_gate_id, description="Name of this gate replica in metrics and audit events."
     )
     gate_policy_file: str = Field("config/policy.yaml", description="YAML policy: actions, profiles, contexts.")
+    gate_policy_watch_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often the gate checks the policy file's content and applies a change (a ConfigMap "
+        "update) without SIGHUP; 0 turns the watch off.",
+    )
     gate_key_refresh_seconds: float = Field(
         0.5, gt=0, description="How often the key cache asks memory for changed keys (the revocation lag)."
     )

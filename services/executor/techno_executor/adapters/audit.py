@@ -10,12 +10,14 @@ many writes are pending (memory down or slow) new ones are dropped and counted (
 
 Events are of kind ``AUDIT_EVENT_KIND_BREAKER`` with ``service="executor"``, ``action="circuit_breaker"``, the
 provider as ``context_id`` and ``result`` one of CIRCUIT_OPENED / CIRCUIT_CLOSED / CIRCUIT_HALF_OPEN /
-CIRCUIT_FORCED_OPEN / CIRCUIT_FORCED_CLOSED; ``attributes`` carry provider, from/to state and the executor id.
+CIRCUIT_FORCED_OPEN / CIRCUIT_FORCED_CLOSED; ``attributes`` carry provider, from/to state and the executor id,
+and ``requested_by`` (the admin principal, see ``REQUESTED_BY``) when an operator's command caused it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import uuid
@@ -42,6 +44,9 @@ RESULTS = {
 }
 SERVICE = "executor"
 ACTION = "circuit_breaker"
+# The principal of the operator command running on this task ("" for transitions caused by calls): set by the
+# admin entry point around the command, read when the breaker reports the transition it made.
+REQUESTED_BY: contextvars.ContextVar[str] = contextvars.ContextVar("requested_by", default="")
 
 
 def _current_trace_id() -> tuple[str, bool]:
@@ -94,6 +99,8 @@ class BreakerAuditWriter:
                 "traced": traced,
             }
         )
+        if requested_by := REQUESTED_BY.get():
+            attributes.update({"requested_by": requested_by})
         return memory_pb2.AuditEvent(
             event_id=str(uuid.uuid4()),
             trace_id=trace_id,

@@ -1,6 +1,9 @@
 """The thin gRPC face of the executor's operations API: fault injection and circuit-breaker control.
 
-Internal: the gate's admin service (admin scope) is its only caller. Commands act on this replica only.
+Internal: the gate's admin service (admin scope, which records each command in the audit trail) and the operator
+identity are its only callers. Commands act on this replica only. Each change is logged with who asked:
+the principal the gate names in ``techno-principal`` metadata (trusted from the gate's certificate only), or
+``operator:<name>`` for the operator's certificate.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import grpc
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno_core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from techno_core.identity import PRINCIPAL_METADATA, Identity, operator_principal_id, peer_identity
+from techno_executor.adapters.audit import REQUESTED_BY
 from techno_executor.domain.breaker import BreakerSnapshot, CircuitBreaker, CircuitState
 from techno_executor.domain.faults import FaultProfile, FaultSwitch
 
@@ -26,6 +31,18 @@ _STATES = {
     CircuitState.FORCED_OPEN: executor_pb2.BREAKER_STATE_FORCED_OPEN,
     CircuitState.FORCED_CLOSED: executor_pb2.BREAKER_STATE_FORCED_CLOSED,
 }
+
+
+def requested_by(context: Context) -> str:
+    """Who asked for a command: the operator's certificate, or the principal the gate names for its admin caller
+    ("gate" if it names none). Without identities at all (plaintext) the metadata is all there is."""
+    peer = peer_identity(context)
+    if peer is Identity.OPERATOR:
+        return operator_principal_id(context)
+    named = next((str(value) for key, value in context.invocation_metadata() or () if key == PRINCIPAL_METADATA), "")
+    if peer is Identity.GATE:
+        return named or str(Identity.GATE)
+    return named if peer is None else str(peer)
 
 
 def breaker_info(snapshot: BreakerSnapshot) -> executor_pb2.BreakerInfo:
@@ -88,11 +105,33 @@ class ExecutorAdminServicer(executor_pb2_grpc.ExecutorAdminServiceServicer):
                 message=f"no provider {request.provider!r} on this executor",
                 metadata={"provider": request.provider[:128]},
             )
-        if request.command == executor_pb2.BREAKER_COMMAND_FORCE_OPEN:
+        principal = requested_by(context)
+        token = REQUESTED_BY.set(principal)  # the transition's audit event names who forced it
+        try:
+            self._command(breaker, request.command)
+        finally:
+            REQUESTED_BY.reset(token)
+        log.warning(
+            "breaker of %s set by %s: %s",
+            breaker.name,
+            principal or "an operator",
+            executor_pb2.BreakerCommand.Name(request.command),
+            extra={
+                "event": "circuit_breaker_command",
+                "provider": breaker.name,
+                "state": breaker.state.value,
+                "principal_id": principal,
+            },
+        )
+        return executor_pb2.SetBreakerResponse(breaker=breaker_info(breaker.snapshot()))
+
+    @staticmethod
+    def _command(breaker: CircuitBreaker, command: int) -> None:
+        if command == executor_pb2.BREAKER_COMMAND_FORCE_OPEN:
             breaker.force_open()
-        elif request.command == executor_pb2.BREAKER_COMMAND_FORCE_CLOSED:
+        elif command == executor_pb2.BREAKER_COMMAND_FORCE_CLOSED:
             breaker.force_closed()
-        elif request.command == executor_pb2.BREAKER_COMMAND_RESET:
+        elif command == executor_pb2.BREAKER_COMMAND_RESET:
             breaker.reset()
         else:
             raise InvalidArgument(
@@ -100,13 +139,6 @@ class ExecutorAdminServicer(executor_pb2_grpc.ExecutorAdminServiceServicer):
                 message="command must be FORCE_OPEN, FORCE_CLOSED or RESET",
                 violations=[FieldViolation("command", "must be FORCE_OPEN, FORCE_CLOSED or RESET")],
             )
-        log.warning(
-            "breaker of %s set by an operator: %s",
-            breaker.name,
-            executor_pb2.BreakerCommand.Name(request.command),
-            extra={"event": "circuit_breaker_command", "provider": breaker.name, "state": breaker.state.value},
-        )
-        return executor_pb2.SetBreakerResponse(breaker=breaker_info(breaker.snapshot()))
 
     async def SetFaults(
         self, request: executor_pb2.SetFaultsRequest, context: Context
@@ -126,9 +158,11 @@ class ExecutorAdminServicer(executor_pb2_grpc.ExecutorAdminServiceServicer):
                 violations=[FieldViolation(f"faults.{name}", why) for name, why in problems],
             )
         switch.replace(profile)
+        principal = requested_by(context)
         log.warning(
-            "faults of %s replaced by an operator",
+            "faults of %s replaced by %s",
             request.provider,
-            extra={"event": "fault_profile_set", "provider": request.provider},
+            principal or "an operator",
+            extra={"event": "fault_profile_set", "provider": request.provider, "principal_id": principal},
         )
         return executor_pb2.SetFaultsResponse(provider=request.provider, faults=fault_message(switch.current))

@@ -29,6 +29,7 @@ T = TypeVar("T")
 _KINDS = {
     AuditKind.DECISION: memory_pb2.AUDIT_EVENT_KIND_DECISION,
     AuditKind.OUTCOME: memory_pb2.AUDIT_EVENT_KIND_OUTCOME,
+    AuditKind.ADMIN: memory_pb2.AUDIT_EVENT_KIND_ADMIN,
 }
 
 
@@ -286,6 +287,7 @@ _KIND_NAMES = {
     memory_pb2.AUDIT_EVENT_KIND_DECISION: "DECISION",
     memory_pb2.AUDIT_EVENT_KIND_OUTCOME: "OUTCOME",
     memory_pb2.AUDIT_EVENT_KIND_BREAKER: "BREAKER",
+    memory_pb2.AUDIT_EVENT_KIND_ADMIN: "ADMIN",
 }
 
 

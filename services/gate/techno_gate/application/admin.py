@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from techno_core import errors
+from techno_gate.application.admin_audit import AdminAudit, AdminOperation
 from techno_gate.application.authenticate import require
 from techno_gate.application.ports import KeyAdminStore
-from techno_gate.domain.keys import ApiKeyRecord, generate_key
+from techno_gate.domain.keys import ApiKeyRecord, NewApiKey, generate_key
 from techno_gate.domain.principal import Principal, Scope
 from techno_gate.domain.reasons import Reason
 
@@ -30,44 +31,67 @@ class KeyCacheWriter(Protocol):
 
 @dataclass
 class KeyAdmin:
+    """Each change is an admin operation of ``audit`` (recorded before it runs; see ``admin_audit``)."""
+
     store: KeyAdminStore
     cache: KeyCacheWriter
     known_profiles: Callable[[], set[str]]
+    audit: AdminAudit
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def create(
         self, caller: Principal, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None
     ) -> IssuedKey:
-        require(caller, Scope.ADMIN)
-        self._check(name=name, profile=profile, scopes=scopes, expires_at=expires_at)
         key = generate_key()
-        record = await self.store.create(key, name=name, profile=profile, scopes=scopes, expires_at=expires_at)
-        self.cache.remember(record)
-        return IssuedKey(record, key.secret)
+        attributes = _key_attributes(key.key_id, name=name, profile=profile, scopes=scopes, expires_at=expires_at)
+        operation = AdminOperation("api_key.create", key.key_id, attributes)
+
+        async def create() -> IssuedKey:
+            self._check(name=name, profile=profile, scopes=scopes, expires_at=expires_at)
+            return await self._store_new(key, name=name, profile=profile, scopes=scopes, expires_at=expires_at)
+
+        return await self.audit.run(caller, operation, create)
 
     async def list(self, caller: Principal) -> list[ApiKeyRecord]:
         require(caller, Scope.ADMIN)
         return await self.store.list()
 
     async def revoke(self, caller: Principal, key_id: str) -> ApiKeyRecord:
-        require(caller, Scope.ADMIN)
-        record = await self.store.revoke(key_id)
-        self.cache.remember(record)
-        return record
+        operation = AdminOperation("api_key.revoke", key_id, {"key_id": key_id})
+        return await self.audit.run(caller, operation, lambda: self._revoke(key_id))
 
     async def rotate(self, caller: Principal, key_id: str) -> tuple[IssuedKey, ApiKeyRecord]:
         """A new key with the old one's name, profile, scopes and expiry; then the old one is revoked. The new
         key is stored first, so a failure between the two steps never leaves the holder without a key."""
-        require(caller, Scope.ADMIN)
-        old = next((k for k in await self.store.list() if k.key_id == key_id), None)
-        if old is None:
-            raise errors.NotFound(reason="API_KEY_NOT_FOUND", message=f"no API key {key_id}")
-        if old.revoked:
-            raise errors.FailedPrecondition(reason=Reason.API_KEY_REVOKED, message="a revoked key cannot be rotated")
-        issued = await self.create(
-            caller, name=old.name, profile=old.profile, scopes=tuple(sorted(old.scopes)), expires_at=old.expires_at
-        )
-        return issued, await self.revoke(caller, key_id)
+        key = generate_key()
+        operation = AdminOperation("api_key.rotate", key_id, {"key_id": key_id, "new_key_id": key.key_id})
+
+        async def rotate() -> tuple[IssuedKey, ApiKeyRecord]:
+            old = next((k for k in await self.store.list() if k.key_id == key_id), None)
+            if old is None:
+                raise errors.NotFound(reason="API_KEY_NOT_FOUND", message=f"no API key {key_id}")
+            if old.revoked:
+                raise errors.FailedPrecondition(
+                    reason=Reason.API_KEY_REVOKED, message="a revoked key cannot be rotated"
+                )
+            issued = await self._store_new(
+                key, name=old.name, profile=old.profile, scopes=tuple(sorted(old.scopes)), expires_at=old.expires_at
+            )
+            return issued, await self._revoke(key_id)
+
+        return await self.audit.run(caller, operation, rotate)
+
+    async def _store_new(
+        self, key: NewApiKey, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None
+    ) -> IssuedKey:
+        record = await self.store.create(key, name=name, profile=profile, scopes=scopes, expires_at=expires_at)
+        self.cache.remember(record)
+        return IssuedKey(record, key.secret)
+
+    async def _revoke(self, key_id: str) -> ApiKeyRecord:
+        record = await self.store.revoke(key_id)
+        self.cache.remember(record)
+        return record
 
     def _check(self, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None) -> None:
         violations = []
@@ -84,3 +108,13 @@ class KeyAdmin:
             raise errors.InvalidArgument(
                 reason=Reason.INVALID_ARGUMENT, message="invalid key request", violations=violations
             )
+
+
+def _key_attributes(
+    key_id: str, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None
+) -> dict[str, Any]:
+    """What an admin event says of a key: never its secret or hash."""
+    attributes: dict[str, Any] = {"key_id": key_id, "name": name, "profile": profile, "scopes": list(scopes)}
+    if expires_at is not None:
+        attributes["expires_at"] = expires_at.isoformat()
+    return attributes

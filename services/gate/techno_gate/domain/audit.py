@@ -1,4 +1,4 @@
-"""Audit records the gate writes: one decision before anything runs, one outcome after."""
+"""Audit records the gate writes: one decision before anything runs, one outcome after; admin operations."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 class AuditKind(StrEnum):
     DECISION = "DECISION"
     OUTCOME = "OUTCOME"
+    ADMIN = "ADMIN"
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class AuditRecord:
     principal_id: str
     action: str
     context_id: str
-    result: str  # ALLOW / DENY for decisions, SUCCEEDED / FAILED for outcomes
+    result: str  # ALLOW / DENY for decisions, SUCCEEDED / FAILED for outcomes, REQUESTED … for admin operations
     reason_codes: tuple[str, ...]
     attributes: dict[str, Any]
     service: str = "gate"

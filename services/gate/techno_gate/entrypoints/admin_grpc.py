@@ -11,14 +11,16 @@ from google.protobuf import struct_pb2
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
 from techno_core.grpc_errors import from_rpc_error
+from techno_core.identity import PRINCIPAL_METADATA
 from techno_core.timestamps import requested_time, to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
+from techno_gate.application.admin_audit import AdminAudit, AdminOperation
 from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
 from techno_gate.application.authenticate import require
 from techno_gate.application.process import Gatekeeper
 from techno_gate.domain.keys import ApiKeyRecord
-from techno_gate.domain.principal import Scope
+from techno_gate.domain.principal import Principal, Scope
 from techno_gate.domain.reasons import Reason
 from techno_gate.entrypoints.grpc import Context, presented_credentials, process_command
 
@@ -69,6 +71,14 @@ def audit_query(request: admin_pb2.ListAuditEventsRequest) -> AuditQuery:
     )
 
 
+def _on_behalf_of(caller: Principal) -> tuple[tuple[str, str], ...]:
+    return ((PRINCIPAL_METADATA, caller.id),)
+
+
+def _known_command(command: int) -> bool:
+    return command in executor_pb2.BreakerCommand.values()
+
+
 def _reason_code(reason: str) -> str:
     name = f"REASON_CODE_{reason}"
     return name if name in gate_pb2.ReasonCode.DESCRIPTOR.values_by_name else "REASON_CODE_UNSPECIFIED"
@@ -81,14 +91,19 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         keys: KeyAdmin,
         audit: AuditTrail,
         executor_admin: executor_pb2_grpc.ExecutorAdminServiceStub,
+        admin_audit: AdminAudit,
     ) -> None:
+        self._admin_audit = admin_audit
         self._gatekeeper = gatekeeper
         self._keys = keys
         self._audit = audit
         self._executor_admin = executor_admin
 
+    def _caller(self, context: Context) -> Principal:
+        return self._gatekeeper.authenticate(presented_credentials(context))
+
     async def _admin(self, context: Context) -> None:
-        require(self._gatekeeper.authenticate(presented_credentials(context)), Scope.ADMIN)
+        require(self._caller(context), Scope.ADMIN)
 
     async def _forward(self, call: Awaitable[T]) -> T:
         try:
@@ -96,14 +111,24 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         except grpc.aio.AioRpcError as error:  # the executor's own reasons (NOT_FOUND …) reach the operator
             raise from_rpc_error(error, default_reason=Reason.EXECUTOR_UNAVAILABLE) from error
 
-    # Operator commands for the executor pass through unchanged: the gate's only part is the admin scope.
+    # Operator commands for the executor: the gate checks the admin scope, records the command (before it runs,
+    # and its result) and names the caller to the executor, which logs it with the change.
 
     async def SetProviderFaults(
         self, request: admin_pb2.SetProviderFaultsRequest, context: Context
     ) -> admin_pb2.SetProviderFaultsResponse:
-        await self._admin(context)
+        caller = self._caller(context)
+        faults = {field.name: getattr(request.faults, field.name) for field in request.faults.DESCRIPTOR.fields}
+        operation = AdminOperation("faults.set", request.provider, {"provider": request.provider, **faults})
         forwarded = executor_pb2.SetFaultsRequest(provider=request.provider, faults=request.faults)
-        reply = await self._forward(self._executor_admin.SetFaults(forwarded, timeout=_ADMIN_TIMEOUT_SECONDS))
+
+        async def set_faults() -> executor_pb2.SetFaultsResponse:
+            call = self._executor_admin.SetFaults(
+                forwarded, timeout=_ADMIN_TIMEOUT_SECONDS, metadata=_on_behalf_of(caller)
+            )
+            return await self._forward(call)
+
+        reply = await self._admin_audit.run(caller, operation, set_faults)
         return admin_pb2.SetProviderFaultsResponse(provider=reply.provider, faults=reply.faults)
 
     async def ListCircuitBreakers(
@@ -118,9 +143,19 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def SetCircuitBreaker(
         self, request: admin_pb2.SetCircuitBreakerRequest, context: Context
     ) -> admin_pb2.SetCircuitBreakerResponse:
-        await self._admin(context)
+        caller = self._caller(context)
+        command = executor_pb2.BreakerCommand.Name(request.command) if _known_command(request.command) else ""
+        attributes = {"provider": request.provider, "command": command or str(request.command)}
+        operation = AdminOperation("breaker.set", request.provider, attributes)
         forwarded = executor_pb2.SetBreakerRequest(provider=request.provider, command=request.command)
-        reply = await self._forward(self._executor_admin.SetBreaker(forwarded, timeout=_ADMIN_TIMEOUT_SECONDS))
+
+        async def set_breaker() -> executor_pb2.SetBreakerResponse:
+            call = self._executor_admin.SetBreaker(
+                forwarded, timeout=_ADMIN_TIMEOUT_SECONDS, metadata=_on_behalf_of(caller)
+            )
+            return await self._forward(call)
+
+        reply = await self._admin_audit.run(caller, operation, set_breaker)
         return admin_pb2.SetCircuitBreakerResponse(breaker=reply.breaker)
 
     async def CreateApiKey(
