@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 
-import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
@@ -23,12 +22,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_edge.bootstrap import EdgeServer
 from techno_edge.bootstrap import bootstrap as edge_bootstrap
 from techno_executor.bootstrap import bootstrap as executor_bootstrap
 from techno_executor.settings import ExecutorSettings
 from tests.integration.edge.conftest import GrpcUpstream, edge_settings, start_upstream
+from tests.tls import as_identity, connect
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 EXECUTE = {"grpc_service": "techno.executor.v1.ExecutorService", "grpc_method": "Execute"}
@@ -37,7 +38,13 @@ DEADLINE_SECONDS = 5.0
 
 @pytest.fixture
 async def executor(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
-    settings = ExecutorSettings(host="127.0.0.1", executor_port=0, executor_metrics_port=0, executor_id="exemplars")
+    settings = ExecutorSettings(
+        **as_identity(Identity.EXECUTOR),
+        host="127.0.0.1",
+        executor_port=0,
+        executor_metrics_port=0,
+        executor_id="exemplars",
+    )
     app = await executor_bootstrap(settings, tracer_provider=tracer_provider, registry=CollectorRegistry())
     await app.start()
     yield app
@@ -68,7 +75,7 @@ def traceparent(trace_id: str, *, sampled: bool) -> str:
 async def summarize(app: GrpcApp, metadata: tuple[tuple[str, str], ...]) -> None:
     request = executor_pb2.ExecuteRequest(action="summarize", context_id="ctx", profile="default")
     json_format.ParseDict({"text": "The cat sat on the mat."}, request.payload)
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(request, metadata=metadata, timeout=5)
 
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_edge.bootstrap import EdgeServer
 from techno_edge.bootstrap import bootstrap as edge_bootstrap
@@ -28,6 +28,7 @@ from techno_gate.settings import GateSettings
 from techno_memory.bootstrap import bootstrap as memory_bootstrap
 from techno_memory.settings import MemorySettings
 from techno_stack.stack import free_port
+from tests.tls import as_identity, connect
 
 from .gate.test_gate_services import migrated_sqlite
 
@@ -44,7 +45,8 @@ class Stack:
 
     async def key(self, profile: str) -> str:
         key = generate_key()
-        async with grpc.aio.insecure_channel(self.memory.address) as channel:
+        # As the operator's techno-keys does.
+        async with connect(self.memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
             await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
                 memory_pb2.CreateApiKeyRequest(
                     key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="t", profile=profile
@@ -68,13 +70,16 @@ async def make_stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIt
     async def make(*, gate: dict[str, Any] | None = None, executor: dict[str, Any] | None = None) -> Stack:
         url = await migrated_sqlite(tmp_path / "memory.db")
         memory = await memory_bootstrap(
-            MemorySettings(memory_database_url=url, memory_port=0, memory_metrics_port=0),
+            MemorySettings(
+                **as_identity(Identity.MEMORY), memory_database_url=url, memory_port=0, memory_metrics_port=0
+            ),
             tracer_provider=tracer_provider,
         )
         await memory.start()
         started.append(memory)
         executor_app = await executor_bootstrap(
             ExecutorSettings(
+                **as_identity(Identity.EXECUTOR),
                 executor_id="ex",
                 executor_port=0,
                 executor_metrics_port=0,
@@ -86,6 +91,7 @@ async def make_stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIt
         await executor_app.start()
         started.append(executor_app)
         gate_settings = {
+            **as_identity(Identity.GATE),
             "gate_port": 0,
             "gate_metrics_port": 0,
             "memory_target": memory.address,
@@ -98,7 +104,8 @@ async def make_stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIt
         await gate_app.start()
         started.append(gate_app)
         edge = await edge_bootstrap(
-            EdgeSettings(edge_port=0, gate_target=gate_app.address), tracer_provider=tracer_provider
+            EdgeSettings(**as_identity(Identity.EDGE), edge_port=0, gate_target=gate_app.address),
+            tracer_provider=tracer_provider,
         )
         await edge.start()
         started.append(edge)
@@ -180,6 +187,7 @@ async def test_auth_not_loaded_yet_is_503(make_stack: StackFactory) -> None:
     unreachable = f"127.0.0.1:{free_port()}"
     lonely_gate = await gate_bootstrap(
         GateSettings(
+            **as_identity(Identity.GATE),
             gate_port=0,
             gate_metrics_port=0,
             memory_target=unreachable,
@@ -188,7 +196,9 @@ async def test_auth_not_loaded_yet_is_503(make_stack: StackFactory) -> None:
         )
     )
     await lonely_gate.start()
-    edge = await edge_bootstrap(EdgeSettings(edge_port=0, gate_target=lonely_gate.address))
+    edge = await edge_bootstrap(
+        EdgeSettings(**as_identity(Identity.EDGE), edge_port=0, gate_target=lonely_gate.address)
+    )
     await edge.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.port}", timeout=10) as client:

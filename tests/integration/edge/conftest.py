@@ -22,13 +22,16 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_status import rpc_status
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
+from techno_core.health import LIVENESS
+from techno_core.identity import Identity
 from techno_edge.bootstrap import EdgeServer, bootstrap
 from techno_edge.settings import EdgeSettings
+from tests.tls import add_port, as_identity
 
 ECHO_MODULE = "edge_echo_testing.echo_pb2"
 ECHO_SERVICE = "techno.testing.v1.EchoService"
@@ -182,14 +185,19 @@ class GrpcUpstream:
 
 async def start_upstream(tracer_provider: TracerProvider, register: Any = None) -> GrpcUpstream:
     seen = Seen()
-    server = grpc.aio.server(interceptors=[aio_server_interceptor(tracer_provider=tracer_provider)])  # type: ignore[no-untyped-call]
+    # Health is not traced, as in the services (techno_core.interceptors): the instrumentation breaks Health/Watch,
+    # which the edge's channel calls for client-side health checking.
+    tracing = aio_server_interceptor(tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
+    server = grpc.aio.server(interceptors=[tracing])
     gate_pb2_grpc.add_GateServiceServicer_to_server(ScriptedGate(seen), server)
     if register is not None:
         register(server, seen)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
+    await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)  # the edge's channel balances on it
+    # With the gate's certificate: the edge checks that its gate is the gate (an extra upstream, by address).
+    port = add_port(server, Identity.GATE)
     await server.start()
     return GrpcUpstream(f"127.0.0.1:{port}", health, seen, server)
 
@@ -203,6 +211,7 @@ async def gate(tracer_provider: TracerProvider) -> AsyncIterator[GrpcUpstream]:
 
 def edge_settings(gate_target: str, **overrides: Any) -> EdgeSettings:
     values: dict[str, Any] = {
+        **as_identity(Identity.EDGE),
         "gate_target": gate_target,
         "edge_port": 0,
         "edge_request_timeout_seconds": 5.0,

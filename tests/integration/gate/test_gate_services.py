@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.bootstrap import bootstrap as executor_bootstrap
 from techno_executor.settings import ExecutorSettings
@@ -27,6 +28,7 @@ from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.migrations import upgrade
 from techno_memory.bootstrap import bootstrap as memory_bootstrap
 from techno_memory.settings import MemorySettings
+from tests.tls import as_identity, connect
 
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
 
@@ -40,7 +42,12 @@ class Services:
     gate_registry: CollectorRegistry
 
     def channel(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.gate.address)
+        """To the gate as the edge, its caller on every REST route."""
+        return connect(self.gate.address, identity=Identity.EDGE, server=Identity.GATE)
+
+    def memory_channel(self) -> grpc.aio.Channel:
+        """To memory as the operator's tools (keys, audit trail), not as the gate under test."""
+        return connect(self.memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY)
 
 
 async def migrated_sqlite(path: Path) -> str:
@@ -57,19 +64,23 @@ async def migrated_sqlite(path: Path) -> str:
 async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterator[Services]:
     url = await migrated_sqlite(tmp_path / "memory.db")
     memory = await memory_bootstrap(
-        MemorySettings(memory_database_url=url, memory_port=0, memory_metrics_port=0),
+        MemorySettings(**as_identity(Identity.MEMORY), memory_database_url=url, memory_port=0, memory_metrics_port=0),
         tracer_provider=tracer_provider,
     )
     await memory.start()
     executor = await executor_bootstrap(
         ExecutorSettings(
-            executor_id="executor-it", executor_port=0, executor_metrics_port=0, memory_target=memory.address
+            **as_identity(Identity.EXECUTOR),
+            executor_id="executor-it",
+            executor_port=0,
+            executor_metrics_port=0,
+            memory_target=memory.address,
         ),
         tracer_provider=tracer_provider,
     )
     await executor.start()
     key = generate_key()
-    async with grpc.aio.insecure_channel(memory.address) as channel:
+    async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
         await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
             memory_pb2.CreateApiKeyRequest(
                 key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default"
@@ -78,6 +89,7 @@ async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIter
     registry = CollectorRegistry()
     gate = await gate_bootstrap(
         GateSettings(
+            **as_identity(Identity.GATE),
             gate_id="gate-it",
             gate_port=0,
             gate_metrics_port=0,
@@ -106,7 +118,7 @@ async def test_process_records_decision_and_outcome(services: Services, span_exp
         response = await gate_pb2_grpc.GateServiceStub(channel).Process(
             process_request(), metadata=[("x-api-key", services.key)], timeout=10
         )
-    async with grpc.aio.insecure_channel(services.memory.address) as channel:
+    async with services.memory_channel() as channel:
         trail = await memory_pb2_grpc.MemoryServiceStub(channel).GetAuditTrail(
             memory_pb2.GetAuditTrailRequest(trace_id=response.trace_id)
         )
