@@ -1,4 +1,7 @@
-"""The shared gRPC bootstrap on a real loopback server: error mapping, metrics, health, reflection, shutdown."""
+"""The shared gRPC bootstrap on a real loopback server: error mapping, metrics, health, reflection, shutdown.
+
+The server runs with mutual TLS as the executor identity, its table letting the gate call Execute; the tests call
+as the gate (the transport's own refusals are in tests/integration/transport)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno_core import errors
+from techno_core.authorization import callers
 from techno_core.grpc_errors import rpc_status_of
-from techno_core.server import Endpoint, GrpcApp, ServiceDefinition
+from techno_core.identity import Identity
+from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
+from techno_core.transport import Transport
+from tests.tls import certificate_files, connect
 
 SERVICE = "techno.executor.v1.ExecutorService"
 
@@ -52,17 +59,24 @@ async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
             lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ScriptedExecutor(), server)
         ],
         service_names=[SERVICE],
+        callers=callers({"Execute": frozenset({Identity.GATE})}, SERVICE),
         probes=[("dependency", probe)],
     )
-    app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer_provider, CollectorRegistry())
+    # Reflection on, as `TECHNO_GRPC_REFLECTION` asks: one test lists the services with it.
+    options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)), reflection=True)
+    app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer_provider, CollectorRegistry(), options)
     app.probe_switch = healthy  # type: ignore[attr-defined]
     await app.start()
     yield app
     await app.stop()
 
 
+def as_gate(address: str) -> grpc.aio.Channel:
+    return connect(address, identity=Identity.GATE, server=Identity.EXECUTOR)
+
+
 async def _execute(app: GrpcApp, action: str) -> grpc.aio.AioRpcError:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with as_gate(app.address) as channel:
         stub = executor_pb2_grpc.ExecutorServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Execute(executor_pb2.ExecuteRequest(action=action), timeout=5)
@@ -97,7 +111,7 @@ async def test_unexpected_exception_is_internal_without_internals(app: GrpcApp) 
 
 async def test_metrics_count_each_status_code(app: GrpcApp) -> None:
     await _execute(app, "invalid")
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with as_gate(app.address) as channel:
         await executor_pb2_grpc.ExecutorServiceStub(channel).Execute(executor_pb2.ExecuteRequest(action="ok"))
     labels = {"grpc_service": SERVICE, "grpc_method": "Execute"}
     assert app.registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "OK"}) == 1
@@ -106,7 +120,7 @@ async def test_metrics_count_each_status_code(app: GrpcApp) -> None:
 
 
 async def test_health_follows_dependency_probes(app: GrpcApp) -> None:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with as_gate(app.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest(service=SERVICE)
         assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
@@ -117,7 +131,7 @@ async def test_health_follows_dependency_probes(app: GrpcApp) -> None:
 
 
 async def test_reflection_lists_the_service(app: GrpcApp) -> None:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with as_gate(app.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for r in responses for s in r.list_services_response.service]
@@ -125,12 +139,13 @@ async def test_reflection_lists_the_service(app: GrpcApp) -> None:
 
 
 async def test_stop_reports_not_serving_and_refuses_new_calls(app: GrpcApp) -> None:
-    address = app.address
+    address, health_address = app.address, f"127.0.0.1:{app.health_port}"
     await app.stop()
-    async with grpc.aio.insecure_channel(address) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    for channel in (as_gate(address), grpc.aio.insecure_channel(health_address)):
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_metrics_are_served_over_http(app: GrpcApp) -> None:
@@ -169,7 +184,7 @@ async def test_quota_failure_travels_and_passes_on() -> None:
 
 
 async def test_health_watch_streams_the_status(app: GrpcApp) -> None:
-    async with grpc.aio.insecure_channel(app.address) as channel:
+    async with as_gate(app.address) as channel:
         stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
         first = await stream.read()
         stream.cancel()
