@@ -3,11 +3,13 @@ prompt's answers' context, nobody sees another caller's session, export and eras
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
 from .conftest import RunningStack
-from .support import error_of
+from .support import SUMMARIZE, error_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,12 +69,21 @@ async def test_preferences_are_explicit_validated_exported_and_erased(
     assert "tone" in error_of(bad)["field_violations"][0]["field"]
 
     await client.post("/v1/sessions", json={}, headers=headers)
+    idempotency_key = str(uuid.uuid4())  # the gate keeps this request's full response for repeats
+    processed = await client.post(
+        "/v1/process", json=SUMMARIZE, headers={**headers, "Idempotency-Key": idempotency_key}
+    )
+    assert processed.status_code == 200, processed.text
     exported = (await client.get("/v1/me/data", headers=headers)).json()
     assert exported["preferences"] == wanted
     assert len(exported["sessions"]) == 1
+    [record] = exported["idempotencyRecords"]
+    assert record["idempotencyKey"] == idempotency_key
+    assert record["response"]["result"] == processed.json()["result"]
 
     erased = (await client.delete("/v1/me/data", headers=headers)).json()
-    assert erased == {"sessionsDeleted": 1, "preferencesDeleted": True}
+    assert erased == {"sessionsDeleted": 1, "preferencesDeleted": True, "idempotencyRecordsDeleted": 1}
     after = (await client.get("/v1/me/data", headers=headers)).json()
     assert after.get("sessions", []) == []
+    assert after.get("idempotencyRecords", []) == []
     assert after["preferences"] == {"tone": "", "format": "", "language": ""}

@@ -19,7 +19,14 @@ from techno_core.grpc_errors import from_rpc_error
 from techno_core.timestamps import from_timestamp, to_timestamp
 from techno_gate.application.audit_query import AuditEventView, AuditPage, AuditQuery
 from techno_gate.application.idempotency import Claim, ClaimState
-from techno_gate.application.personal import Message, PreferencesView, SessionView
+from techno_gate.application.personal import (
+    IdempotencyRecordView,
+    Message,
+    PersonalErasure,
+    PersonalExport,
+    PreferencesView,
+    SessionView,
+)
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.keys import ApiKeyRecord, NewApiKey
 
@@ -272,15 +279,28 @@ class MemoryPersonalData:
         reply = await through_memory(self._stub.SetPreferences(request, timeout=self._timeout))
         return preferences_view(reply.preferences)
 
-    async def export(self, principal_id: str) -> tuple[list[SessionView], PreferencesView]:
+    async def export(self, principal_id: str) -> PersonalExport:
         request = memory_pb2.ExportPrincipalDataRequest(principal_id=principal_id)
         reply = await through_memory(self._stub.ExportPrincipalData(request, timeout=self._timeout))
-        return [session_view(s) for s in reply.sessions], preferences_view(reply.preferences)
+        return PersonalExport(
+            sessions=[session_view(s) for s in reply.sessions],
+            preferences=preferences_view(reply.preferences),
+            idempotency_records=[idempotency_record_view(r) for r in reply.idempotency_records],
+        )
 
-    async def erase(self, principal_id: str) -> tuple[int, bool]:
+    async def erase(self, principal_id: str) -> PersonalErasure:
         request = memory_pb2.DeletePrincipalDataRequest(principal_id=principal_id)
         reply = await through_memory(self._stub.DeletePrincipalData(request, timeout=self._timeout))
-        return reply.sessions_deleted, reply.preferences_deleted
+        return PersonalErasure(reply.sessions_deleted, reply.preferences_deleted, reply.idempotency_records_deleted)
+
+
+def idempotency_record_view(record: memory_pb2.IdempotencyRecord) -> IdempotencyRecordView:
+    return IdempotencyRecordView(
+        key=record.idempotency_key,
+        created_at=from_timestamp(record, "created_at"),
+        expires_at=from_timestamp(record, "expires_at"),
+        response=record.response if record.completed else None,
+    )
 
 
 _KIND_NAMES = {

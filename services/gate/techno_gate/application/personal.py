@@ -1,4 +1,5 @@
-"""The caller's own data: conversation sessions and explicit preferences, export and erasure. Every call acts
+"""The caller's own data: conversation sessions and explicit preferences, and export and erasure of all of it
+(idempotency records too). Every call acts
 on the authenticated principal only; an id of someone else's session is answered as not found."""
 
 from __future__ import annotations
@@ -34,6 +35,31 @@ class PreferencesView:
     language: str = ""
 
 
+@dataclass(frozen=True)
+class IdempotencyRecordView:
+    """One of the caller's Idempotency-Keys; ``response`` is the serialized ProcessResponse kept for repeats
+    (None while the request has not completed)."""
+
+    key: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    response: bytes | None
+
+
+@dataclass(frozen=True)
+class PersonalExport:
+    sessions: list[SessionView]
+    preferences: PreferencesView
+    idempotency_records: list[IdempotencyRecordView]
+
+
+@dataclass(frozen=True)
+class PersonalErasure:
+    sessions_deleted: int
+    preferences_deleted: bool
+    idempotency_records_deleted: int
+
+
 class PersonalDataStore(Protocol):
     async def create_session(self, principal_id: str) -> SessionView: ...
 
@@ -45,9 +71,9 @@ class PersonalDataStore(Protocol):
 
     async def set_preferences(self, principal_id: str, preferences: PreferencesView) -> PreferencesView: ...
 
-    async def export(self, principal_id: str) -> tuple[list[SessionView], PreferencesView]: ...
+    async def export(self, principal_id: str) -> PersonalExport: ...
 
-    async def erase(self, principal_id: str) -> tuple[int, bool]: ...
+    async def erase(self, principal_id: str) -> PersonalErasure: ...
 
 
 @dataclass

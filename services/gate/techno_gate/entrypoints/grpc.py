@@ -13,7 +13,7 @@ from techno_core.timestamps import to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
 from techno_gate.application.idempotency import Idempotency, request_hash, validate_key
-from techno_gate.application.personal import PersonalData, PreferencesView, SessionView
+from techno_gate.application.personal import IdempotencyRecordView, PersonalData, PreferencesView, SessionView
 from techno_gate.application.process import Gatekeeper, ProcessCommand
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -70,6 +70,17 @@ def preferences_message(preferences: PreferencesView) -> gate_pb2.Preferences:
     return gate_pb2.Preferences(tone=preferences.tone, format=preferences.format, language=preferences.language)
 
 
+def idempotency_record_message(record: IdempotencyRecordView) -> gate_pb2.IdempotencyRecord:
+    """The stored response is the ProcessResponse this gate serialized for the first request."""
+    response = None if record.response is None else gate_pb2.ProcessResponse.FromString(record.response)
+    return gate_pb2.IdempotencyRecord(
+        idempotency_key=record.key,
+        created_at=to_timestamp(record.created_at),
+        expires_at=to_timestamp(record.expires_at),
+        response=response,
+    )
+
+
 class GateServicer(gate_pb2_grpc.GateServiceServicer):
     def __init__(
         self,
@@ -121,16 +132,22 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
     async def ExportMyData(
         self, request: gate_pb2.ExportMyDataRequest, context: Context
     ) -> gate_pb2.ExportMyDataResponse:
-        sessions, preferences = await self._personal.store.export(self._caller_id(context))
+        export = await self._personal.store.export(self._caller_id(context))
         return gate_pb2.ExportMyDataResponse(
-            sessions=[session_message(s) for s in sessions], preferences=preferences_message(preferences)
+            sessions=[session_message(s) for s in export.sessions],
+            preferences=preferences_message(export.preferences),
+            idempotency_records=[idempotency_record_message(r) for r in export.idempotency_records],
         )
 
     async def DeleteMyData(
         self, request: gate_pb2.DeleteMyDataRequest, context: Context
     ) -> gate_pb2.DeleteMyDataResponse:
-        sessions, preferences = await self._personal.store.erase(self._caller_id(context))
-        return gate_pb2.DeleteMyDataResponse(sessions_deleted=sessions, preferences_deleted=preferences)
+        erased = await self._personal.store.erase(self._caller_id(context))
+        return gate_pb2.DeleteMyDataResponse(
+            sessions_deleted=erased.sessions_deleted,
+            preferences_deleted=erased.preferences_deleted,
+            idempotency_records_deleted=erased.idempotency_records_deleted,
+        )
 
     async def Process(self, request: gate_pb2.ProcessRequest, context: Context) -> gate_pb2.ProcessResponse:
         command = process_command(request, context)

@@ -19,7 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_memory.adapters.repository import unavailable_when_unreachable
-from techno_memory.adapters.tables import PreferencesRow, SessionMessageRow, SessionRow
+from techno_memory.adapters.tables import IdempotencyKeyRow, PreferencesRow, SessionMessageRow, SessionRow
+from techno_memory.domain.idempotency import IdempotencyRecord
 from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session, SessionMessage
 
 
@@ -184,6 +185,11 @@ class SqlSessionStore:
             .where(SessionRow.principal_id == principal_id, SessionRow.expires_at > now)
             .order_by(SessionRow.created_at, SessionRow.session_id)
         )
+        live_idempotency = (
+            select(IdempotencyKeyRow)
+            .where(IdempotencyKeyRow.principal_id == principal_id, IdempotencyKeyRow.expires_at > now)
+            .order_by(IdempotencyKeyRow.created_at, IdempotencyKeyRow.idempotency_key)
+        )
         async with self._transaction() as db:
             rows = list(await db.scalars(live))
             messages: dict[str, list[SessionMessage]] = defaultdict(list)
@@ -191,11 +197,12 @@ class SqlSessionStore:
                 for message in await db.scalars(_messages_query([row.session_id for row in rows])):
                     messages[message.session_id].append(_message(message))
             preferences = await db.get(PreferencesRow, principal_id)
+            idempotency = list(await db.scalars(live_idempotency))
         sessions = tuple(
             Session(row.session_id, row.principal_id, row.created_at, row.expires_at, tuple(messages[row.session_id]))
             for row in rows
         )
-        return PrincipalExport(sessions, _preferences(preferences))
+        return PrincipalExport(sessions, _preferences(preferences), tuple(_idempotency_record(r) for r in idempotency))
 
     async def erase_principal(self, principal_id: str) -> Erasure:
         sessions = (
@@ -210,7 +217,30 @@ class SqlSessionStore:
             .returning(PreferencesRow.principal_id)
             .execution_options(synchronize_session=False)
         )
-        async with self._transaction() as db:
+        idempotency = (
+            delete(IdempotencyKeyRow)
+            .where(IdempotencyKeyRow.principal_id == principal_id)
+            .returning(IdempotencyKeyRow.idempotency_key)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._transaction() as db:  # one transaction: all of it goes, or nothing
             deleted = len((await db.execute(sessions)).all())
             preferences_deleted = (await db.execute(preferences)).first() is not None
-        return Erasure(sessions_deleted=deleted, preferences_deleted=preferences_deleted)
+            idempotency_deleted = len((await db.execute(idempotency)).all())
+        return Erasure(
+            sessions_deleted=deleted,
+            preferences_deleted=preferences_deleted,
+            idempotency_records_deleted=idempotency_deleted,
+        )
+
+
+def _idempotency_record(row: IdempotencyKeyRow) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        principal_id=row.principal_id,
+        key=row.idempotency_key,
+        request_hash=row.request_hash,
+        response=row.response,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        lease_expires_at=row.lease_expires_at,
+    )

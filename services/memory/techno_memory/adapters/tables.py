@@ -162,3 +162,15 @@ class IdempotencyKeyRow(Base):
     # Indexed: the sweeper selects the expired ones.
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# What erasing and exporting a principal's data (``PrincipalData``) does with each table. Every table is in
+# exactly one of the two; tests/integration/memory/test_principal_data.py fails on a table in neither, so a new
+# table holding something of a person's cannot be forgotten by erasure and export.
+ERASED_AND_EXPORTED = frozenset({"sessions", "session_messages", "preferences", "idempotency_keys"})
+KEPT_ON_ERASURE = {
+    "audit_events": "evidence of what the gateway decided and did: append-only and hash-chained (removing a row "
+    "would break the chain), kept under its own retention; it holds ids, actions and reason codes, no payloads",
+    "api_keys": "the credential, not data about its use: id, hash, name, profile and scopes; an operator revokes "
+    "it (the gate then refuses it), and its id stays referenced by the audit trail",
+}

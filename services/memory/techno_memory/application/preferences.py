@@ -31,8 +31,9 @@ class PreferenceBook:
 
 
 class PrincipalData:
-    """Export and erasure of a principal's sessions and preferences. The audit trail is not part of it: it is
-    evidence of what the gateway decided, kept under its own retention."""
+    """Export and erasure of a principal's data: sessions, preferences and idempotency records. The audit trail
+    is not part of it: it is evidence of what the gateway decided, append-only and hash-chained, kept under its
+    own retention (``PRINCIPAL_TABLES`` in ``techno_memory.adapters.tables`` accounts for every table)."""
 
     def __init__(self, store: PrincipalDataStore, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._store = store

@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from techno_memory.domain.idempotency import IdempotencyRecord
+
 MESSAGE_ROLES = frozenset({"user", "assistant"})
 TONES = frozenset({"neutral", "friendly", "formal", "concise"})
 FORMATS = frozenset({"text", "markdown", "bullet_points"})
@@ -62,10 +64,12 @@ class Preferences:
 
 @dataclass(frozen=True)
 class PrincipalExport:
-    """Everything kept about a principal's sessions and preferences."""
+    """Everything kept about a principal: sessions, preferences, and the idempotency records of their requests
+    (which hold full responses)."""
 
     sessions: tuple[Session, ...]
     preferences: Preferences
+    idempotency_records: tuple[IdempotencyRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,4 @@ class Erasure:
 
     sessions_deleted: int
     preferences_deleted: bool
+    idempotency_records_deleted: int

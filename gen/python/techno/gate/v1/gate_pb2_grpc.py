@@ -145,14 +145,14 @@ class GateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportMyData(self, request, context):
-        """ExportMyData returns the caller's sessions and preferences.
+        """ExportMyData returns the caller's sessions, preferences and idempotency records.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMyData(self, request, context):
-        """DeleteMyData erases the caller's sessions and preferences (the audit trail is kept).
+        """DeleteMyData erases the caller's sessions, preferences and idempotency records (the audit trail is kept).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -160,12 +160,30 @@ class ExportPrincipalDataRequest(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
 
 class ExportPrincipalDataResponse(_message.Message):
-    __slots__ = ("sessions", "preferences")
+    __slots__ = ("sessions", "preferences", "idempotency_records")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_RECORDS_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     preferences: Preferences
-    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+    idempotency_records: _containers.RepeatedCompositeFieldContainer[IdempotencyRecord]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., idempotency_records: _Optional[_Iterable[_Union[IdempotencyRecord, _Mapping]]] = ...) -> None: ...
+
+class IdempotencyRecord(_message.Message):
+    __slots__ = ("idempotency_key", "request_hash", "completed", "response", "created_at", "expires_at")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_HASH_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    request_hash: str
+    completed: bool
+    response: bytes
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, idempotency_key: _Optional[str] = ..., request_hash: _Optional[str] = ..., completed: _Optional[bool] = ..., response: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeletePrincipalDataRequest(_message.Message):
     __slots__ = ("principal_id",)
@@ -174,12 +192,14 @@ class DeletePrincipalDataRequest(_message.Message):
     def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
 
 class DeletePrincipalDataResponse(_message.Message):
-    __slots__ = ("sessions_deleted", "preferences_deleted")
+    __slots__ = ("sessions_deleted", "preferences_deleted", "idempotency_records_deleted")
     SESSIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_RECORDS_DELETED_FIELD_NUMBER: _ClassVar[int]
     sessions_deleted: int
     preferences_deleted: bool
-    def __init__(self, sessions_deleted: _Optional[int] = ..., preferences_deleted: _Optional[bool] = ...) -> None: ...
+    idempotency_records_deleted: int
+    def __init__(self, sessions_deleted: _Optional[int] = ..., preferences_deleted: _Optional[bool] = ..., idempotency_records_deleted: _Optional[int] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "trace_id", "kind", "occurred_at", "service", "principal_id", "action", "context_id", "result", "reason_codes", "attributes", "recorded_at")

@@ -218,14 +218,16 @@ class MemoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportPrincipalData(self, request, context):
-        """ExportPrincipalData returns everything kept about a principal's sessions and preferences (privacy export).
+        """ExportPrincipalData returns everything kept about a principal: sessions, preferences, idempotency records
+        (privacy export).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeletePrincipalData(self, request, context):
-        """DeletePrincipalData erases a principal's sessions and preferences (the audit trail is kept: it is evidence).
+        """DeletePrincipalData erases a principal's sessions, preferences and idempotency records (the audit trail is
+        kept: it is evidence).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
