@@ -26,9 +26,9 @@ $(PY): pyproject.toml uv.lock | $(UV)
 	@touch $(PY)
 
 $(BUF): package.json package-lock.json
-	@# npm ci refuses a lock without every platform's optional buf binary (the registry here has only some);
-	@# package.json pins buf exactly and npm install keeps the committed lock as it is.
-	npm install --no-audit --no-fund --loglevel=error
+	@# npm ci installs exactly the committed lock and never rewrites it (it fails if package.json disagrees), so
+	@# a fresh clone stays clean. The lock lists every platform's optional buf binary, as npm writes it.
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(BUF)
 
 setup: $(PY) $(BUF) obs-tools k8s-tools ## install the pinned Python and Node tool chains, Prometheus, Alertmanager, kubectl, checkov
