@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from techno_gate.domain.reasons import Reason
 
-_NAME = r"^[a-z][a-z0-9_]{0,63}$"
-_FIELD = r"^[a-z][a-z0-9_]{0,63}$"
+_NAME = r"[a-z][a-z0-9_]{0,63}"  # matched against the whole name (re.fullmatch): no trailing newline
+_FIELD = r"[a-z][a-z0-9_]{0,63}"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 FieldType = Literal["string", "number", "integer", "boolean", "array", "object"]
@@ -75,16 +75,23 @@ class PolicyDocument(BaseModel):
     profiles: dict[str, ProfileSpec] = Field(min_length=1)
 
     def model_post_init(self, context: object, /) -> None:
-        bad_names = [n for n in [*self.actions, *self.profiles] if not re.match(_NAME, n)]
+        bad_names = [n for n in [*self.actions, *self.profiles] if not re.fullmatch(_NAME, n)]
         if bad_names:
             raise ValueError(f"names must match {_NAME}: {sorted(bad_names)}")
-        bad_fields = [f"{a}.{f}" for a, spec in self.actions.items() for f in spec.input if not re.match(_FIELD, f)]
+        bad_fields = [f"{a}.{f}" for a, spec in self.actions.items() for f in spec.input if not re.fullmatch(_FIELD, f)]
         if bad_fields:
             raise ValueError(f"input field names must match {_FIELD}: {sorted(bad_fields)}")
         for name, profile in self.profiles.items():
             unknown = sorted(set(profile.actions) - set(self.actions))
             if unknown:
                 raise ValueError(f"profile {name!r} names unknown actions {unknown}")
+
+
+def glob_matches(value: str, pattern: str) -> bool:
+    """``fnmatch`` globs, case-sensitive. Its ``*`` also matches control characters (a newline among them), so a
+    value with any is matched by no pattern: ``public-*`` must not grant ``"public-x\\n"``, whatever checked the
+    value before."""
+    return value.isprintable() and fnmatch.fnmatchcase(value, pattern)
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,10 @@ class Policy:
             return PolicyDecision(False, Reason.ACTION_UNKNOWN, "actions")
         if action not in spec.actions:
             return PolicyDecision(False, Reason.ACTION_NOT_ALLOWED, f"profiles.{profile}.actions")
-        if not any(fnmatch.fnmatchcase(context_id, pattern) for pattern in spec.contexts):
+        if not any(glob_matches(context_id, pattern) for pattern in spec.contexts):
             return PolicyDecision(False, Reason.CONTEXT_NOT_ALLOWED, f"profiles.{profile}.contexts")
         providers = tuple(
-            p for p in action_spec.providers if any(fnmatch.fnmatchcase(p, pattern) for pattern in spec.providers)
+            p for p in action_spec.providers if any(glob_matches(p, pattern) for pattern in spec.providers)
         )
         if not providers:
             return PolicyDecision(False, Reason.PROVIDER_NOT_ALLOWED, f"profiles.{profile}.providers")

@@ -1,15 +1,12 @@
 """Shape checks of a request that every action shares. Per-action input checks belong to the executor's
-action catalogue; these run first so nothing malformed is even recorded as an action."""
+action catalogue; these run first so nothing malformed is even recorded as an action. The rules are
+``techno_core.contract``'s, which the OpenAPI document states too; each matches the whole value, so a trailing
+newline is refused."""
 
 from __future__ import annotations
 
-import re
-
+from techno_core.contract import ACTION_NAME, CONTEXT_ID, SESSION_ID
 from techno_core.errors import FieldViolation
-
-_CONTEXT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ACTION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def request_violations(
@@ -18,13 +15,13 @@ def request_violations(
     violations: list[FieldViolation] = []
     if not action:
         violations.append(FieldViolation("action", "is required"))
-    elif not _ACTION.match(action):
+    elif not ACTION_NAME.accepts(action):
         violations.append(FieldViolation("action", "must be a lowercase action name, e.g. summarize"))
     if not context_id:
         violations.append(FieldViolation("context_id", "is required"))
-    elif not _CONTEXT_ID.match(context_id):
+    elif not CONTEXT_ID.accepts(context_id):
         violations.append(FieldViolation("context_id", "must be 1-128 characters of letters, digits and ._:/-"))
-    if session_id and not _SESSION_ID.match(session_id):
+    if not SESSION_ID.accepts(session_id):  # empty: no session
         violations.append(FieldViolation("session_id", "must be 1-128 characters of letters, digits and ._:-"))
     if not has_payload:
         violations.append(FieldViolation("payload", "is required (a JSON object)"))

@@ -1,0 +1,125 @@
+"""Rules of the request fields that clients send, kept once: the services enforce them and the edge's OpenAPI
+document states them from this same table, so a generated client and the server cannot disagree.
+
+A rule's ``pattern`` is matched against the *whole* value (``re.fullmatch``): ``$`` would also match before a
+trailing newline, so ``"public-x\\n"`` would pass a ``^public-.*$`` check and be stored with its newline. In the
+OpenAPI document the pattern is anchored as ``^(?:…)$``, which in ECMA-262 (JSON Schema's dialect) matches only at
+the very end.
+
+``FIELDS`` is keyed by (full proto message name, proto field name). Only rules that hold for every caller and
+every policy are here; what depends on the running policy (which actions and profiles exist, each action's
+payload) or on the moment (an expiry in the future) is the server's to check and is described, not encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string field: an optional full-match pattern, a length range and an optional set of choices."""
+
+    pattern: str = ""
+    min_length: int = 0
+    max_length: int | None = None
+    choices: tuple[str, ...] = ()
+    description: str = ""
+    _compiled: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pattern:
+            object.__setattr__(self, "_compiled", re.compile(self.pattern))
+
+    def accepts(self, value: str) -> bool:
+        """Whether ``value`` obeys the rule; the empty string is accepted when ``min_length`` is 0."""
+        if not value:
+            return self.min_length == 0
+        if len(value) < self.min_length or (self.max_length is not None and len(value) > self.max_length):
+            return False
+        if self.choices and value not in self.choices:
+            return False
+        return self._compiled is None or self._compiled.fullmatch(value) is not None
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string"}
+        if self.choices:
+            schema["enum"] = [*([""] if self.min_length == 0 else []), *self.choices]
+        else:
+            if self.pattern:
+                optional = "?" if self.min_length == 0 else ""
+                schema["pattern"] = f"^(?:{self.pattern}){optional}$"
+            if self.min_length:
+                schema["minLength"] = self.min_length
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+@dataclass(frozen=True)
+class Integer:
+    minimum: int | None = None
+    maximum: int | None = None
+    description: str = ""
+
+    def accepts(self, value: int) -> bool:
+        return (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {}
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+Rule = Text | Integer
+
+# Identifiers: ASCII letters, digits and a little punctuation, never whitespace or control characters.
+ACTION_NAME = Text(
+    r"[a-z][a-z0-9_]{0,63}",
+    min_length=1,
+    max_length=64,
+    description="An action of the caller's profile (GET /v1/actions lists them), e.g. summarize.",
+)
+CONTEXT_ID = Text(
+    r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}",
+    min_length=1,
+    max_length=128,
+    description="The caller's context (tenant, application, channel …) the policy is evaluated against.",
+)
+SESSION_ID = Text(
+    r"[A-Za-z0-9._:-]{1,128}", max_length=128, description="A session of the caller (POST /v1/sessions makes one)."
+)
+# W3C trace-context: 32 lowercase hex digits, not all zero.
+TRACE_ID = Text(r"(?!0{32})[0-9a-f]{32}", max_length=32)
+# The Idempotency-Key header: printable ASCII without spaces.
+IDEMPOTENCY_KEY = Text(r"[\x21-\x7e]{1,255}", min_length=1, max_length=255)
+# BCP 47-ish: a primary language subtag, then subtags (region, script, variant); 35 is RFC 5646's practical maximum.
+LANGUAGE_TAG = Text(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*", max_length=35, description="A BCP 47 tag such as en or pt-BR.")
+TONES = ("neutral", "friendly", "formal", "concise")
+FORMATS = ("text", "markdown", "bullet_points")
+API_KEY_SCOPES = ("process", "audit:read", "admin")
+MAX_AUDIT_PAGE_SIZE = 1000
+
+_GATE = "techno.gate.v1."
+FIELDS: dict[tuple[str, str], Rule] = {
+    (_GATE + "ProcessRequest", "action"): ACTION_NAME,
+    (_GATE + "ProcessRequest", "context_id"): CONTEXT_ID,
+    (_GATE + "ProcessRequest", "session_id"): SESSION_ID,
+    (_GATE + "ListAuditEventsRequest", "trace_id"): TRACE_ID,
+    (_GATE + "ListAuditEventsRequest", "principal_id"): Text(max_length=128),
+    (_GATE + "ListAuditEventsRequest", "page_size"): Integer(0, MAX_AUDIT_PAGE_SIZE, "Default 100."),
+    (_GATE + "Preferences", "tone"): Text(choices=TONES),
+    (_GATE + "Preferences", "format"): Text(choices=FORMATS),
+    (_GATE + "Preferences", "language"): LANGUAGE_TAG,
+    (_GATE + "GetSessionRequest", "session_id"): Text(min_length=1, max_length=128),
+    (_GATE + "DeleteSessionRequest", "session_id"): Text(min_length=1, max_length=128),
+}
