@@ -3,8 +3,9 @@ telemetry into a gRPC app. Nothing here runs at import time."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -67,9 +68,11 @@ async def bootstrap(
     registry: CollectorRegistry | None = None,
     providers: Sequence[Provider] | None = None,
     clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> GrpcApp:
     """``providers`` replace the configured ones (in fallback order); ``clock`` drives the breakers' cooldowns
-    and the deadline arithmetic, so tests can move time without sleeping."""
+    and the deadline arithmetic, and ``sleep`` the waits between retries, so tests can move time and see the
+    waits asked for without sleeping."""
     try:  # an invalid catalogue refuses to start, before anything connects
         catalogue = load_catalogue(Path(settings.executor_actions_file))
     except ActionCatalogError as error:
@@ -108,6 +111,7 @@ async def bootstrap(
         initial_backoff_seconds=settings.executor_retry_initial_backoff_seconds,
         max_backoff_seconds=settings.executor_retry_max_backoff_seconds,
         clock=clock,
+        sleep=sleep or asyncio.sleep,
     )
     memory_context = MemoryConversationContext(memory, timeout_seconds=settings.executor_memory_timeout_seconds)
     context: ConversationContext = memory_context
