@@ -26,6 +26,7 @@ from techno_gate.adapters.memory import (
     MemoryPersonalData,
 )
 from techno_gate.adapters.observer import PrometheusDecisionObserver
+from techno_gate.adapters.outbox_metrics import OutboxMetrics
 from techno_gate.adapters.policy_file import PolicyError, PolicyFileWatcher, ReloadablePolicySource
 from techno_gate.adapters.tokens import TokenConfigError, TokenVerifier
 from techno_gate.application.admin import KeyAdmin
@@ -34,6 +35,7 @@ from techno_gate.application.audit_query import AuditTrail
 from techno_gate.application.authenticate import Authenticator
 from techno_gate.application.idempotency import Idempotency
 from techno_gate.application.limits import LimitGate
+from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.personal import PersonalData
 from techno_gate.application.policy_reload import PolicyReloads
 from techno_gate.application.process import Gatekeeper
@@ -74,6 +76,7 @@ async def bootstrap(
         max_age_seconds=settings.gate_key_cache_max_age_seconds,
     )
     audit = MemoryAuditLog(memory, timeout_seconds=settings.gate_audit_timeout_seconds)
+    outbox = OutcomeOutbox(audit, OutboxMetrics(registry, lambda: outbox.size), capacity=settings.gate_outbox_capacity)
     rates, concurrency, close_limits = build_limiters(settings)
     gatekeeper = Gatekeeper(
         authenticator=Authenticator(keys, tokens),
@@ -83,6 +86,7 @@ async def bootstrap(
         observer=observer,
         limits=LimitGate(rates, concurrency, observer, fail_open=settings.gate_limits_on_store_unavailable == "allow"),
         max_payload_bytes=settings.gate_max_payload_bytes,
+        outbox=outbox,
     )
     admin_audit = AdminAudit(audit, observer, trace_id=current_trace_id)
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, lambda: set(policies.current.document.profiles), admin_audit)
@@ -109,6 +113,9 @@ async def bootstrap(
         if owns_tracer:
             tracer.shutdown()
 
+    async def flush_outbox() -> None:  # after the calls drained, before the audit log and channels close
+        await outbox.close(within_seconds=settings.shutdown_grace_seconds)
+
     definition = ServiceDefinition(
         name="gate",
         registrations=[
@@ -122,8 +129,8 @@ async def bootstrap(
             ("executor", grpc_health_probe(executor_channel)),
             ("api_keys", keys.check_fresh),
         ],
-        starters=[keys.start, policy_watch.start],
-        closers=[policy_watch.close, keys.close, audit.close, close_limits, close_channels, close_tracer],
+        starters=[keys.start, policy_watch.start, outbox.start],
+        closers=[policy_watch.close, keys.close, flush_outbox, audit.close, close_limits, close_channels, close_tracer],
         reloaders=[reloads.on_signal],
     )
     return GrpcApp(

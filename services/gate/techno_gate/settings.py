@@ -47,6 +47,12 @@ class GateSettings(
     gate_audit_timeout_seconds: float = Field(
         2.0, gt=0, description="Longest wait for memory to commit a decision before denying (fail closed)."
     )
+    gate_outbox_capacity: int = Field(
+        10_000,
+        gt=0,
+        description="Most outcomes the gate keeps while memory cannot commit them (sent again until it does); "
+        "when full the oldest is dropped and counted, and memory's reconciler closes its decision as UNKNOWN.",
+    )
     gate_executor_timeout_seconds: float = Field(
         60.0, gt=0, description="Ceiling of an executor call; the caller's deadline lowers it."
     )

@@ -16,6 +16,7 @@ from typing import Any
 from techno_core import errors
 from techno_gate.application.authenticate import Authenticator, Credentials, require
 from techno_gate.application.limits import Admission, LimitGate
+from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.ports import (
     AuditLog,
     DecisionObserver,
@@ -82,6 +83,9 @@ class Gatekeeper:
     observer: DecisionObserver
     limits: LimitGate
     max_payload_bytes: int
+    # Where an outcome memory could not commit waits to be sent again; without one the gap is only logged and
+    # counted (memory's reconciler then closes the decision as UNKNOWN).
+    outbox: OutcomeOutbox | None = None
 
     def authenticate(self, credentials: Credentials) -> Principal:
         return self.authenticator.authenticate(credentials)
@@ -138,8 +142,8 @@ class Gatekeeper:
             assert evaluation.error is not None
             raise evaluation.error
         try:
-            await self._record_allow(command, evaluation)
-            return await self._execute(command, evaluation, timeout)
+            decision = await self._record_allow(command, evaluation)
+            return await self._execute(command, evaluation, decision, timeout)
         finally:
             if admission is not None:
                 await admission.release()
@@ -158,7 +162,9 @@ class Gatekeeper:
                 reason=Reason.INVALID_ARGUMENT, message="the request is invalid", violations=violations
             )
 
-    async def _execute(self, command: ProcessCommand, evaluation: Evaluation, timeout: float) -> Execution:
+    async def _execute(
+        self, command: ProcessCommand, evaluation: Evaluation, decision: AuditRecord, timeout: float
+    ) -> Execution:
         assert evaluation.principal is not None
         execute = ExecuteCommand(
             action=command.action,
@@ -172,11 +178,14 @@ class Gatekeeper:
         try:
             execution = await self.executor.execute(execute, timeout=timeout)
         except errors.DomainError as failure:
-            await self._record_outcome(command, evaluation, "FAILED", (failure.reason,), {"message": failure.message})
+            await self._record_outcome(
+                command, evaluation, decision, "FAILED", (failure.reason,), {"message": failure.message}
+            )
             raise
         await self._record_outcome(
             command,
             evaluation,
+            decision,
             "SUCCEEDED",
             (),
             {
@@ -191,7 +200,7 @@ class Gatekeeper:
         )
         return execution
 
-    async def _record_allow(self, command: ProcessCommand, evaluation: Evaluation) -> None:
+    async def _record_allow(self, command: ProcessCommand, evaluation: Evaluation) -> AuditRecord:
         record = _decision_record(command, evaluation)
         try:
             await self.audit.record(record)
@@ -203,6 +212,7 @@ class Gatekeeper:
                 reason=Reason.AUDIT_UNAVAILABLE, message="the decision could not be recorded; nothing was executed"
             ) from failure
         self._observe(record, Reason.ALLOWED, result="ALLOW")
+        return record
 
     async def _record_denial(self, command: ProcessCommand, evaluation: Evaluation) -> None:
         record = _decision_record(command, evaluation)
@@ -217,10 +227,13 @@ class Gatekeeper:
         self,
         command: ProcessCommand,
         evaluation: Evaluation,
+        decision: AuditRecord,
         result: str,
         reasons: tuple[str, ...],
         attributes: dict[str, Any],
     ) -> None:
+        """The outcome names its decision (``decision_event_id``): a trace may hold several requests' events
+        (a client may reuse a ``traceparent``), and memory's reconciler closes exactly the decisions left open."""
         record = AuditRecord(
             trace_id=command.trace_id,
             kind=AuditKind.OUTCOME,
@@ -229,13 +242,17 @@ class Gatekeeper:
             context_id=command.context_id,
             result=result,
             reason_codes=reasons,
-            attributes=attributes,
+            attributes={**attributes, "decision_event_id": decision.event_id},
         )
         try:
             await self.audit.record(record)
-        except Exception as failure:  # the work is done: answer it, and make the gap visible
+        except Exception as failure:  # the work is done: answer it, and keep the outcome until memory takes it
             self.observer.audit_failed(AuditKind.OUTCOME)
-            log.error("outcome not recorded", extra={"error": type(failure).__name__})
+            if self.outbox is None:
+                log.error("outcome not recorded", extra={"error": type(failure).__name__})
+                return
+            log.warning("outcome not recorded yet; kept in the outbox", extra={"error": type(failure).__name__})
+            self.outbox.put(record)
 
     def _observe(self, record: AuditRecord, reason: str, *, result: str) -> None:
         self.observer.decided(
