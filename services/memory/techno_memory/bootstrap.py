@@ -15,8 +15,9 @@ from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_opti
 from techno_core.tracing import build_tracer_provider
 from techno_core.transport import transport_from
 from techno_memory.adapters.database import create_database_engine
+from techno_memory.adapters.decision_repository import SqlDecisionLedger
 from techno_memory.adapters.idempotency_repository import SqlIdempotencyStore
-from techno_memory.adapters.metrics import AppendMetrics, SweepMetrics, database_probe
+from techno_memory.adapters.metrics import AppendMetrics, ReconcileMetrics, SweepMetrics, database_probe
 from techno_memory.adapters.migrations import ensure_schema_current
 from techno_memory.adapters.repository import SqlRepository
 from techno_memory.adapters.session_repository import SqlSessionStore
@@ -24,6 +25,7 @@ from techno_memory.application.audit_log import AuditLog
 from techno_memory.application.idempotency import IdempotencyKeys
 from techno_memory.application.keys import KeyDirectory
 from techno_memory.application.preferences import PreferenceBook, PrincipalData
+from techno_memory.application.reconciler import OutcomeReconciler
 from techno_memory.application.sessions import Sessions
 from techno_memory.application.sweeper import ExpirySweeper
 from techno_memory.domain.records import utc_now
@@ -45,7 +47,8 @@ async def bootstrap(
     registry: CollectorRegistry | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> GrpcApp:
-    """``clock`` decides session and idempotency expiry (tests move it instead of sleeping)."""
+    """``clock`` decides session and idempotency expiry and which decisions are old enough to reconcile (tests
+    move it instead of sleeping)."""
     transport = transport_from(settings, listen_hosts=[settings.host])
     owns_tracer = tracer_provider is None
     tracer = tracer_provider or build_tracer_provider("memory", _instance_id(), settings)
@@ -78,6 +81,15 @@ async def bootstrap(
         interval_seconds=settings.memory_session_sweep_seconds,
         clock=clock,
     )
+    reconciler = OutcomeReconciler(
+        SqlDecisionLedger(engine),
+        audit_log,
+        ReconcileMetrics(registry),
+        after_seconds=settings.memory_reconcile_after_seconds,
+        interval_seconds=settings.memory_reconcile_interval_seconds,
+        lookback_seconds=settings.memory_reconcile_lookback_seconds,
+        clock=clock,
+    )
     servicer = MemoryServicer(
         audit_log,
         KeyDirectory(repository),
@@ -100,10 +112,10 @@ async def bootstrap(
         service_names=[SERVICE_NAME],
         callers=CALLERS,
         probes=[("database", database_probe(repository.ping, registry))],
-        # The sweeper starts only on a schema that has its tables.
-        starters=[check_schema, sweeper.start],
+        # The sweeper and the reconciler start only on a schema that has their tables.
+        starters=[check_schema, sweeper.start, reconciler.start],
         # Pending appends are committed before the pool closes; spans of that last commit are then exported.
-        closers=[sweeper.close, audit_log.close, engine.dispose, close_tracer],
+        closers=[sweeper.close, reconciler.close, audit_log.close, engine.dispose, close_tracer],
     )
     return GrpcApp(
         definition,

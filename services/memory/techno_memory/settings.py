@@ -56,6 +56,26 @@ class MemorySettings(TechnoSettings, GrpcServerSettings):
             "least 3600 (the longest claim lease)."
         ),
     )
+    memory_reconcile_after_seconds: float = Field(
+        300,
+        gt=0,
+        description=(
+            "An allowed decision with no outcome this long after it was recorded is closed with an `UNKNOWN` "
+            "outcome (`OUTCOME_LOST`). Keep it above the longest execution (`TECHNO_GATE_EXECUTOR_TIMEOUT_SECONDS`) "
+            "plus the time a gate's outbox may keep retrying an outcome, or a late outcome follows an UNKNOWN one."
+        ),
+    )
+    memory_reconcile_interval_seconds: float = Field(
+        30, gt=0, description="How often each memory replica looks for allowed decisions left without an outcome."
+    )
+    memory_reconcile_lookback_seconds: float = Field(
+        24 * 3600,
+        gt=0,
+        description=(
+            "How far back a memory replica that just started looks for open decisions (afterwards it follows the "
+            "trail from where it left off)."
+        ),
+    )
 
     @property
     def health_port(self) -> int:

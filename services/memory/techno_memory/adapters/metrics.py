@@ -75,6 +75,29 @@ class SweepMetrics:
         self._failures.inc()
 
 
+class ReconcileMetrics:
+    """Implements ``ReconcileObserver``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._reconciled = Counter(
+            "memory_outcomes_reconciled",
+            "Allowed decisions left without an outcome that this replica closed with an UNKNOWN outcome "
+            "(OUTCOME_LOST).",
+            registry=registry,
+        )
+        self._failures = Counter(
+            "memory_outcome_reconcile_failures",
+            "Runs of the outcome reconciler that failed (the database was unavailable); the next run retries.",
+            registry=registry,
+        )
+
+    def reconciled(self, count: int) -> None:
+        self._reconciled.inc(count)
+
+    def failed(self) -> None:
+        self._failures.inc()
+
+
 def database_probe(ping: Probe, registry: CollectorRegistry) -> Probe:
     """``ping`` as a health probe that also sets ``memory_db_up`` (1 reachable, 0 not) for alerting."""
     up = Gauge("memory_db_up", "1 when the last health probe reached the database, else 0.", registry=registry)

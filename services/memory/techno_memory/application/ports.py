@@ -30,6 +30,34 @@ class AuditStore(Protocol):
         ...
 
 
+class DecisionLedger(Protocol):
+    """The reads of the outcome reconciler."""
+
+    async def last_id_before(self, occurred_at: datetime) -> int:
+        """The id just before the first event that occurred at or after ``occurred_at`` (the head's id when there
+        is none; 0 on an empty trail)."""
+        ...
+
+    async def allowed_decisions(self, *, after_id: int, limit: int) -> list[tuple[int, AuditEvent]]:
+        """At most ``limit`` DECISION events with result ALLOW and an id above ``after_id``, as (id, event) in
+        append order, with ``recorded_at``."""
+        ...
+
+    async def outcomes_of(self, trace_ids: Sequence[str]) -> list[AuditEvent]:
+        """Every OUTCOME event of these traces."""
+        ...
+
+
+class ReconcileObserver(Protocol):
+    """Told about every run of the outcome reconciler (metrics)."""
+
+    def reconciled(self, count: int) -> None:
+        """``count`` open decisions were closed with an UNKNOWN outcome by this replica."""
+        ...
+
+    def failed(self) -> None: ...
+
+
 class KeyStore(Protocol):
     async def create_api_key(self, key: NewApiKey) -> ApiKey:
         """Raises ``AlreadyExists`` when the key_id or the key_hash is taken."""
