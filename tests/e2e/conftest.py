@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import pytest_asyncio
 
+from techno_core.identity import Identity
 from techno_stack.stack import Ports, Stack, StackConfig
 
+from ..tls import connect
 from .otlp_receiver import OtlpReceiver
 from .support import eventually
 
@@ -41,12 +44,18 @@ class RunningStack:
     def gate_target(self) -> str:
         return f"127.0.0.1:{self.stack.config.ports.gate}"
 
+    def connect(self, service: Identity, *, as_: Identity, address: str | None = None) -> grpc.aio.Channel:
+        """A mutual TLS channel to one of the stack's services (at ``address``, else its port), presenting the
+        certificate of ``as_`` from the stack's own development PKI."""
+        address = address or f"127.0.0.1:{getattr(self.stack.config.ports, service.value)}"
+        return connect(address, identity=as_, server=service, directory=self.stack.config.tls_dir)
+
     async def create_key(self, profile: str, *options: str) -> tuple[str, str]:
         """A new key of ``profile`` through the real CLI; returns (key_id, secret)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "techno_gate.keys_cli", "--memory", self.memory_target,
             "create", "--name", f"e2e-{profile}", "--profile", profile, *options,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=self.stack.operator_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await process.communicate()
         assert process.returncode == 0, err.decode()

@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
+from techno_core.identity import Identity
 from techno_stack.stack import free_port
 
 from .conftest import JWT_AUDIENCE, JWT_SECRET, RunningStack
@@ -182,7 +183,7 @@ async def test_dry_run_explains_and_records_nothing(client: httpx.AsyncClient, r
         "actions.summarize.input",
     )
     assert {v["field"] for v in body["fieldViolations"]} == {"payload.txt", "payload.text"}
-    async with grpc.aio.insecure_channel(running_stack.memory_target) as channel:
+    async with running_stack.connect(Identity.MEMORY, as_=Identity.OPERATOR) as channel:
         trail = await memory_pb2_grpc.MemoryServiceStub(channel).GetAuditTrail(
             memory_pb2.GetAuditTrailRequest(trace_id=body["traceId"]), timeout=5
         )
@@ -242,6 +243,7 @@ async def two_redis_gates(running_stack: RunningStack, tmp_path: Any) -> AsyncIt
     env = dict(running_stack.stack.env)
     env.update(
         {
+            **running_stack.stack.config.identity_environment(Identity.GATE),
             "TECHNO_GATE_LIMITS_BACKEND": "redis",
             "TECHNO_GATE_LIMITS_KEY_PREFIX": f"techno-e2e-{time.time_ns()}:",
             "TECHNO_TRACE_EXPORTER": "none",
@@ -250,7 +252,13 @@ async def two_redis_gates(running_stack: RunningStack, tmp_path: Any) -> AsyncIt
     processes, targets = [], []
     for index in range(2):
         port = free_port()
-        env_i = {**env, "TECHNO_GATE_PORT": str(port), "TECHNO_GATE_METRICS_PORT": "0", "TECHNO_GATE_ID": f"g{index}"}
+        env_i = {
+            **env,
+            "TECHNO_GATE_PORT": str(port),
+            "TECHNO_GATE_METRICS_PORT": "0",
+            "TECHNO_GATE_HEALTH_PORT": "0",  # the stack's gate has the configured one
+            "TECHNO_GATE_ID": f"g{index}",
+        }
         with (tmp_path / f"gate-{index}.log").open("wb") as log:  # the child keeps its own descriptor
             processes.append(
                 await asyncio.create_subprocess_exec(
@@ -260,7 +268,7 @@ async def two_redis_gates(running_stack: RunningStack, tmp_path: Any) -> AsyncIt
         targets.append(f"127.0.0.1:{port}")
     try:
         for target in targets:
-            await eventually(lambda target=target: _serving(target), within=20)  # type: ignore[misc]
+            await eventually(lambda target=target: _serving(running_stack, target), within=20)  # type: ignore[misc]
         yield targets
     finally:
         for process in processes:
@@ -269,10 +277,14 @@ async def two_redis_gates(running_stack: RunningStack, tmp_path: Any) -> AsyncIt
             assert await process.wait() == 0  # a clean, graceful stop
 
 
-async def _serving(target: str) -> bool:
+def _as_edge(running_stack: RunningStack, target: str) -> grpc.aio.Channel:
+    return running_stack.connect(Identity.GATE, as_=Identity.EDGE, address=target)
+
+
+async def _serving(running_stack: RunningStack, target: str) -> bool:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with _as_edge(running_stack, target) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.aio.AioRpcError:
@@ -280,11 +292,11 @@ async def _serving(target: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def _process_on(target: str, key: str) -> str:
+async def _process_on(running_stack: RunningStack, target: str, key: str) -> str:
     payload = struct_pb2.Struct()
     payload.update({"text": "hammer"})
     request = gate_pb2.ProcessRequest(action="summarize", context_id="e2e", payload=payload)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with _as_edge(running_stack, target) as channel:
         try:
             await gate_pb2_grpc.GateServiceStub(channel).Process(request, metadata=[("x-api-key", key)], timeout=10)
         except grpc.aio.AioRpcError as error:
@@ -299,26 +311,27 @@ async def test_two_replicas_share_limits_exactly_and_both_see_a_revocation(
     key_id, key = await running_stack.create_key("tiny")  # five at once, then one a minute
 
     async def known_everywhere() -> bool:
-        results = [await _dry_run_ok(target, key) for target in two_redis_gates]
+        results = [await _dry_run_ok(running_stack, target, key) for target in two_redis_gates]
         return all(results)
 
     await eventually(known_everywhere)
-    outcomes = await asyncio.gather(*(_process_on(two_redis_gates[i % 2], key) for i in range(40)))
+    outcomes = await asyncio.gather(*(_process_on(running_stack, two_redis_gates[i % 2], key) for i in range(40)))
     assert outcomes.count("OK") == 5
     assert outcomes.count("RATE_LIMITED") == 35
 
-    async with grpc.aio.insecure_channel(running_stack.memory_target) as channel:
+    async with running_stack.connect(Identity.MEMORY, as_=Identity.OPERATOR) as channel:
         await memory_pb2_grpc.MemoryServiceStub(channel).RevokeApiKey(
             memory_pb2.RevokeApiKeyRequest(key_id=key_id), timeout=5
         )
 
     async def refused_everywhere() -> bool:
-        return all([await _process_on(target, key) == "API_KEY_REVOKED" for target in two_redis_gates])
+        revoked = [await _process_on(running_stack, target, key) for target in two_redis_gates]
+        return all(reason == "API_KEY_REVOKED" for reason in revoked)
 
     await eventually(refused_everywhere, within=3)  # refresh every 0.5 s: well within a second in practice
 
 
-async def _dry_run_ok(target: str, key: str) -> bool:
+async def _dry_run_ok(running_stack: RunningStack, target: str, key: str) -> bool:
     from techno.gate.v1 import admin_pb2, admin_pb2_grpc
 
     payload = struct_pb2.Struct()
@@ -326,7 +339,7 @@ async def _dry_run_ok(target: str, key: str) -> bool:
     request = admin_pb2.DryRunRequest(
         request=gate_pb2.ProcessRequest(action="summarize", context_id="e2e", payload=payload)
     )
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with _as_edge(running_stack, target) as channel:
         try:
             reply = await admin_pb2_grpc.GateAdminServiceStub(channel).DryRun(
                 request, metadata=[("x-api-key", key)], timeout=5

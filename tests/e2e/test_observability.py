@@ -170,8 +170,15 @@ async def test_an_incident_is_alerted_and_resolved_and_every_panel_has_data(obse
     kill_to_alert = down_fired.received_at - killed
     print(f"memory killed -> TechnoServiceDown delivered to the webhook: {kill_to_alert:.1f} s")
 
-    # Recovery: memory comes back, the provider heals and the half-open probe closes the breaker.
+    # Recovery: memory comes back, the provider heals and the half-open probe closes the breaker. Healing is an
+    # ADMIN action recorded in memory first, so it waits until the gate is ready again, i.e. has reconnected to
+    # memory (its readiness probes memory over the same channel; the edge's /readyz follows it).
     await stack.restart("memory")
+
+    async def gate_ready() -> bool:
+        return (await clients.edge.get("/readyz")).status_code == 200
+
+    await eventually(gate_ready, within=15)
     await clients.set_faults(**HEALTHY)
 
     async def breaker_closed() -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
 import httpx
 import pytest
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.identity import Identity
 
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of, eventually
@@ -73,7 +73,7 @@ async def test_audit_trail_holds_the_decision_and_the_outcome(
 ) -> None:
     response = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": running_stack.key})
     trace_id = response.json()["traceId"]
-    async with grpc.aio.insecure_channel(running_stack.memory_target) as channel:
+    async with running_stack.connect(Identity.MEMORY, as_=Identity.OPERATOR) as channel:
         trail = await memory_pb2_grpc.MemoryServiceStub(channel).GetAuditTrail(
             memory_pb2.GetAuditTrailRequest(trace_id=trace_id), timeout=5
         )
@@ -116,7 +116,7 @@ async def test_revoked_key_is_refused_after_the_next_key_refresh(
         return await status() == 200
 
     await eventually(accepted)
-    async with grpc.aio.insecure_channel(running_stack.memory_target) as channel:
+    async with running_stack.connect(Identity.MEMORY, as_=Identity.OPERATOR) as channel:
         await memory_pb2_grpc.MemoryServiceStub(channel).RevokeApiKey(
             memory_pb2.RevokeApiKeyRequest(key_id=key_id), timeout=5
         )

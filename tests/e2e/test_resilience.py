@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 import httpx
 import pytest
 import pytest_asyncio
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.identity import Identity
 
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of
@@ -56,7 +56,7 @@ async def test_failing_provider_opens_the_circuit_and_requests_fail_fast(
     assert int(fast.headers["Retry-After"]) >= 1
 
     opened_by = failures[-1].headers["X-Trace-Id"]  # the third failure opened the circuit
-    async with grpc.aio.insecure_channel(running_stack.memory_target) as channel:
+    async with running_stack.connect(Identity.MEMORY, as_=Identity.OPERATOR) as channel:
         trail = await memory_pb2_grpc.MemoryServiceStub(channel).GetAuditTrail(
             memory_pb2.GetAuditTrailRequest(trace_id=opened_by), timeout=5
         )
