@@ -80,7 +80,19 @@ class Integer:
         return schema
 
 
-Rule = Text | Integer
+@dataclass(frozen=True)
+class Number:
+    minimum: float
+    maximum: float
+
+    def accepts(self, value: float) -> bool:
+        return self.minimum <= value <= self.maximum
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"minimum": self.minimum, "maximum": self.maximum}
+
+
+Rule = Text | Integer | Number
 
 # Identifiers: ASCII letters, digits and a little punctuation, never whitespace or control characters.
 ACTION_NAME = Text(
@@ -110,16 +122,43 @@ API_KEY_SCOPES = ("process", "audit:read", "admin")
 MAX_AUDIT_PAGE_SIZE = 1000
 
 _GATE = "techno.gate.v1."
+_EXECUTOR = "techno.executor.v1."
+_FAULT_RATES = ("error_rate", "rate_limit_rate", "timeout_rate", "hang_rate")  # each 0-1, together at most 1
+_FAULT_COUNTS = ("latency_ms", "latency_jitter_ms", "retry_after_seconds")
 FIELDS: dict[tuple[str, str], Rule] = {
     (_GATE + "ProcessRequest", "action"): ACTION_NAME,
     (_GATE + "ProcessRequest", "context_id"): CONTEXT_ID,
     (_GATE + "ProcessRequest", "session_id"): SESSION_ID,
     (_GATE + "ListAuditEventsRequest", "trace_id"): TRACE_ID,
     (_GATE + "ListAuditEventsRequest", "principal_id"): Text(max_length=128),
-    (_GATE + "ListAuditEventsRequest", "page_size"): Integer(0, MAX_AUDIT_PAGE_SIZE, "Default 100."),
+    (_GATE + "ListAuditEventsRequest", "page_size"): Integer(
+        0, description=f"Default 100, {MAX_AUDIT_PAGE_SIZE} at most."
+    ),
     (_GATE + "Preferences", "tone"): Text(choices=TONES),
     (_GATE + "Preferences", "format"): Text(choices=FORMATS),
     (_GATE + "Preferences", "language"): LANGUAGE_TAG,
+    (_GATE + "CreateApiKeyRequest", "name"): Text(r"[\s\S]*\S[\s\S]*", min_length=1, max_length=128),
+    (_GATE + "CreateApiKeyRequest", "scopes"): Text(choices=API_KEY_SCOPES, min_length=1),
     (_GATE + "GetSessionRequest", "session_id"): Text(min_length=1, max_length=128),
     (_GATE + "DeleteSessionRequest", "session_id"): Text(min_length=1, max_length=128),
+    **{(_EXECUTOR + "FaultProfile", rate): Number(0.0, 1.0) for rate in _FAULT_RATES},
+    **{(_EXECUTOR + "FaultProfile", count): Integer(0) for count in _FAULT_COUNTS},
 }
+
+# X-Request-Timeout: a plain decimal number of seconds, at least one second: at most 9 digits before the point and
+# 9 after it; no sign, exponent, spaces or other digits. A shorter deadline can run out before the gate answers,
+# and a 504 must not be something a client can ask for.
+MIN_REQUEST_TIMEOUT_SECONDS = 1
+_WHOLE_SECONDS = "|".join(f"0{{{zeros}}}[1-9][0-9]{{0,{8 - zeros}}}" for zeros in range(9))
+REQUEST_TIMEOUT = Text(
+    rf"(?:{_WHOLE_SECONDS})(?:\.[0-9]{{1,9}})?",
+    min_length=1,
+    max_length=19,
+    description="Seconds the caller will wait (a decimal number from 1, such as 2.5); lowers (never raises) the "
+    "edge's deadline.",
+)
+# The methods that honour the Idempotency-Key header (full proto method names); every other method ignores it.
+IDEMPOTENT_METHODS = frozenset({"techno.gate.v1.GateService.Process"})
+# Message fields the server explains rather than enforces: a dry run answers 200 with the violations of the request
+# it evaluates, so that request is described with its types only, none of the rules above.
+EXPLAINED_FIELDS = frozenset({("techno.gate.v1.DryRunRequest", "request")})

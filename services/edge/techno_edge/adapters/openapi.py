@@ -4,6 +4,11 @@ Schemas follow the proto3 JSON mapping the transcoder speaks: lowerCamelCase (``
 integers as strings, enums as their value names, well-known types in their JSON form (Struct → object,
 Timestamp → date-time string …), repeated → array, map → object, other messages → ``$ref`` components named by
 their full proto name. Generated descriptors carry no source info, so proto comments are not available here.
+
+The document is as strict as the server, so a client generated from it neither sends what is refused nor refuses
+what is sent: unknown properties are refused (``additionalProperties: false``, as the transcoder does), the
+rules of fields that every caller must obey (lengths, patterns, choices) come from ``techno_core.contract``, the
+table the services validate with, and ``Idempotency-Key`` is declared only on the methods that honour it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from techno_core.contract import EXPLAINED_FIELDS, FIELDS, IDEMPOTENCY_KEY, IDEMPOTENT_METHODS, REQUEST_TIMEOUT
 from techno_edge.adapters.bindings import Binding
 
 JsonSchema = dict[str, Any]
@@ -95,6 +101,14 @@ _ERROR_SCHEMA: JsonSchema = {
                         "properties": {"field": {"type": "string"}, "description": {"type": "string"}},
                     },
                 },
+                "quota_violations": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["subject", "description"],
+                        "properties": {"subject": {"type": "string"}, "description": {"type": "string"}},
+                    },
+                },
             },
         }
     },
@@ -110,15 +124,37 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
+def _or_null(schema: JsonSchema) -> JsonSchema:
+    """``schema`` that also admits JSON null, which the proto3 JSON mapping reads as the field's default."""
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind != "null":
+        widened = {**schema, "type": [kind, "null"]}
+        if "enum" in widened:
+            widened["enum"] = [*widened["enum"], None]
+        return widened
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return schema  # already any JSON value
+
+
 class _Schemas:
-    def __init__(self) -> None:
-        self.components: dict[str, JsonSchema] = {}
+    """Component schemas by full proto name. ``checked`` false describes messages with their types only (no
+    required fields, no contract rules), under names ending in ``.Explained``, for requests the server explains
+    rather than refuses (``EXPLAINED_FIELDS``)."""
+
+    def __init__(self, components: dict[str, JsonSchema] | None = None, *, checked: bool = True) -> None:
+        self.components: dict[str, JsonSchema] = {} if components is None else components
+        self._checked = checked
+        self._explained: _Schemas | None = None
+
+    def _name(self, full_name: str) -> str:
+        return full_name if self._checked else f"{full_name}.Explained"
 
     def message(self, descriptor: Descriptor) -> JsonSchema:
         well_known = _WELL_KNOWN.get(descriptor.full_name)
         if well_known is not None:
             return dict(well_known)
-        name = descriptor.full_name
+        name = self._name(descriptor.full_name)
         if name not in self.components:
             self.components[name] = {}  # reserved first: recursive messages refer to themselves
             self.components[name] = self._object(descriptor)
@@ -131,14 +167,42 @@ class _Schemas:
             self.components[descriptor.full_name] = {"type": "string", "enum": [v.name for v in descriptor.values]}
         return {"$ref": _REF + descriptor.full_name}
 
+    def _required(self, field: FieldDescriptor) -> bool:
+        message = field.containing_type
+        explained = message is not None and (message.full_name, field.name) in EXPLAINED_FIELDS
+        return self._checked and not explained and field_behavior_pb2.REQUIRED in _behaviors(field)
+
+    def required(self, fields: Iterable[FieldDescriptor]) -> bool:
+        return any(self._required(field) for field in fields)
+
     def _object(self, descriptor: Descriptor) -> JsonSchema:
+        # The transcoder refuses unknown fields (ignore_unknown_fields=False), so the schema does too. A field
+        # that is not required may be null: the proto3 JSON mapping reads null as the default value.
         schema: JsonSchema = {
             "type": "object",
-            "properties": {field.json_name: self.field(field) for field in descriptor.fields},
+            "properties": {
+                field.json_name: self.field(field) if self._required(field) else _or_null(self.field(field))
+                for field in descriptor.fields
+            },
+            "additionalProperties": False,
         }
-        required = [f.json_name for f in descriptor.fields if field_behavior_pb2.REQUIRED in _behaviors(f)]
+        required = [f.json_name for f in descriptor.fields if self._required(f)]
         if required:
             schema["required"] = required
+        return schema
+
+    def request_body(self, descriptor: Descriptor, path_fields: set[str]) -> JsonSchema:
+        """The schema of a ``body: "*"`` request: the message without the fields its path sets (the path wins)."""
+        if not path_fields:
+            return self.message(descriptor)
+        schema = self._object(descriptor)
+        for field in descriptor.fields:
+            if field.name in path_fields:
+                del schema["properties"][field.json_name]
+        if "required" in schema:
+            schema["required"] = [name for name in schema["required"] if name in schema["properties"]]
+            if not schema["required"]:
+                del schema["required"]
         return schema
 
     def single(self, field: FieldDescriptor) -> JsonSchema:
@@ -149,7 +213,15 @@ class _Schemas:
             return self.enum(field.enum_type)
         return dict(_SCALARS[field.type])
 
+    def _explaining(self) -> _Schemas:
+        if self._explained is None:
+            self._explained = _Schemas(self.components, checked=False)
+        return self._explained
+
     def field(self, field: FieldDescriptor) -> JsonSchema:
+        key = (field.containing_type.full_name, field.name) if field.containing_type else ("", field.name)
+        if key in EXPLAINED_FIELDS and self._checked:
+            return self._explaining().field(field)
         if field.message_type is not None and _is_map(field):
             value = field.message_type.fields_by_name["value"]
             schema: JsonSchema = {"type": "object", "additionalProperties": self.single(value)}
@@ -157,6 +229,9 @@ class _Schemas:
             schema = {"type": "array", "items": self.single(field)}
         else:
             schema = self.single(field)
+        rule = FIELDS.get(key) if self._checked else None
+        if rule is not None:  # a repeated field's rule is its items'
+            (schema["items"] if field.is_repeated else schema).update(rule.json_schema())
         if field_behavior_pb2.OUTPUT_ONLY in _behaviors(field):
             schema["readOnly"] = True
         return schema
@@ -182,7 +257,9 @@ def _query_parameters(
 
 
 def _path_parameter(schemas: _Schemas, binding: Binding, name: str, segments: tuple[str, ...]) -> JsonSchema:
-    schema = schemas.single(binding.path_fields[name][-1])
+    schema = schemas.field(binding.path_fields[name][-1])
+    if schema.get("type") == "string":
+        schema.setdefault("minLength", 1)  # an empty segment matches no route
     if segments != ("*",) and schema.get("type") == "string":
         pattern = "/".join({"*": "[^/]+", "**": ".+"}.get(s, s) for s in segments)
         schema["pattern"] = f"^{pattern}$"
@@ -196,7 +273,7 @@ def _operation(schemas: _Schemas, binding: Binding) -> JsonSchema:
         excluded = set(binding.path_fields) | ({binding.body} if binding.body else set())
         parameters.extend(_query_parameters(schemas, request, excluded))
     parameters.append({"$ref": "#/components/parameters/RequestTimeout"})
-    if binding.body:
+    if binding.method.full_name in IDEMPOTENT_METHODS:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
     operation: JsonSchema = {
         "operationId": binding.operation_id,
@@ -205,10 +282,15 @@ def _operation(schemas: _Schemas, binding: Binding) -> JsonSchema:
         "parameters": parameters,
     }
     if binding.body:
-        body_schema = (
-            schemas.message(request) if binding.body == "*" else schemas.field(request.fields_by_name[binding.body])
-        )
-        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
+        if binding.body == "*":
+            path_fields = {chain[0].name for chain in binding.path_fields.values() if len(chain) == 1}
+            body_schema = schemas.request_body(request, path_fields)
+            # An absent body is the empty message, which is enough unless a field is required.
+            required = schemas.required(f for f in request.fields if f.name not in path_fields)
+        else:
+            # One field as the body: null (or no body) is that field's default, as for any field.
+            body_schema, required = _or_null(schemas.field(request.fields_by_name[binding.body])), False
+        operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": body_schema}}}
     response_schema = (
         schemas.field(response.fields_by_name[binding.response_body])
         if binding.response_body
@@ -269,8 +351,8 @@ def build_openapi(bindings: Iterable[Binding], *, title: str = "Techno API") -> 
                     "name": "X-Request-Timeout",
                     "in": "header",
                     "required": False,
-                    "description": "Seconds the caller will wait; lowers (never raises) the edge's deadline.",
-                    "schema": {"type": "number", "exclusiveMinimum": 0},
+                    "description": REQUEST_TIMEOUT.description,
+                    "schema": {k: v for k, v in REQUEST_TIMEOUT.json_schema().items() if k != "description"},
                 },
                 "IdempotencyKey": {
                     "name": "Idempotency-Key",
@@ -278,8 +360,8 @@ def build_openapi(bindings: Iterable[Binding], *, title: str = "Techno API") -> 
                     "required": False,
                     "description": "A unique value per distinct request (e.g. a UUID). POST /v1/process runs at most "
                     "once per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h). "
-                    "Methods that run no action ignore it.",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "Printable ASCII without spaces, at most 255 characters.",
+                    "schema": IDEMPOTENCY_KEY.json_schema(),
                 },
             },
             "securitySchemes": {

@@ -1,0 +1,55 @@
+"""A schemathesis check for the fuzz test (loaded through ``SCHEMATHESIS_HOOKS``): the rules that depend on the
+running policy or on the moment cannot be written into /openapi.json, so a schema-valid request may be refused by
+them, and only by them. Each operation lists the reasons (and for INVALID_ARGUMENT, the fields) that may refuse
+schema-valid data; any other 400 on positive data fails, as does a 400 with no parseable error body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import schemathesis
+
+# operation id -> {reason: fields that reason may name (empty: any)}
+RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
+    # Which actions exist and what each takes is the policy's (GET /v1/actions); the document only has the shape.
+    "GateService_Process": {"ACTION_UNKNOWN": frozenset(), "PAYLOAD_INVALID": frozenset()},
+    # Profiles are the policy's; an expiry must be in the future at the moment of the call.
+    "GateAdminService_CreateApiKey": {"INVALID_ARGUMENT": frozenset({"profile", "expires_at"})},
+    # A revoked key cannot be rotated (FAILED_PRECONDITION): which keys are revoked is the moment's.
+    "GateAdminService_RotateApiKey": {"API_KEY_REVOKED": frozenset()},
+    "GateAdminService_RevokeApiKey": {"API_KEY_REVOKED": frozenset()},
+    # startTime must come before endTime; a page token is only valid with the filters it was issued for.
+    "GateAdminService_ListAuditEvents": {
+        "INVALID_AUDIT_QUERY": frozenset({"end_time"}),
+        "INVALID_PAGE_TOKEN": frozenset(),
+    },
+}
+
+
+def _error(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return {}
+    error = document.get("error") if isinstance(document, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+@schemathesis.check
+def refused_only_by_runtime_rules(ctx: Any, response: Any, case: Any) -> None:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
+        return
+    operation_id = case.operation.definition.raw.get("operationId", "")
+    allowed = RUNTIME_RULES.get(operation_id, {})
+    error = _error(response.content)
+    reasons = error.get("reason_codes") or []
+    fields = {v.get("field") for v in error.get("field_violations") or []}
+    for reason in reasons:
+        if reason not in allowed:
+            raise AssertionError(f"schema-valid data refused with {reason}: {error.get('message')}")
+        if allowed[reason] and not fields <= allowed[reason]:
+            raise AssertionError(f"schema-valid data refused for {sorted(fields - allowed[reason])}")
+    if not reasons:
+        raise AssertionError(f"a 400 without reason codes: {response.content[:200]!r}")
