@@ -1,7 +1,8 @@
 """``make bench-audit``: sustained durable audit appends per second of the memory service (group commit).
 
 Creates a throwaway database (PostgreSQL by default, or a temporary SQLite file with ``--sqlite``), migrates it,
-starts ``python -m techno_memory`` on free loopback ports, then drives AppendAuditEvents from separate client
+starts ``python -m techno_memory`` on free loopback ports with mutual TLS (a development PKI made for the run; the
+clients call as the gate), then drives AppendAuditEvents from separate client
 processes (so the load generator does not share the service's process or event loop) at a fixed concurrency for a
 fixed time. It prints the events acknowledged per second, the calls' latency percentiles, and, from the service's
 own /metrics, the transactions per second and mean group-commit batch size; then it checks that the hash chain
@@ -35,7 +36,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
+from techno_core.health import READINESS
+from techno_core.identity import Identity
+from techno_core.tls import CertificateFiles, channel_credentials
 from techno_memory.settings import MemorySettings
+from techno_stack.certs import ensure_development_pki
 from techno_stack.stack import free_port
 
 ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -70,6 +75,14 @@ class ClientPlan:
     target: str
     callers: int
     events_per_call: int
+    tls_dir: Path  # the run's development PKI: clients present the gate's certificate, as the gate does
+
+
+def _gate_channel(plan: ClientPlan) -> grpc.aio.Channel:
+    tls = plan.tls_dir
+    files = CertificateFiles(tls / f"{Identity.GATE}.crt", tls / f"{Identity.GATE}.key", tls / "ca.crt")
+    options = [("grpc.ssl_target_name_override", Identity.MEMORY.value)]
+    return grpc.aio.secure_channel(plan.target, channel_credentials(files.read()), options=options)
 
 
 def _request(events_per_call: int) -> memory_pb2.AppendAuditEventsRequest:
@@ -102,7 +115,7 @@ async def _until(wall_time: float) -> None:
 async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connection) -> ClientResult:
     result = ClientResult()
     errors: collections.Counter[str] = collections.Counter()
-    async with grpc.aio.insecure_channel(plan.target) as channel:
+    async with _gate_channel(plan) as channel:
         await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
         control.send("ready")
@@ -305,10 +318,12 @@ async def run_to_end(command: list[str], env: Mapping[str, str], log: Path, time
     return status, text
 
 
-async def _serving(port: int) -> bool:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _serving(health_port: int) -> bool:
+    """Readiness on the plaintext health-only port (the main port requires a client certificate)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
         try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            request = health_pb2.HealthCheckRequest(service=READINESS)
+            response = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=1)
         except grpc.aio.AioRpcError:
             return False
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
@@ -324,15 +339,20 @@ class MemoryService:
 @contextlib.asynccontextmanager
 async def memory_service(env: Mapping[str, str], log: Path) -> AsyncIterator[MemoryService]:
     """``python -m techno_memory`` on free loopback ports, once its gRPC health says SERVING; SIGTERM after."""
-    port, metrics_port = free_port(), free_port()
-    env = {**env, "TECHNO_MEMORY_PORT": str(port), "TECHNO_MEMORY_METRICS_PORT": str(metrics_port)}
+    port, metrics_port, health_port = free_port(), free_port(), free_port()
+    env = {
+        **env,
+        "TECHNO_MEMORY_PORT": str(port),
+        "TECHNO_MEMORY_METRICS_PORT": str(metrics_port),
+        "TECHNO_MEMORY_HEALTH_PORT": str(health_port),
+    }
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "techno_memory", env=env, stdout=output, stderr=output, start_new_session=True
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not await _serving(port):
+        while not await _serving(health_port):
             if process.returncode is not None:
                 raise BenchError(f"memory exited with {process.returncode}; its log is above")
             if time.monotonic() > deadline:
@@ -395,14 +415,16 @@ class RunResult:
         return self.after.metrics.get(name, 0.0) - self.before.metrics.get(name, 0.0)
 
 
-def _plans(target: str, options: Options) -> list[ClientPlan]:
+def _plans(target: str, options: Options, tls_dir: Path) -> list[ClientPlan]:
     processes = max(1, min(options.processes, options.concurrency))
     shares = [options.concurrency // processes + (i < options.concurrency % processes) for i in range(processes)]
-    return [ClientPlan(target, callers, options.events_per_call) for callers in shares]
+    return [ClientPlan(target, callers, options.events_per_call, tls_dir) for callers in shares]
 
 
-async def measure(service: MemoryService, options: Options) -> tuple[list[ClientResult], Snapshot, Snapshot]:
-    with client_processes(_plans(f"127.0.0.1:{service.port}", options)) as clients:
+async def measure(
+    service: MemoryService, options: Options, tls_dir: Path
+) -> tuple[list[ClientResult], Snapshot, Snapshot]:
+    with client_processes(_plans(f"127.0.0.1:{service.port}", options, tls_dir)) as clients:
         for client in clients:
             await asyncio.to_thread(_receive, client.control, START_TIMEOUT_SECONDS, "readiness")
         start_at = time.time() + options.warmup
@@ -422,7 +444,13 @@ async def run_once(label: str, max_batch: int | None, options: Options) -> RunRe
     with tempfile.TemporaryDirectory(prefix="techno-bench-audit-") as tmp:
         scratch = Path(tmp)
         log = scratch / "memory.log"
-        extra = dict(options.extra_env)
+        tls = ensure_development_pki(scratch / "tls")
+        extra = {
+            "TECHNO_TLS_CERT_FILE": str(tls / f"{Identity.MEMORY}.crt"),
+            "TECHNO_TLS_KEY_FILE": str(tls / f"{Identity.MEMORY}.key"),
+            "TECHNO_TLS_CA_FILE": str(tls / "ca.crt"),
+            **options.extra_env,
+        }
         if max_batch is not None:
             extra["TECHNO_MEMORY_MAX_BATCH"] = str(max_batch)
         try:
@@ -433,7 +461,7 @@ async def run_once(label: str, max_batch: int | None, options: Options) -> RunRe
                 if status != 0:
                     raise BenchError(f"migrate failed with {status}: {output}")
                 async with memory_service(env, log) as service:
-                    clients, before, after = await measure(service, options)
+                    clients, before, after = await measure(service, options, tls)
                 verify_status, verify_output = await run_to_end([*command, "verify"], env, log, VERIFY_TIMEOUT_SECONDS)
         except Exception:  # not when interrupted: then the log says nothing of interest
             tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
@@ -550,7 +578,7 @@ def main() -> None:
         backend = "SQLite (temporary file)" if options.sqlite else f"PostgreSQL ({postgres_durability(options)})"
         print(
             f"AppendAuditEvents on {backend}: {options.concurrency} concurrent callers in "
-            f"{len(_plans('', options))} client process(es), {options.events_per_call} event(s) per call, "
+            f"{len(_plans('', options, Path()))} client process(es), {options.events_per_call} event(s) per call, "
             f"{options.seconds:g}s after {options.warmup:g}s warm-up\n",
             flush=True,
         )

@@ -14,12 +14,12 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-import grpc
-from bench_support import add_stack_options, bench_stack, database_name
+from bench_support import add_stack_options, bench_stack, database_name, identity_channel
 from google.protobuf import struct_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import gate_pb2, gate_pb2_grpc
+from techno_core.identity import Identity
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -49,10 +49,13 @@ async def _bench(
     payload.update({"text": "Techno governs every AI action."})
     async with bench_stack(database_url, extra_env) as (stack, _):
         key = stack.config.key_file.read_text().strip()
-        ports = stack.config.ports
+        ports, tls = stack.config.ports, stack.config.tls_dir
+        # Mutual TLS, as the hops run: the executor called as the gate calls it, the gate as the edge does.
         async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{ports.executor}") as executor_channel,
-            grpc.aio.insecure_channel(f"127.0.0.1:{ports.gate}") as gate_channel,
+            identity_channel(
+                tls, f"127.0.0.1:{ports.executor}", server=Identity.EXECUTOR, as_=Identity.GATE
+            ) as executor_channel,
+            identity_channel(tls, f"127.0.0.1:{ports.gate}", server=Identity.GATE, as_=Identity.EDGE) as gate_channel,
         ):
             executor = executor_pb2_grpc.ExecutorServiceStub(executor_channel)
             gate = gate_pb2_grpc.GateServiceStub(gate_channel)
