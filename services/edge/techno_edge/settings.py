@@ -57,6 +57,46 @@ class EdgeSettings(TechnoSettings):
         "plain HTTP (behind an ingress that terminates TLS, or on loopback).",
     )
     edge_tls_key_file: str = Field("", description="PEM private key of `TECHNO_EDGE_TLS_CERT_FILE`.")
+    # Slow and abusive clients (techno_edge.entrypoints.slow_clients; docs/operations.md).
+    edge_health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Second HTTP listener serving only `/healthz`, `/readyz` and `/metrics`, with its own small "
+        "connection budget, so probes and scrapes are answered while the main port is full of slow clients. "
+        "Default: the HTTP port + 10 (8090), or a free port when the HTTP port is 0.",
+    )
+    edge_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers, from the connection or the request's "
+        "first byte; then it is answered 408 (nothing, if it sent nothing) and closed.",
+    )
+    edge_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Time a client has to send a whole request body once its headers are in; then it is answered "
+        "408 and closed (a body shorter than its Content-Length no longer hangs).",
+    )
+    edge_keep_alive_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this long. Behind a load balancer, set it above "
+        "the balancer's idle timeout.",
+    )
+    edge_max_connections: int = Field(
+        1000,
+        gt=0,
+        description="Open client connections on the HTTP port; more are refused at once (503, closed). Must fit "
+        "under the file descriptor limit with a reserve: the edge raises its soft limit if it can, else refuses "
+        "to start.",
+    )
+    edge_max_header_bytes: int = Field(
+        32_768,
+        gt=0,
+        description="Largest request target plus header names and values (4 bytes of framing each); over it, 431.",
+    )
+    edge_max_headers: int = Field(100, gt=0, description="Most header fields in one request; over it, 431.")
 
     @field_validator("edge_upstreams", mode="before")
     @classmethod
@@ -88,3 +128,9 @@ class EdgeSettings(TechnoSettings):
 
     def proto_modules(self) -> list[str]:
         return [*GATE_PROTO_MODULES, *(m for m in self.edge_proto_modules if m not in GATE_PROTO_MODULES)]
+
+    @property
+    def health_port(self) -> int:
+        if self.edge_health_port is not None:
+            return self.edge_health_port
+        return self.edge_port + 10 if self.edge_port else 0
