@@ -1,0 +1,38 @@
+"""Issue #11, item 7, over REST: an identifier with a trailing newline is a 400 naming the field, never granted by
+a ``public-*`` context rule, and nothing runs: the trail holds the DENY decision (which records what was sent)
+and no ALLOW decision or outcome."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import RunningStack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def _events(client: httpx.AsyncClient, stack: RunningStack, trace_id: str) -> list[dict[str, object]]:
+    response = await client.get("/v1/audit/events", params={"traceId": trace_id}, headers={"X-API-Key": stack.key})
+    assert response.status_code == 200, response.text
+    events: list[dict[str, object]] = response.json()["events"]
+    return events
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("contextId", "public-x\n"), ("contextId", "public-x\r\n"), ("sessionId", "abc\n"), ("action", "summarize\n")],
+)
+async def test_a_trailing_newline_is_400_for_the_restricted_profile_and_not_stored(
+    running_stack: RunningStack, client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    _, key = await running_stack.create_known_key("restricted")
+    body = {"action": "summarize", "contextId": "public-x", "payload": {"text": "hello"}, field: value}
+    response = await client.post("/v1/process", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["reason_codes"] == ["INVALID_ARGUMENT"]
+    snake = {"contextId": "context_id", "sessionId": "session_id", "action": "action"}[field]
+    assert [v["field"] for v in error["field_violations"]] == [snake]
+    events = await _events(client, running_stack, error["trace_id"])
+    assert [(event["kind"], event["result"]) for event in events] == [("DECISION", "DENY")]
