@@ -156,12 +156,15 @@ async def test_openapi_documents_the_new_service(echo_client: httpx.AsyncClient)
     assert listed == {"pageSize", "tags", "deleted", "filter.prefix", "filter.color"}
     assert "/v1/process" in paths
     thing = document["components"]["schemas"]["techno.testing.v1.Thing"]["properties"]
-    assert thing["size"] == {"type": "string", "format": "int64"}
-    assert thing["created"] == {"type": "string", "format": "date-time"}
-    assert thing["labels"]["type"] == "object"
-    assert thing["tags"] == {"type": "array", "items": {"type": "string"}}
+    # Optional fields admit null (proto3 JSON reads it as the default); unknown properties are refused.
+    assert document["components"]["schemas"]["techno.testing.v1.Thing"]["additionalProperties"] is False
+    assert thing["size"] == {"type": ["string", "null"], "format": "int64"}
+    assert thing["created"] == {"type": ["string", "null"], "format": "date-time"}
+    assert thing["labels"]["type"] == ["object", "null"]
+    assert thing["tags"] == {"type": ["array", "null"], "items": {"type": "string"}}
     assert thing["counts"]["additionalProperties"]["type"] == "integer"
-    assert thing["child"] == {"$ref": "#/components/schemas/techno.testing.v1.Thing"}
-    assert thing["color"] == {"$ref": "#/components/schemas/techno.testing.v1.Color"}
+    assert thing["child"] == {"anyOf": [{"$ref": "#/components/schemas/techno.testing.v1.Thing"}, {"type": "null"}]}
+    assert thing["color"] == {"anyOf": [{"$ref": "#/components/schemas/techno.testing.v1.Color"}, {"type": "null"}]}
     create_body = paths["/v1/things"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert create_body == {"$ref": "#/components/schemas/techno.testing.v1.Thing"}
+    # One field as the body: null (or no body) is that field's default.
+    assert create_body == {"anyOf": [{"$ref": "#/components/schemas/techno.testing.v1.Thing"}, {"type": "null"}]}
