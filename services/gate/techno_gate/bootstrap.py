@@ -34,7 +34,7 @@ from techno_gate.application.admin_audit import AdminAudit
 from techno_gate.application.audit_query import AuditTrail
 from techno_gate.application.authenticate import Authenticator
 from techno_gate.application.idempotency import Idempotency
-from techno_gate.application.limits import LimitGate
+from techno_gate.application.limits import LimitGate, RouteLimits
 from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.personal import PersonalData
 from techno_gate.application.policy_reload import PolicyReloads
@@ -94,12 +94,22 @@ async def bootstrap(
     policy_watch = PolicyFileWatcher(reloads.on_file_change, interval_seconds=settings.gate_policy_watch_seconds)
     personal = PersonalData(gatekeeper, MemoryPersonalData(memory))
     idempotency = Idempotency(MemoryIdempotencyStore(memory), observer)
+    route_limits = RouteLimits(gatekeeper.limits, policies)
     servicer = GateServicer(
-        gatekeeper, personal, idempotency, executor_timeout_seconds=settings.gate_executor_timeout_seconds
+        gatekeeper,
+        personal,
+        idempotency,
+        limits=route_limits,
+        executor_timeout_seconds=settings.gate_executor_timeout_seconds,
     )
     audit_trail = AuditTrail(MemoryAuditReader(memory))
     admin = GateAdminServicer(
-        gatekeeper, key_admin, audit_trail, executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel), admin_audit
+        gatekeeper,
+        key_admin,
+        audit_trail,
+        executor_pb2_grpc.ExecutorAdminServiceStub(executor_channel),
+        admin_audit,
+        route_limits,
     )
     Gauge("gate_api_keys_cached", "API keys held by the authentication cache.", registry=registry).set_function(
         lambda: keys.size

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.admin_audit import AdminAudit, AdminOperation
 from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
 from techno_gate.application.authenticate import require
+from techno_gate.application.limits import RouteFamily, RouteLimits
 from techno_gate.application.process import Gatekeeper
 from techno_gate.domain.keys import ApiKeyRecord
 from techno_gate.domain.principal import Principal, Scope
@@ -92,18 +94,21 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         audit: AuditTrail,
         executor_admin: executor_pb2_grpc.ExecutorAdminServiceStub,
         admin_audit: AdminAudit,
+        limits: RouteLimits,
     ) -> None:
         self._admin_audit = admin_audit
+        self._limits = limits
         self._gatekeeper = gatekeeper
         self._keys = keys
         self._audit = audit
         self._executor_admin = executor_admin
 
-    def _caller(self, context: Context) -> Principal:
-        return self._gatekeeper.authenticate(presented_credentials(context))
-
-    async def _admin(self, context: Context) -> None:
-        require(self._caller(context), Scope.ADMIN)
+    @contextlib.asynccontextmanager
+    async def _caller(self, context: Context) -> AsyncIterator[Principal]:
+        """The authenticated caller, admitted by its limits (the admin family's budget) for the whole call."""
+        principal = self._gatekeeper.authenticate(presented_credentials(context))
+        async with self._limits.admitted(principal, RouteFamily.ADMIN):
+            yield principal
 
     async def _forward(self, call: Awaitable[T]) -> T:
         try:
@@ -117,7 +122,12 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def SetProviderFaults(
         self, request: admin_pb2.SetProviderFaultsRequest, context: Context
     ) -> admin_pb2.SetProviderFaultsResponse:
-        caller = self._caller(context)
+        async with self._caller(context) as caller:
+            return await self._set_faults(caller, request)
+
+    async def _set_faults(
+        self, caller: Principal, request: admin_pb2.SetProviderFaultsRequest
+    ) -> admin_pb2.SetProviderFaultsResponse:
         faults = {field.name: getattr(request.faults, field.name) for field in request.faults.DESCRIPTOR.fields}
         operation = AdminOperation("faults.set", request.provider, {"provider": request.provider, **faults})
         forwarded = executor_pb2.SetFaultsRequest(provider=request.provider, faults=request.faults)
@@ -134,16 +144,22 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def ListCircuitBreakers(
         self, request: admin_pb2.ListCircuitBreakersRequest, context: Context
     ) -> admin_pb2.ListCircuitBreakersResponse:
-        await self._admin(context)
-        reply = await self._forward(
-            self._executor_admin.ListBreakers(executor_pb2.ListBreakersRequest(), timeout=_ADMIN_TIMEOUT_SECONDS)
-        )
+        async with self._caller(context) as caller:
+            require(caller, Scope.ADMIN)
+            reply = await self._forward(
+                self._executor_admin.ListBreakers(executor_pb2.ListBreakersRequest(), timeout=_ADMIN_TIMEOUT_SECONDS)
+            )
         return admin_pb2.ListCircuitBreakersResponse(breakers=reply.breakers)
 
     async def SetCircuitBreaker(
         self, request: admin_pb2.SetCircuitBreakerRequest, context: Context
     ) -> admin_pb2.SetCircuitBreakerResponse:
-        caller = self._caller(context)
+        async with self._caller(context) as caller:
+            return await self._set_breaker(caller, request)
+
+    async def _set_breaker(
+        self, caller: Principal, request: admin_pb2.SetCircuitBreakerRequest
+    ) -> admin_pb2.SetCircuitBreakerResponse:
         command = executor_pb2.BreakerCommand.Name(request.command) if _known_command(request.command) else ""
         attributes = {"provider": request.provider, "command": command or str(request.command)}
         operation = AdminOperation("breaker.set", request.provider, attributes)
@@ -161,39 +177,41 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: Context
     ) -> admin_pb2.CreateApiKeyResponse:
-        caller = self._gatekeeper.authenticate(presented_credentials(context))
-        issued = await self._keys.create(
-            caller,
-            name=request.name,
-            profile=request.profile or "default",
-            scopes=tuple(request.scopes) or ("process",),
-            expires_at=requested_time(request, "expires_at", reason=Reason.INVALID_ARGUMENT),
-        )
+        async with self._caller(context) as caller:
+            issued = await self._keys.create(
+                caller,
+                name=request.name,
+                profile=request.profile or "default",
+                scopes=tuple(request.scopes) or ("process",),
+                expires_at=requested_time(request, "expires_at", reason=Reason.INVALID_ARGUMENT),
+            )
         return admin_pb2.CreateApiKeyResponse(api_key=key_info(issued.record), secret=issued.secret)
 
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: Context
     ) -> admin_pb2.ListApiKeysResponse:
-        caller = self._gatekeeper.authenticate(presented_credentials(context))
-        return admin_pb2.ListApiKeysResponse(api_keys=[key_info(k) for k in await self._keys.list(caller)])
+        async with self._caller(context) as caller:
+            return admin_pb2.ListApiKeysResponse(api_keys=[key_info(k) for k in await self._keys.list(caller)])
 
     async def RevokeApiKey(
         self, request: admin_pb2.RevokeApiKeyRequest, context: Context
     ) -> admin_pb2.RevokeApiKeyResponse:
-        caller = self._gatekeeper.authenticate(presented_credentials(context))
-        return admin_pb2.RevokeApiKeyResponse(api_key=key_info(await self._keys.revoke(caller, request.key_id)))
+        async with self._caller(context) as caller:
+            revoked = await self._keys.revoke(caller, request.key_id)
+        return admin_pb2.RevokeApiKeyResponse(api_key=key_info(revoked))
 
     async def RotateApiKey(
         self, request: admin_pb2.RotateApiKeyRequest, context: Context
     ) -> admin_pb2.RotateApiKeyResponse:
-        caller = self._gatekeeper.authenticate(presented_credentials(context))
-        issued, revoked = await self._keys.rotate(caller, request.key_id)
+        async with self._caller(context) as caller:
+            issued, revoked = await self._keys.rotate(caller, request.key_id)
         return admin_pb2.RotateApiKeyResponse(
             api_key=key_info(issued.record), secret=issued.secret, revoked=key_info(revoked)
         )
 
     async def DryRun(self, request: admin_pb2.DryRunRequest, context: Context) -> admin_pb2.DryRunResponse:
-        evaluation = await self._gatekeeper.dry_run(process_command(request.request, context))
+        async with self._caller(context):  # the dry run costs the admin family, never the processing budget
+            evaluation = await self._gatekeeper.dry_run(process_command(request.request, context))
         error = evaluation.error
         return admin_pb2.DryRunResponse(
             decision="ALLOW" if evaluation.allowed else "DENY",
@@ -213,8 +231,8 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def ListAuditEvents(
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
-        caller = self._gatekeeper.authenticate(presented_credentials(context))
-        page = await self._audit.list(caller, audit_query(request))
+        async with self._caller(context) as caller:
+            page = await self._audit.list(caller, audit_query(request))
         return admin_pb2.ListAuditEventsResponse(
             events=[audit_event_message(event) for event in page.events], next_page_token=page.next_page_token
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ from techno_core.timestamps import to_timestamp
 from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
 from techno_gate.application.idempotency import Idempotency, request_hash, validate_key
+from techno_gate.application.limits import RouteFamily, RouteLimits
 from techno_gate.application.personal import IdempotencyRecordView, PersonalData, PreferencesView, SessionView
 from techno_gate.application.process import Gatekeeper, ProcessCommand
 
@@ -88,51 +91,63 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         personal: PersonalData,
         idempotency: Idempotency,
         *,
+        limits: RouteLimits,
         executor_timeout_seconds: float,
     ) -> None:
+        self._limits = limits
         self._gatekeeper = gatekeeper
         self._personal = personal
         self._idempotency = idempotency
         self._executor_timeout = executor_timeout_seconds
 
-    def _caller_id(self, context: Context) -> str:
-        return self._personal.caller(presented_credentials(context)).id
+    @contextlib.asynccontextmanager
+    async def _caller_id(self, context: Context) -> AsyncIterator[str]:
+        """The caller of a personal route, admitted by its limits (the personal family's budget) for the call."""
+        principal = self._personal.caller(presented_credentials(context))
+        async with self._limits.admitted(principal, RouteFamily.PERSONAL):
+            yield principal.id
 
     async def CreateSession(
         self, request: gate_pb2.CreateSessionRequest, context: Context
     ) -> gate_pb2.CreateSessionResponse:
-        session = await self._personal.store.create_session(self._caller_id(context))
+        async with self._caller_id(context) as caller:
+            session = await self._personal.store.create_session(caller)
         return gate_pb2.CreateSessionResponse(session=session_message(session))
 
     async def GetSession(self, request: gate_pb2.GetSessionRequest, context: Context) -> gate_pb2.GetSessionResponse:
-        session = await self._personal.store.get_session(self._caller_id(context), request.session_id)
+        async with self._caller_id(context) as caller:
+            session = await self._personal.store.get_session(caller, request.session_id)
         return gate_pb2.GetSessionResponse(session=session_message(session))
 
     async def DeleteSession(
         self, request: gate_pb2.DeleteSessionRequest, context: Context
     ) -> gate_pb2.DeleteSessionResponse:
-        await self._personal.store.delete_session(self._caller_id(context), request.session_id)
+        async with self._caller_id(context) as caller:
+            await self._personal.store.delete_session(caller, request.session_id)
         return gate_pb2.DeleteSessionResponse()
 
     async def GetPreferences(
         self, request: gate_pb2.GetPreferencesRequest, context: Context
     ) -> gate_pb2.GetPreferencesResponse:
-        preferences = await self._personal.store.preferences(self._caller_id(context))
+        async with self._caller_id(context) as caller:
+            preferences = await self._personal.store.preferences(caller)
         return gate_pb2.GetPreferencesResponse(preferences=preferences_message(preferences))
 
     async def UpdatePreferences(
         self, request: gate_pb2.UpdatePreferencesRequest, context: Context
     ) -> gate_pb2.UpdatePreferencesResponse:
         wanted = request.preferences
-        stored = await self._personal.store.set_preferences(
-            self._caller_id(context), PreferencesView(wanted.tone, wanted.format, wanted.language)
-        )
+        async with self._caller_id(context) as caller:
+            stored = await self._personal.store.set_preferences(
+                caller, PreferencesView(wanted.tone, wanted.format, wanted.language)
+            )
         return gate_pb2.UpdatePreferencesResponse(preferences=preferences_message(stored))
 
     async def ExportMyData(
         self, request: gate_pb2.ExportMyDataRequest, context: Context
     ) -> gate_pb2.ExportMyDataResponse:
-        export = await self._personal.store.export(self._caller_id(context))
+        async with self._caller_id(context) as caller:
+            export = await self._personal.store.export(caller)
         return gate_pb2.ExportMyDataResponse(
             sessions=[session_message(s) for s in export.sessions],
             preferences=preferences_message(export.preferences),
@@ -142,7 +157,8 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
     async def DeleteMyData(
         self, request: gate_pb2.DeleteMyDataRequest, context: Context
     ) -> gate_pb2.DeleteMyDataResponse:
-        erased = await self._personal.store.erase(self._caller_id(context))
+        async with self._caller_id(context) as caller:
+            erased = await self._personal.store.erase(caller)
         return gate_pb2.DeleteMyDataResponse(
             sessions_deleted=erased.sessions_deleted,
             preferences_deleted=erased.preferences_deleted,
@@ -187,7 +203,8 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
 
     async def ListActions(self, request: gate_pb2.ListActionsRequest, context: Context) -> gate_pb2.ListActionsResponse:
         principal = self._gatekeeper.authenticate(presented_credentials(context))
-        policy = self._gatekeeper.policies.current
+        async with self._limits.admitted(principal, RouteFamily.CATALOG):
+            policy = self._gatekeeper.policies.current
         return gate_pb2.ListActionsResponse(
             actions=[gate_pb2.Action(name=n, description=d) for n, d in policy.actions_for(principal.profile)],
             policy_version=policy.version,
