@@ -7,6 +7,7 @@ denial through with its reason intact.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,16 @@ from grpc_status import rpc_status
 from techno_core import errors
 
 ERROR_DOMAIN = "techno.dev"
+log = logging.getLogger(__name__)
+# A status with these codes and no reason is the transport's, not an answer of the service: its text names
+# internal addresses ("ipv4:10.0.0.7:50052: Failed to connect"), so it stays in the log.
+_TRANSPORT_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "a service the request needs could not be reached",
+    grpc.StatusCode.UNKNOWN: "a service the request needs failed",
+    grpc.StatusCode.INTERNAL: "a service the request needs failed",
+    grpc.StatusCode.CANCELLED: "the call to a service the request needs was cancelled",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "a service the request needs did not answer in time",
+}
 
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -138,9 +149,13 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> error
     if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNIMPLEMENTED):
         cls = errors.Unavailable
     details = details_of(status)
+    message = status.message or code.name
+    if code in _TRANSPORT_MESSAGES and not any(details.reasons):
+        log.warning("downstream call failed: %s %s", code.name, status.message)
+        message = _TRANSPORT_MESSAGES[code]
     return cls(
         reason=next((r for r in details.reasons if r), default_reason),
-        message=status.message or code.name,
+        message=message,
         metadata=details.metadata,
         violations=details.violations,
         retry_after_seconds=details.retry_after,

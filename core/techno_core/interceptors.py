@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -91,13 +92,55 @@ class MetricsInterceptor(UnaryInterceptor):
         return observed
 
 
+class _Undecodable:
+    """Stands for a request whose bytes protobuf refused (malformed, or nested past its depth limit of 100
+    messages: a ``google.protobuf.Struct`` 33 JSON levels deep)."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc.aio answers a deserializer's exception UNKNOWN with the exception's text, after logging a traceback;
+    this one hands ``UNDECODABLE`` on to the error mapping instead, which answers INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return UNDECODABLE
+
+    return deserialize
+
+
 class ErrorMappingInterceptor(UnaryInterceptor):
     """The one place where exceptions become statuses: a ``DomainError`` is answered with its code and
     ``google.rpc`` details; anything else is logged with its traceback and answered INTERNAL with a generic
-    message and the trace id, so no internals reach the caller."""
+    message and the trace id, so no internals reach the caller. A request protobuf cannot decode is answered
+    INVALID_ARGUMENT (reason ``INVALID_ARGUMENT``) before the servicer sees it."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        # The interceptors outside this one copy the deserializer of the handler they wrap, so this one is used.
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
 
     def wrap(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if request is UNDECODABLE:
+                log.info("undecodable request to %s", method)
+                undecodable = errors.InvalidArgument(
+                    reason="INVALID_ARGUMENT",
+                    message="the request could not be decoded: malformed, or nested more than 32 levels deep",
+                )
+                await _abort(context, undecodable)
             try:
                 return await behavior(request, context)
             except errors.DomainError as error:
