@@ -20,6 +20,7 @@ from techno_edge.adapters.openapi import build_openapi
 from techno_edge.adapters.upstream import Readiness, Upstreams
 from techno_edge.domain.routing import Router
 from techno_edge.entrypoints.asgi import HEALTHZ, METRICS, READYZ, EdgeApp, Limits, Receive, Scope, Send
+from techno_edge.entrypoints.cors import Cors
 from techno_edge.settings import GATE_SERVICE, EdgeSettings
 
 # Probes and scrapes are not traced: they would be most of the traces and none of the interesting ones.
@@ -67,6 +68,7 @@ def build_app(
         HttpMetrics(registry),
         build_openapi(bindings),
         Limits(settings.edge_request_timeout_seconds, settings.edge_max_body_bytes),
+        Cors.of(settings.edge_cors_allowed_origins),
     )
     asgi = OpenTelemetryMiddleware(
         app,

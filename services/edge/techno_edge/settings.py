@@ -97,6 +97,14 @@ class EdgeSettings(TechnoSettings):
         description="Largest request target plus header names and values (4 bytes of framing each); over it, 431.",
     )
     edge_max_headers: int = Field(100, gt=0, description="Most header fields in one request; over it, 431.")
+    edge_cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins (comma-separated, e.g. `https://app.example.com`; `*` for any) whose browser pages may call "
+            "the API: their CORS preflights are answered and responses to them carry "
+            "`Access-Control-Allow-Origin`. Empty: CORS is off and `OPTIONS` is a 405."
+        ),
+    )
 
     @field_validator("edge_upstreams", mode="before")
     @classmethod
@@ -115,7 +123,7 @@ class EdgeSettings(TechnoSettings):
             return pairs
         return value
 
-    @field_validator("edge_proto_modules", mode="before")
+    @field_validator("edge_proto_modules", "edge_cors_allowed_origins", mode="before")
     @classmethod
     def _parse_modules(cls, value: Any) -> Any:
         if isinstance(value, str):

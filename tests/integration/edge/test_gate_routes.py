@@ -87,10 +87,10 @@ async def test_deadline_is_the_configured_ceiling(client: httpx.AsyncClient, gat
 
 
 async def test_client_may_lower_but_not_raise_the_deadline(client: httpx.AsyncClient, gate: GrpcUpstream) -> None:
-    await client.get("/v1/actions", headers={"X-Request-Timeout": "0.5"})
+    await client.get("/v1/actions", headers={"X-Request-Timeout": "1.5"})
     lowered = gate.seen.time_remaining[-1]
     assert lowered is not None
-    assert 0 < lowered <= 0.5 + WIRE_ROUNDING
+    assert 0 < lowered <= 1.5 + WIRE_ROUNDING
     await client.get("/v1/actions", headers={"X-Request-Timeout": "600"})
     capped = gate.seen.time_remaining[-1]
     assert capped is not None
@@ -98,14 +98,12 @@ async def test_client_may_lower_but_not_raise_the_deadline(client: httpx.AsyncCl
 
 
 async def test_deadline_exceeded_is_504(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/v1/process", json={**PROCESS, "action": "hang"}, headers={"X-Request-Timeout": "0.2"}
-    )
+    response = await client.post("/v1/process", json={**PROCESS, "action": "hang"}, headers={"X-Request-Timeout": "1"})
     assert response.status_code == 504
     assert response.json()["error"]["status"] == "DEADLINE_EXCEEDED"
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf", "0.5", "1e-9"])
 async def test_invalid_timeout_header_is_400(client: httpx.AsyncClient, value: str) -> None:
     response = await client.get("/v1/actions", headers={"X-Request-Timeout": value})
     assert response.status_code == 400

@@ -83,7 +83,7 @@ def test_transport_failure_hides_the_address() -> None:
     mapped = http_error_of(error)
     assert mapped.status == 503
     assert "10.0.0.7" not in mapped.message
-    assert mapped.body("t")["error"]["reason_codes"] == []
+    assert mapped.body("t")["error"]["reason_codes"] == ["UPSTREAM_UNAVAILABLE"]
     assert "field_violations" not in mapped.body("t")["error"]
 
 

@@ -1,13 +1,16 @@
 """HTTP request → protobuf request, protobuf response → JSON, by the proto3 JSON mapping (``json_format``).
 
 Order of precedence, as in grpc-gateway: the body (``*`` or one field) first, then query parameters (only when
-the body is not ``*``), then path variables, which win. Unknown fields and unknown query parameters are a 400
-(``ignore_unknown_fields=False``): a typo must not silently become a default value.
+the body is not ``*``: then every field is in the body, and any query parameter is a 400), then path variables,
+which win. Unknown fields and unknown query parameters are a 400 (``ignore_unknown_fields=False``): a typo must
+not silently become a default value. A value that does not fit is a 400 naming its JSON path and what it must be
+(``field_errors``); json_format's own message, which names protobuf types, goes to the debug log only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,8 +19,15 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from techno_edge.adapters import json_input
 from techno_edge.adapters.bindings import Binding, resolve_field_path
-from techno_edge.domain.errors import Violation, invalid_argument
+from techno_edge.adapters.field_errors import locate, locate_field
+from techno_edge.domain.errors import HttpError, Violation, invalid_argument
+
+log = logging.getLogger(__name__)
+# What json_format raises for a value that does not fit; RecursionError only as a last line of defence, the
+# body's depth is bounded before (json_input.MAX_DEPTH).
+_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, RecursionError)
 
 # Message types whose JSON form is a scalar, so a query parameter can carry them.
 _SCALAR_JSON_MESSAGES = frozenset(
@@ -37,11 +47,6 @@ _SCALAR_JSON_MESSAGES = frozenset(
     }
 )
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
-
-def _first_line(error: Exception) -> str:
-    # json_format appends the list of every available field to "no field named" errors: noise for a client.
-    return str(error).split("\n", 1)[0]
 
 
 def _is_bool(field: FieldDescriptor) -> bool:
@@ -65,10 +70,13 @@ def _merge(parent: Message, field: FieldDescriptor, value: Any, name: str) -> No
     overwrites a scalar, so a later source overrides an earlier one."""
     try:
         json_format.ParseDict({field.name: value}, parent, ignore_unknown_fields=False)
-    except (json_format.ParseError, ValueError, TypeError) as error:
-        raise invalid_argument(
-            f"invalid value for {name}: {_first_line(error)}", Violation(name, "invalid value")
-        ) from None
+    except _PARSE_ERRORS as error:
+        raise _refused(locate_field(field, value, name), error) from None
+
+
+def _refused(violation: Violation, error: BaseException) -> HttpError:
+    log.debug("refused %s: %s", violation.field, error)
+    return invalid_argument(f"{violation.field} {violation.description}", violation)
 
 
 def _parent_of(message: Message, chain: Sequence[FieldDescriptor]) -> Message:
@@ -77,24 +85,17 @@ def _parent_of(message: Message, chain: Sequence[FieldDescriptor]) -> Message:
     return message
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise invalid_argument(f"request body is not valid JSON: {error}") from None
-
-
 def _merge_body(message: Message, binding: Binding, body: bytes) -> None:
     if not body.strip():
         return  # an empty body is an empty message, as with grpc-gateway
-    value = parse_json(body)
+    value = json_input.loads(body)
     if binding.body == "*":
         if not isinstance(value, dict):
-            raise invalid_argument("request body must be a JSON object")
+            raise invalid_argument("request body must be a JSON object", Violation("body", "must be an object"))
         try:
             json_format.ParseDict(value, message, ignore_unknown_fields=False)
-        except (json_format.ParseError, ValueError, TypeError) as error:
-            raise invalid_argument(f"invalid request body: {_first_line(error)}") from None
+        except _PARSE_ERRORS as error:
+            raise _refused(locate(binding.method.input_type, value), error) from None
         return
     field = binding.method.input_type.fields_by_name[binding.body]
     _merge(message, field, value, binding.body)
@@ -127,12 +128,24 @@ def _merge_query(message: Message, binding: Binding, query_string: bytes) -> Non
         _merge(_parent_of(message, chain), leaf, converted if repeated else converted[0], name)
 
 
+def _refuse_query(query_string: bytes) -> None:
+    """With ``body: "*"`` every field comes from the body, so a query parameter could only be ignored."""
+    names = [name for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)]
+    name = names[0] if names else query_string.decode("latin-1")
+    raise invalid_argument(
+        f"unknown query parameter {name!r}: this method takes its fields from the body",
+        Violation(name, "unknown query parameter"),
+    )
+
+
 def build_request(binding: Binding, path_values: dict[str, str], query_string: bytes, body: bytes) -> Message:
     """Raises ``techno_edge.domain.errors.HttpError`` (400) when the request does not fit the method's input message."""
     message = binding.request_class()
     if binding.body:
         _merge_body(message, binding, body)
-    if binding.body != "*" and query_string:
+    if binding.body == "*" and query_string:
+        _refuse_query(query_string)
+    elif query_string:
         _merge_query(message, binding, query_string)
     for name, value in path_values.items():
         chain = binding.path_fields[name]

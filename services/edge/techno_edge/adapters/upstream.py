@@ -19,7 +19,7 @@ from techno_core.grpc_errors import details_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.transport import Transport
 from techno_edge.adapters.bindings import Binding
-from techno_edge.domain.errors import HttpError, Violation, http_status_of
+from techno_edge.domain.errors import HttpError, Violation, http_status_of, internal
 from techno_edge.settings import GATE_SERVICES
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 # Failures of the transport rather than answers of the service: their text names internal addresses, so the
 # client gets a generic message and the log keeps the original.
 _TRANSPORT_CODES = frozenset({"UNAVAILABLE", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "CANCELLED"})
+# RESOURCE_EXHAUSTED without a reason is the gate's transport refusing what the edge sent (metadata or a message
+# over its limits), never a rate limit, which always names its reason: the edge's fault, not the client's to
+# retry, and its text lists the metadata sent.
+_REFUSED_BY_TRANSPORT = "RESOURCE_EXHAUSTED"
 _READINESS_TIMEOUT_SECONDS = 1.0
 # A transport failure may hit a request that had already run (a replica died while answering), so the client is
 # told how to retry without running it twice.
@@ -97,6 +101,9 @@ def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
     details = details_of(status)
     reasons = tuple(details.reasons)
     message = status.message or code
+    if code == _REFUSED_BY_TRANSPORT and not reasons:
+        log.error("upstream transport refused the call: %s", status.message)
+        return internal()
     if code in _TRANSPORT_CODES and not reasons:
         log.warning("upstream call failed: %s %s", code, status.message)
         message, reason = _TRANSPORT_FAILURES.get(code, _UNAVAILABLE)

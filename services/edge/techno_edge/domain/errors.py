@@ -37,6 +37,12 @@ BODY_TOO_LARGE = "BODY_TOO_LARGE"
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 INTERNAL = "INTERNAL"
 UPSTREAM_NOT_STARTED = "UPSTREAM_NOT_STARTED"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+# The gate's reasons for malformed credentials and idempotency keys, given by the edge to a header too large to
+# forward, so a client reads the same reason whichever of the two refused it.
+API_KEY_INVALID = "API_KEY_INVALID"
+TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105  (a reason code, not a token)
+IDEMPOTENCY_KEY_INVALID = "IDEMPOTENCY_KEY_INVALID"
 
 
 def http_status_of(grpc_code: str) -> int:
@@ -107,6 +113,30 @@ def method_not_allowed(allowed: tuple[str, ...]) -> HttpError:
 
 def body_too_large(limit: int) -> HttpError:
     return HttpError(413, "RESOURCE_EXHAUSTED", f"request body exceeds {limit} bytes", (BODY_TOO_LARGE,))
+
+
+def unsupported_media_type() -> HttpError:
+    return HttpError(
+        415,
+        "INVALID_ARGUMENT",
+        "the request body must be JSON: send Content-Type: application/json",
+        (UNSUPPORTED_MEDIA_TYPE,),
+        (Violation("Content-Type", "must be application/json"),),
+    )
+
+
+def oversized_header(name: str) -> HttpError:
+    """A credential or idempotency key longer than any real one: refused as malformed, before it is forwarded."""
+    if name == "idempotency-key":
+        return HttpError(
+            400,
+            "INVALID_ARGUMENT",
+            "the Idempotency-Key header is over 255 characters",
+            (IDEMPOTENCY_KEY_INVALID,),
+            (Violation("Idempotency-Key", "is over 255 characters"),),
+        )
+    reason, header = (API_KEY_INVALID, "X-API-Key") if name == "x-api-key" else (TOKEN_INVALID, "Authorization")
+    return HttpError(401, "UNAUTHENTICATED", f"the {header} header is too long to be a credential", (reason,))
 
 
 def internal() -> HttpError:

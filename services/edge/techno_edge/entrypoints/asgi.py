@@ -3,14 +3,14 @@
 Raw ASGI rather than a framework because this is the hot path of every request and it needs almost nothing a
 framework offers: routes come from the descriptors, bodies are small JSON documents read whole, and every answer
 is one buffered JSON response. Every response, success or failure, is built as a ``Response`` first and sent in
-one place, which is where the trace id header and the metrics are added; an unexpected exception becomes a JSON
-500 there, never the server's own error page.
+one place, which is where the trace id header, the CORS headers and the metrics are added; an unexpected
+exception becomes a JSON 500 there, never the server's own error page. ``HEAD`` is served wherever ``GET`` is,
+with the same headers and no body.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from techno_core.contract import MIN_REQUEST_TIMEOUT_SECONDS, REQUEST_TIMEOUT
 from techno_core.tracing import current_trace_id
 from techno_edge.adapters import transcoding
 from techno_edge.adapters.bindings import Binding
@@ -26,6 +27,7 @@ from techno_edge.adapters.upstream import Readiness, Upstreams, call
 from techno_edge.domain import errors
 from techno_edge.domain.errors import HttpError
 from techno_edge.domain.routing import MethodNotAllowed, Router
+from techno_edge.entrypoints.cors import Cors
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,9 +36,14 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 HEALTHZ, READYZ, METRICS, OPENAPI = "/healthz", "/readyz", "/metrics", "/openapi.json"
+_OPERATIONAL = frozenset((HEALTHZ, READYZ, METRICS, OPENAPI))
 _JSON = b"application/json"
 # The only request headers that reach the upstream, under their gRPC metadata names. Everything else stays here.
 _FORWARDED = {b"x-api-key": "x-api-key", b"authorization": "authorization", b"idempotency-key": "idempotency-key"}
+# Far above any real value (a key is ~50 characters, a JWT a few KB, an idempotency key at most 255) and, all
+# together, under gRPC's default 8 KiB metadata limit: past it the gate's transport refuses the call as
+# RESOURCE_EXHAUSTED, which the client would read as a rate limit (429).
+_MAX_FORWARDED_BYTES = {b"x-api-key": 256, b"authorization": 6144, b"idempotency-key": 255}
 _CLIENT_CLOSED = 499  # nginx's convention, recorded in metrics when the client leaves before the answer
 
 
@@ -63,6 +70,7 @@ class _Request:
     """The few request headers the edge reads, collected in one pass over the header list."""
 
     content_length: bytes | None = None
+    content_types: tuple[bytes, ...] = ()
     timeout: bytes | None = None
     metadata: tuple[tuple[str, str], ...] = ()
 
@@ -70,34 +78,66 @@ class _Request:
 def _parse_headers(scope: Scope) -> _Request:
     request = _Request()
     metadata: list[tuple[str, str]] = []
+    content_types: list[bytes] = []
     for name, value in scope["headers"]:
         if name == b"content-length":
             request.content_length = value
+        elif name == b"content-type":
+            content_types.append(value)
         elif name == b"x-request-timeout":
             request.timeout = value
         elif name in _FORWARDED:
-            # gRPC metadata values must be printable ASCII; refusing here beats a failed call later.
-            if not all(0x20 <= byte <= 0x7E for byte in value):
-                raise errors.invalid_argument(f"header {name.decode()} is not printable ASCII")
-            metadata.append((_FORWARDED[name], value.decode("ascii")))
+            _check_forwarded(name, value)
+            metadata_name = _FORWARDED[name]
+            if any(key == metadata_name for key, _ in metadata):  # which one would count is anybody's guess
+                raise errors.invalid_argument(
+                    f"header {name.decode()} is sent more than once", errors.Violation(name.decode(), "repeated")
+                )
+            metadata.append((metadata_name, value.decode("ascii")))
     request.metadata = tuple(metadata)
+    request.content_types = tuple(content_types)
     return request
 
 
+def _check_forwarded(name: bytes, value: bytes) -> None:
+    # gRPC metadata values must be printable ASCII; refusing here beats a failed call later.
+    if not all(0x20 <= byte <= 0x7E for byte in value):
+        raise errors.invalid_argument(f"header {name.decode()} is not printable ASCII")
+    if len(value) > _MAX_FORWARDED_BYTES[name]:
+        raise errors.oversized_header(name.decode())
+
+
 def _timeout(header: bytes | None, ceiling: float) -> float:
-    """A client may shorten the deadline (it will stop waiting anyway) but never extend it past the ceiling."""
+    """A client may shorten the deadline (it will stop waiting anyway) but never extend it past the ceiling: a
+    longer one is lowered to it. The form is the contract's (a plain decimal from 1 s, as the OpenAPI document
+    says): float() alone takes exponents, signs, underscores and other scripts' digits, and a deadline too short
+    to reach the gate would be a 504 of the client's making."""
     if header is None:
         return ceiling
-    try:
-        requested = float(header)
-    except ValueError:
-        requested = math.nan
-    if not math.isfinite(requested) or requested <= 0:
+    text = header.decode("latin-1")
+    if not REQUEST_TIMEOUT.accepts(text):
+        description = f"must be a decimal number of seconds from {MIN_REQUEST_TIMEOUT_SECONDS}, such as 2.5"
         raise errors.invalid_argument(
-            "X-Request-Timeout must be a positive number of seconds",
-            errors.Violation("X-Request-Timeout", "must be a positive number of seconds"),
+            f"X-Request-Timeout {description}", errors.Violation("X-Request-Timeout", description)
         )
-    return min(requested, ceiling)
+    return min(float(text), ceiling)
+
+
+def _check_content_type(values: tuple[bytes, ...]) -> None:
+    """A body must be declared JSON (``application/json``, with at most ``charset=utf-8``): a form or text body
+    parsed as JSON by accident is refused rather than guessed at."""
+    if len(values) == 1:
+        media_type, *parameters = values[0].decode("latin-1").split(";")
+        if media_type.strip().lower() == "application/json" and all(
+            _is_utf8_charset(parameter) for parameter in parameters
+        ):
+            return
+    raise errors.unsupported_media_type()
+
+
+def _is_utf8_charset(parameter: str) -> bool:
+    name, _, value = parameter.partition("=")
+    return name.strip().lower() == "charset" and value.strip().strip('"').lower() in ("utf-8", "utf8")
 
 
 async def _read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -141,6 +181,7 @@ class EdgeApp:
         metrics: HttpMetrics,
         openapi_document: dict[str, Any],
         limits: Limits,
+        cors: Cors | None = None,
     ) -> None:
         self._router = router
         self._upstreams = upstreams
@@ -148,6 +189,7 @@ class EdgeApp:
         self._metrics = metrics
         self._openapi = transcoding.dumps(openapi_document)  # rendered once: it never changes while running
         self._limits = limits
+        self._cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,11 +198,12 @@ class EdgeApp:
         method: str = scope["method"]
         route = UNMATCHED
         trace_id = current_trace_id()
+        origin = _header(scope, b"origin") if self._cors is not None else None
         self._metrics.in_flight.inc()
         status = _CLIENT_CLOSED
         try:
             try:
-                route, response = await self._dispatch(scope, receive, method)
+                route, response = await self._dispatch(scope, receive, method, origin)
             except HttpError as error:
                 response = _error_response(error, trace_id)
             except _ClientGone:
@@ -169,25 +212,31 @@ class EdgeApp:
                 log.exception("unhandled error serving %s %s", method, route)
                 response = _error_response(errors.internal(), trace_id)
             status = response.status
-            await _send(send, response, trace_id)
+            cors_headers = () if self._cors is None else self._cors.response_headers(origin)
+            await _send(send, response, trace_id, cors_headers)
         finally:
             self._metrics.in_flight.dec()
             self._metrics.observe(method, route, status, time.perf_counter() - started)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, method: str) -> tuple[str, Response]:
+    async def _dispatch(self, scope: Scope, receive: Receive, method: str, origin: str | None) -> tuple[str, Response]:
         path: str = scope["path"]
-        if path in (HEALTHZ, READYZ, METRICS, OPENAPI):
-            if method != "GET":
-                raise errors.method_not_allowed(("GET",))
+        # HEAD is GET without the body (uvicorn drops it; the headers, Content-Length included, are GET's).
+        lookup = "GET" if method == "HEAD" else method
+        if method == "OPTIONS" and self._cors is not None and self._cors.allows(origin):
+            preflight = self._preflight(scope, path)
+            if preflight is not None:
+                return preflight
+        if path in _OPERATIONAL:
+            if lookup != "GET":
+                raise errors.method_not_allowed(("GET", "HEAD"))
             return path, await self._operational(path, scope)
-        # The raw path: matching must see %2F as it was sent (see domain.templates).
-        raw_path = scope.get("raw_path")
-        found = self._router.match(method, raw_path.decode("latin-1") if raw_path else path)
+        found = self._router.match(lookup, _raw_path(scope))
         if found is None:
             raise errors.not_found()
         if isinstance(found, MethodNotAllowed):
             _name_span(method, found.template)
-            return found.template, _error_response(errors.method_not_allowed(found.allowed), current_trace_id())
+            refused = errors.method_not_allowed(_with_head(found.allowed))
+            return found.template, _error_response(refused, current_trace_id())
         binding = found.route.target
         route = binding.template.source
         _name_span(method, route)
@@ -196,12 +245,26 @@ class EdgeApp:
         except HttpError as error:
             return route, _error_response(error, current_trace_id())
 
+    def _preflight(self, scope: Scope, path: str) -> tuple[str, Response] | None:
+        """A CORS preflight from an allowed origin: the methods the path serves. None when it is a plain OPTIONS
+        (no ``Access-Control-Request-Method``), answered 405 like any other unserved method."""
+        if _header(scope, b"access-control-request-method") is None:
+            return None
+        if path in _OPERATIONAL:
+            return path, Response(204, b"", headers=Cors.preflight_headers(("GET", "HEAD")))
+        found = self._router.match("OPTIONS", _raw_path(scope))  # no route serves OPTIONS: its methods, or None
+        if not isinstance(found, MethodNotAllowed):
+            raise errors.not_found()
+        return found.template, Response(204, b"", headers=Cors.preflight_headers(_with_head(found.allowed)))
+
     async def _forward(self, scope: Scope, receive: Receive, binding: Binding, values: dict[str, str]) -> Response:
         headers = _parse_headers(scope)
         timeout = _timeout(headers.timeout, self._limits.timeout_seconds)
         body = b""
         if binding.body:
             body = await _read_body(receive, headers.content_length, self._limits.max_body_bytes)
+            if body.strip():  # an empty body is an empty message, whatever it is declared as
+                _check_content_type(headers.content_types)
         request = transcoding.build_request(binding, values, scope.get("query_string", b""), body)
         upstream = self._upstreams.call_for(binding)
         if upstream is None:
@@ -221,6 +284,23 @@ class EdgeApp:
         return Response(200, self._openapi)
 
 
+def _raw_path(scope: Scope) -> str:
+    # The raw path: matching must see %2F as it was sent (see domain.templates).
+    raw_path = scope.get("raw_path")
+    return raw_path.decode("latin-1") if raw_path else str(scope["path"])
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:
+    return (*methods, "HEAD") if "GET" in methods and "HEAD" not in methods else methods
+
+
 def _accept(scope: Scope) -> str:
     # Several Accept headers make one comma-separated list (RFC 9110, section 5.3).
     return ",".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"accept")
@@ -233,13 +313,12 @@ def _error_response(error: HttpError, trace_id: str) -> Response:
     return Response(error.status, transcoding.dumps(error.body(trace_id)), headers=headers)
 
 
-async def _send(send: Send, response: Response, trace_id: str) -> None:
-    headers = [
-        (b"content-type", response.content_type),
-        (b"content-length", str(len(response.body)).encode()),
-    ]
+async def _send(send: Send, response: Response, trace_id: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
+    headers = []
+    if response.status != 204:  # No Content has neither (RFC 9110, section 8.6)
+        headers += [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
     if trace_id:
         headers.append((b"x-trace-id", trace_id.encode()))
-    headers.extend((name.encode(), value.encode("latin-1")) for name, value in response.headers)
+    headers.extend((name.encode(), value.encode("latin-1")) for name, value in (*response.headers, *extra_headers))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
