@@ -131,9 +131,16 @@ def test_grpc_services_probe_the_plaintext_health_port_natively(built: dict[str,
     for overlay, name, deployment in deployments(built):
         container = main_container(deployment)
         if name == "edge":
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-            assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+            # On the edge's own probe listener, which slow clients on the main port cannot starve.
+            ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+            assert ports["health"] == 8090
+            assert {"name": "TECHNO_EDGE_HEALTH_PORT", "value": "8090"} in container["env"]
+            for probe, path in (
+                ("livenessProbe", "/healthz"),
+                ("readinessProbe", "/readyz"),
+                ("startupProbe", "/healthz"),
+            ):
+                assert container[probe]["httpGet"] == {"path": path, "port": "health"}, probe
             continue
         grpc_port, health_port, metrics_port = GRPC[name]
         where = f"{overlay}/{name}"

@@ -75,6 +75,7 @@ class Ports:
     gate_health: int = 50061
     executor_health: int = 50062
     memory_health: int = 50063
+    edge_health: int = 8090
 
     @classmethod
     def free(cls) -> Ports:
@@ -178,6 +179,7 @@ class StackConfig:
                 "TECHNO_MEMORY_HEALTH_PORT": str(p.memory_health),
                 "TECHNO_GATE_POLICY_FILE": str(ROOT / "config" / "policy.yaml"),
                 "TECHNO_EDGE_PORT": str(p.edge),
+                "TECHNO_EDGE_HEALTH_PORT": str(p.edge_health),
                 "TECHNO_MEMORY_TARGET": target("memory"),
                 "TECHNO_EXECUTOR_TARGET": target("executor"),
                 "TECHNO_GATE_TARGET": target("gate"),
@@ -285,7 +287,7 @@ class Stack:
 
     def _ready(self, name: str) -> _Check:
         if name == "edge":
-            return self._http_ready(f"{self.edge_url}/readyz")
+            return self._http_ready(f"http://127.0.0.1:{self.config.ports.edge_health}/readyz")
         return self._grpc_ready(self.replicas[name].health_port)
 
     def exited(self) -> list[str]:
