@@ -8,10 +8,7 @@ root (or the postgres user) and the Debian cluster tools; it fails, never skips,
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -25,49 +22,27 @@ from prometheus_client import CollectorRegistry
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.server import GrpcApp
 from techno_memory.bootstrap import bootstrap
+from tests.postgres_cluster import ensure_running, pg_ctlcluster, require_cluster_tools
 
 from .conftest import gate_channel, memory_settings, migrate
 from .test_api_keys import key_request
 from .test_audit_trail import audit_event
 
-# The cluster the tests' PostgreSQL runs as (`pg_lsclusters`).
-CLUSTER = os.environ.get("TECHNO_TEST_POSTGRES_CLUSTER", "15 main").split()
 RUN_LIMIT_SECONDS = 30  # the whole write-restart-write run stops by itself within this
 ACKS_BEFORE_RESTART = 20
 ACKS_AFTER_RESTART = 20
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def pg_isready(url: str) -> bool:
-    return subprocess.run(["pg_isready", "-q", "-d", url], check=False, timeout=10).returncode == 0
-
-
-def wait_until_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not pg_isready(url):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"PostgreSQL is not ready {timeout:g} s after its restart")
-        time.sleep(0.2)
-
-
-def pg_ctlcluster(action: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["pg_ctlcluster", *CLUSTER, action], capture_output=True, text=True, check=False, timeout=60)
-
-
 @pytest.fixture
 def restartable_postgres(create_postgres_database: Callable[[], str]) -> Iterator[str]:
     """A fresh database, and the promise that PostgreSQL is up again afterwards, whatever the test did."""
-    for tool in ("pg_ctlcluster", "pg_isready"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is required to restart PostgreSQL (Debian's postgresql-common / postgresql-client)")
+    require_cluster_tools()
     url = create_postgres_database()
-    libpq = url.replace("+psycopg", "")
     try:
         yield url
     finally:
-        if not pg_isready(libpq):
-            pg_ctlcluster("start")  # a no-op error when it is merely still starting
-        wait_until_ready(libpq)
+        ensure_running(url.replace("+psycopg", ""))
 
 
 @pytest.fixture
