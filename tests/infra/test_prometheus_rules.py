@@ -42,6 +42,7 @@ CONTRACT: dict[str, tuple[str, str | None, str | None]] = {
     "TechnoCircuitBreakerOpen": ("critical", "executor", "1m"),
     "TechnoProviderDown": ("critical", "executor", None),
     "TechnoAuditWritesFailing": ("critical", None, "1m"),
+    "TechnoOutcomeOutboxBacklog": ("warning", "gate", "2m"),
     "TechnoDatabaseUnreachable": ("critical", "memory", "1m"),
     "TechnoRateLimitRejectionsSpiking": ("warning", "gate", "5m"),
 }
