@@ -28,8 +28,14 @@ from techno_core.tls import CertificateBundle, CertificateFiles, channel_credent
 SERVICE_CONFIG = json.dumps(
     {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "liveness"}}
 )
+# The largest gRPC message sent or received, by servers (server.py) and channels alike: a decision, not gRPC's
+# default (4 MiB received, unlimited sent). Requests stay far below it (an edge body is at most 1 MiB, a payload
+# 256 KiB), and every reply that grows with what a person keeps is paged (a privacy export page is ~1 MiB).
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),

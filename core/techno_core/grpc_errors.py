@@ -29,6 +29,9 @@ _TRANSPORT_MESSAGES = {
     grpc.StatusCode.INTERNAL: "a service the request needs failed",
     grpc.StatusCode.CANCELLED: "the call to a service the request needs was cancelled",
     grpc.StatusCode.DEADLINE_EXCEEDED: "a service the request needs did not answer in time",
+    # gRPC's own RESOURCE_EXHAUSTED (a message over the size limit, a full buffer) is a failure of this service,
+    # not the caller's quota: it becomes INTERNAL (500), never a 429 that asks for a retry that cannot succeed.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a service the request needs could not exchange a message",
 }
 
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
@@ -153,6 +156,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError, *, default_reason: str) -> error
     if code in _TRANSPORT_MESSAGES and not any(details.reasons):
         log.warning("downstream call failed: %s %s", code.name, status.message)
         message = _TRANSPORT_MESSAGES[code]
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            cls = errors.Internal
     return cls(
         reason=next((r for r in details.reasons if r), default_reason),
         message=message,

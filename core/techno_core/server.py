@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno_core.authorization import AuthorizationInterceptor, CallerTable
+from techno_core.channels import MAX_MESSAGE_BYTES
 from techno_core.health import LIVENESS, READINESS, DependencyMonitor, Probe
 from techno_core.interceptors import server_interceptors
 from techno_core.metrics import MetricsServer, serve_metrics
@@ -82,6 +83,8 @@ class ServerOptions:
             # Clients ping every 30 s while calls are open (channels.py); accept that without a GOAWAY.
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
 
 

@@ -279,13 +279,14 @@ class MemoryPersonalData:
         reply = await through_memory(self._stub.SetPreferences(request, timeout=self._timeout))
         return preferences_view(reply.preferences)
 
-    async def export(self, principal_id: str) -> PersonalExport:
-        request = memory_pb2.ExportPrincipalDataRequest(principal_id=principal_id)
+    async def export(self, principal_id: str, page_token: str = "") -> PersonalExport:
+        request = memory_pb2.ExportPrincipalDataRequest(principal_id=principal_id, page_token=page_token)
         reply = await through_memory(self._stub.ExportPrincipalData(request, timeout=self._timeout))
         return PersonalExport(
             sessions=[session_view(s) for s in reply.sessions],
             preferences=preferences_view(reply.preferences),
             idempotency_records=[idempotency_record_view(r) for r in reply.idempotency_records],
+            next_page_token=reply.next_page_token,
         )
 
     async def erase(self, principal_id: str) -> PersonalErasure:

@@ -48,9 +48,13 @@ class IdempotencyRecordView:
 
 @dataclass(frozen=True)
 class PersonalExport:
+    """One page of it: ``next_page_token`` names the next page, "" after the last (a session cut between two
+    pages continues, under the same id, on the next)."""
+
     sessions: list[SessionView]
     preferences: PreferencesView
     idempotency_records: list[IdempotencyRecordView]
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class PersonalDataStore(Protocol):
 
     async def set_preferences(self, principal_id: str, preferences: PreferencesView) -> PreferencesView: ...
 
-    async def export(self, principal_id: str) -> PersonalExport: ...
+    async def export(self, principal_id: str, page_token: str = "") -> PersonalExport: ...
 
     async def erase(self, principal_id: str) -> PersonalErasure: ...
 

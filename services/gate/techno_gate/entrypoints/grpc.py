@@ -147,11 +147,12 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         self, request: gate_pb2.ExportMyDataRequest, context: Context
     ) -> gate_pb2.ExportMyDataResponse:
         async with self._caller_id(context) as caller:
-            export = await self._personal.store.export(caller)
+            export = await self._personal.store.export(caller, request.page_token)
         return gate_pb2.ExportMyDataResponse(
             sessions=[session_message(s) for s in export.sessions],
             preferences=preferences_message(export.preferences),
             idempotency_records=[idempotency_record_message(r) for r in export.idempotency_records],
+            next_page_token=export.next_page_token,
         )
 
     async def DeleteMyData(

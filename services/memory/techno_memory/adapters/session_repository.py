@@ -9,7 +9,6 @@ PostgreSQL that UPDATE's row lock serialises concurrent appends to one session (
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import cast
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_memory.adapters.repository import unavailable_when_unreachable
 from techno_memory.adapters.tables import IdempotencyKeyRow, PreferencesRow, SessionMessageRow, SessionRow
+from techno_memory.domain.export_pages import ExportCursor, Section, message_cost, record_cost
 from techno_memory.domain.idempotency import IdempotencyRecord
 from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session, SessionMessage
 
@@ -179,30 +179,70 @@ class SqlSessionStore:
             }
             await db.execute(self._upsert_preferences.values(values))
 
-    async def export_principal(self, principal_id: str, *, now: datetime) -> PrincipalExport:
+    async def export_principal(
+        self, principal_id: str, *, now: datetime, cursor: ExportCursor, budget_bytes: int
+    ) -> tuple[PrincipalExport, ExportCursor | None]:
+        """One page (``techno_memory.domain.export_pages``), read in one transaction. Only the sort keys of the
+        principal's live sessions and records are listed whole; contents are read as far as the page goes."""
+        page = _Page(budget_bytes)
+        async with self._transaction() as db:
+            preferences = _preferences(await db.get(PreferencesRow, principal_id))
+            following: ExportCursor | None = None
+            if cursor.section is Section.SESSIONS:
+                following = await self._sessions_page(db, principal_id, now, cursor, page)
+            if following is None and cursor.section is Section.SESSIONS:
+                cursor = ExportCursor(Section.IDEMPOTENCY)
+            if following is None:
+                following = await self._idempotency_page(db, principal_id, now, cursor, page)
+        return PrincipalExport(tuple(page.sessions), preferences, tuple(page.records)), following
+
+    async def _sessions_page(
+        self, db: AsyncSession, principal_id: str, now: datetime, cursor: ExportCursor, page: _Page
+    ) -> ExportCursor | None:
+        """Sessions from the cursor into ``page``; the cursor where the next page starts, None when done."""
         live = (
             select(SessionRow)
             .where(SessionRow.principal_id == principal_id, SessionRow.expires_at > now)
             .order_by(SessionRow.created_at, SessionRow.session_id)
         )
-        live_idempotency = (
-            select(IdempotencyKeyRow)
+        rows = [row for row in await db.scalars(live) if _at_or_after(row.created_at, row.session_id, cursor)]
+        for row in rows:
+            after = cursor.after_message_id if row.session_id == cursor.key else 0
+            query = (
+                select(SessionMessageRow)
+                .where(SessionMessageRow.session_id == row.session_id, SessionMessageRow.id > after)
+                .order_by(SessionMessageRow.id)
+            )
+            messages: list[SessionMessage] = []
+            for message in await db.scalars(query):
+                if not page.take(message_cost(message.role, message.content)):
+                    if messages:  # the session continues on the next page, under the same id
+                        page.add_session(row, messages)
+                    return ExportCursor(Section.SESSIONS, row.created_at, row.session_id, after)
+                messages.append(_message(message))
+                after = message.id
+            if not messages and not page.take(message_cost("", "")):
+                return ExportCursor(Section.SESSIONS, row.created_at, row.session_id, after)
+            page.add_session(row, messages)
+        return None
+
+    async def _idempotency_page(
+        self, db: AsyncSession, principal_id: str, now: datetime, cursor: ExportCursor, page: _Page
+    ) -> ExportCursor | None:
+        live = (
+            select(IdempotencyKeyRow.created_at, IdempotencyKeyRow.idempotency_key)
             .where(IdempotencyKeyRow.principal_id == principal_id, IdempotencyKeyRow.expires_at > now)
             .order_by(IdempotencyKeyRow.created_at, IdempotencyKeyRow.idempotency_key)
         )
-        async with self._transaction() as db:
-            rows = list(await db.scalars(live))
-            messages: dict[str, list[SessionMessage]] = defaultdict(list)
-            if rows:
-                for message in await db.scalars(_messages_query([row.session_id for row in rows])):
-                    messages[message.session_id].append(_message(message))
-            preferences = await db.get(PreferencesRow, principal_id)
-            idempotency = list(await db.scalars(live_idempotency))
-        sessions = tuple(
-            Session(row.session_id, row.principal_id, row.created_at, row.expires_at, tuple(messages[row.session_id]))
-            for row in rows
-        )
-        return PrincipalExport(sessions, _preferences(preferences), tuple(_idempotency_record(r) for r in idempotency))
+        keys = [(created, key) for created, key in (await db.execute(live)).all() if _at_or_after(created, key, cursor)]
+        for created_at, key in keys:
+            row = await db.get(IdempotencyKeyRow, (principal_id, key))
+            if row is None:
+                continue
+            if not page.take(record_cost(key, row.response)):
+                return ExportCursor(Section.IDEMPOTENCY, created_at, key)
+            page.records.append(_idempotency_record(row))
+        return None
 
     async def erase_principal(self, principal_id: str) -> Erasure:
         sessions = (
@@ -244,3 +284,28 @@ def _idempotency_record(row: IdempotencyKeyRow) -> IdempotencyRecord:
         expires_at=row.expires_at,
         lease_expires_at=row.lease_expires_at,
     )
+
+
+def _at_or_after(created_at: datetime, key: str, cursor: ExportCursor) -> bool:
+    return cursor.created_at is None or (created_at, key) >= (cursor.created_at, cursor.key)
+
+
+class _Page:
+    """What one export page holds so far, and what is left of its budget. The first item always fits, so every
+    page moves the export on."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.left = budget_bytes
+        self.sessions: list[Session] = []
+        self.records: list[IdempotencyRecord] = []
+        self._empty = True
+
+    def take(self, cost: int) -> bool:
+        if cost > self.left and not self._empty:
+            return False
+        self.left -= cost
+        self._empty = False
+        return True
+
+    def add_session(self, row: SessionRow, messages: list[SessionMessage]) -> None:
+        self.sessions.append(Session(row.session_id, row.principal_id, row.created_at, row.expires_at, tuple(messages)))

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from techno_memory.domain.audit_query import AuditFilter
+from techno_memory.domain.export_pages import ExportCursor
 from techno_memory.domain.idempotency import Claim, ClaimRequest
 from techno_memory.domain.records import ApiKey, AuditEvent, KeyListing, NewApiKey
 from techno_memory.domain.sessions import Erasure, NewMessage, Preferences, PrincipalExport, Session
@@ -126,8 +127,12 @@ class PreferenceStore(Protocol):
 
 
 class PrincipalDataStore(Protocol):
-    async def export_principal(self, principal_id: str, *, now: datetime) -> PrincipalExport:
-        """The live sessions (oldest first, every kept message) and the preferences."""
+    async def export_principal(
+        self, principal_id: str, *, now: datetime, cursor: ExportCursor, budget_bytes: int
+    ) -> tuple[PrincipalExport, ExportCursor | None]:
+        """One page from ``cursor``: live sessions (oldest first, messages in order), then live idempotency
+        records, about ``budget_bytes`` of content but never nothing; and the preferences. With the cursor of the
+        next page, None after the last."""
         ...
 
     async def erase_principal(self, principal_id: str) -> Erasure:

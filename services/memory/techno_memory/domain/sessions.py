@@ -70,6 +70,8 @@ class PrincipalExport:
     sessions: tuple[Session, ...]
     preferences: Preferences
     idempotency_records: tuple[IdempotencyRecord, ...]
+    # One page of it (``techno_memory.domain.export_pages``): where the next one starts, "" on the last page.
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def export_to_proto(export: PrincipalExport) -> memory_pb2.ExportPrincipalDataRe
         sessions=[session_to_proto(session) for session in export.sessions],
         preferences=preferences_to_proto(export.preferences),
         idempotency_records=[idempotency_record_to_proto(record) for record in export.idempotency_records],
+        next_page_token=export.next_page_token,
     )
 
 

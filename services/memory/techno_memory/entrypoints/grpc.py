@@ -147,7 +147,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def ExportPrincipalData(
         self, request: memory_pb2.ExportPrincipalDataRequest, context: Context
     ) -> memory_pb2.ExportPrincipalDataResponse:
-        return export_to_proto(await self._principal_data.export(request.principal_id))
+        return export_to_proto(await self._principal_data.export(request.principal_id, request.page_token))
 
     async def DeletePrincipalData(
         self, request: memory_pb2.DeletePrincipalDataRequest, context: Context

@@ -237,18 +237,22 @@ class UpdatePreferencesResponse(_message.Message):
     def __init__(self, preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
 
 class ExportMyDataRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_token",)
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_token: str
+    def __init__(self, page_token: _Optional[str] = ...) -> None: ...
 
 class ExportMyDataResponse(_message.Message):
-    __slots__ = ("sessions", "preferences", "idempotency_records")
+    __slots__ = ("sessions", "preferences", "idempotency_records", "next_page_token")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     preferences: Preferences
     idempotency_records: _containers.RepeatedCompositeFieldContainer[IdempotencyRecord]
-    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., idempotency_records: _Optional[_Iterable[_Union[IdempotencyRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., idempotency_records: _Optional[_Iterable[_Union[IdempotencyRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class IdempotencyRecord(_message.Message):
     __slots__ = ("idempotency_key", "created_at", "expires_at", "response")

@@ -145,7 +145,7 @@ class GateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportMyData(self, request, context):
-        """ExportMyData returns the caller's sessions, preferences and idempotency records.
+        """ExportMyData returns the caller's sessions, preferences and idempotency records, one page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -154,20 +154,24 @@ class SetPreferencesResponse(_message.Message):
     def __init__(self, preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
 
 class ExportPrincipalDataRequest(_message.Message):
-    __slots__ = ("principal_id",)
+    __slots__ = ("principal_id", "page_token")
     PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     principal_id: str
-    def __init__(self, principal_id: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, principal_id: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExportPrincipalDataResponse(_message.Message):
-    __slots__ = ("sessions", "preferences", "idempotency_records")
+    __slots__ = ("sessions", "preferences", "idempotency_records", "next_page_token")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     preferences: Preferences
     idempotency_records: _containers.RepeatedCompositeFieldContainer[IdempotencyRecord]
-    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., idempotency_records: _Optional[_Iterable[_Union[IdempotencyRecord, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., idempotency_records: _Optional[_Iterable[_Union[IdempotencyRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class IdempotencyRecord(_message.Message):
     __slots__ = ("idempotency_key", "request_hash", "completed", "response", "created_at", "expires_at")

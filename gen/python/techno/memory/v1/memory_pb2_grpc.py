@@ -219,7 +219,7 @@ class MemoryServiceServicer:
 
     def ExportPrincipalData(self, request, context):
         """ExportPrincipalData returns everything kept about a principal: sessions, preferences, idempotency records
-        (privacy export).
+        (privacy export), one page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
