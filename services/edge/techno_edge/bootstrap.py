@@ -17,6 +17,7 @@ from techno_core.runner import StartupError
 from techno_core.tracing import build_tracer_provider
 from techno_edge.adapters.shedding import ShedReport
 from techno_edge.app import Edge, build_app
+from techno_edge.entrypoints.http_protocol import JsonErrorHttpToolsProtocol
 from techno_edge.entrypoints.slow_clients import (
     HEALTH_MAX_CONNECTIONS,
     Bounds,
@@ -97,7 +98,8 @@ class EdgeServer:
         config = uvicorn.Config(
             self.edge,
             # httptools, with header/body deadlines, header limits and connection budgets (see slow_clients).
-            http=guarded_protocol(self._guard),
+            # The slow-client bounds on top of the JSON answer to requests uvicorn cannot parse.
+            http=guarded_protocol(self._guard, JsonErrorHttpToolsProtocol),
             ws="none",
             lifespan="off",  # the Edge object is started and closed here, explicitly
             loop="none",  # the loop is the running one; __main__ chose it (see there)

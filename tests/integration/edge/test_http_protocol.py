@@ -13,13 +13,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from techno_core.identity import Identity
 from techno_edge.adapters.shedding import ShedReport
+from techno_edge.bootstrap import bootstrap
 from techno_edge.entrypoints.asgi import Receive, Scope, Send
 from techno_edge.entrypoints.http_protocol import MESSAGE, JsonErrorHttpToolsProtocol
 from techno_edge.entrypoints.slow_clients import Bounds, ConnectionGuard, guarded_protocol
+from techno_edge.settings import EdgeSettings
+from tests.tls import as_identity
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,3 +90,16 @@ async def test_a_valid_request_is_served_as_usual(port: int) -> None:
     status, _, body = await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 200")
     assert body == b"ok"
+
+
+async def test_the_edge_itself_answers_an_unparsable_request_with_json(tracer_provider: TracerProvider) -> None:
+    # Through the real composition root: the edge's uvicorn is configured with this protocol (under the guard).
+    settings = EdgeSettings(**as_identity(Identity.EDGE), edge_port=0, gate_target="127.0.0.1:9")
+    edge = await bootstrap(settings, tracer_provider=tracer_provider)
+    await edge.start()
+    try:
+        status, headers, body = await _exchange(edge.port, b"GARBAGE\r\n\r\n")
+    finally:
+        await edge.stop()
+    assert status.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["error"]["trace_id"] == headers["x-trace-id"]
