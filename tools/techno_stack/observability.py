@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from techno_stack.stack import ROOT, StackConfig, StackError, port_is_free, terminate
+from techno_stack.stack import ROOT, StackConfig, StackError, open_log, port_is_free, private_directory, terminate
 
 INFRA = ROOT / "infra"
 PROMETHEUS_BINARY = "prometheus"
@@ -289,7 +289,7 @@ class Observability:
         if taken:
             raise StackError(f"ports already in use: {taken} (is another Prometheus or Alertmanager running?)")
         config = self.render()
-        self.stack.log_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.stack.log_dir)
         try:
             if self.receiver_url is None:
                 await self._start(
@@ -341,7 +341,7 @@ class Observability:
         self, name: str, command: list[str], ready_url: str, *, env: Mapping[str, str] | None = None
     ) -> None:
         log_path = self.stack.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
+        with open_log(log_path) as log:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdout=log,

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +32,19 @@ _Check = Callable[[], Awaitable[bool]]
 
 class StackError(RuntimeError):
     """A service did not start; the message names it and where its log is."""
+
+
+def private_directory(path: Path) -> None:
+    """``path`` (made if missing) readable by its owner only: services' logs say who called what."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log file appended to, created (or made) 0600."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "ab")
 
 
 def port_is_free(port: int) -> bool:
@@ -217,7 +231,7 @@ class Stack:
         taken = [port for port in dict.fromkeys(ports) if not port_is_free(port)]
         if taken:
             raise StackError(f"ports already in use: {taken} (is another stack running?)")
-        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.config.log_dir)
         ensure_development_pki(self.config.tls_dir)
         await self._run_to_end("migrate", [sys.executable, "-m", "techno_memory", "migrate"])
         try:
@@ -294,7 +308,7 @@ class Stack:
         return [s.name for s in self.services if s.process is not None and s.process.returncode is not None]
 
     async def _start(self, name: str, module: str, ready: _Check) -> None:
-        log = (self.config.log_dir / f"{name}.log").open("ab")
+        log = open_log(self.config.log_dir / f"{name}.log")
         replica = self.replicas.get(name)
         identity = Identity(replica.kind if replica else name)
         env = {**self.env, **self.config.identity_environment(identity), **(replica.environment() if replica else {})}
@@ -315,7 +329,7 @@ class Stack:
 
     async def _run_to_end(self, name: str, command: list[str], *, env: Mapping[str, str] | None = None) -> None:
         log_path = self.config.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
+        with open_log(log_path) as log:
             process = await asyncio.create_subprocess_exec(*command, env=dict(env or self.env), stdout=log, stderr=log)
             if await process.wait() != 0:
                 raise StackError(f"{name} failed; see {log_path}")

@@ -1,7 +1,8 @@
 """``techno-keys``: create, list and revoke API keys.
 
-The key is generated here, printed once (and optionally written to a file readable only by its owner), and only
-its SHA-256 hash is sent to the memory service. Memory accepts key calls only from the gate and the operator
+The key is generated here and printed once, or with ``--output`` only written to a file readable by its owner
+alone (never printed: a tool's output often ends up in a log); only its SHA-256 hash is sent to the memory
+service. Memory accepts key calls only from the gate and the operator
 identity, so the CLI connects with mutual TLS as the operator: ``TECHNO_TLS_CERT_FILE``, ``TECHNO_TLS_KEY_FILE``
 and ``TECHNO_TLS_CA_FILE`` name the operator's certificate (`make run` writes one to var/tls/operator.crt).
 """
@@ -44,13 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         "--scope", action="append", choices=[s.value for s in Scope], help="repeatable (default: process)"
     )
     create.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
-    create.add_argument("--output", type=Path, help="also write the key to this file (mode 0600)")
+    create.add_argument("--output", type=Path, help="write the key to this file (mode 0600) instead of printing it")
     commands.add_parser("list", help="list keys (prefix, id, name, profile, scopes, state)")
     revoke = commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     rotate = commands.add_parser("rotate", help="new key with the same attributes; the old one is revoked")
     rotate.add_argument("key_id")
-    rotate.add_argument("--output", type=Path, help="also write the new key to this file (mode 0600)")
+    rotate.add_argument("--output", type=Path, help="write the new key to this file (mode 0600), not print it")
     check = commands.add_parser("check", help="exit 0 if the key in FILE is stored and not revoked")
     check.add_argument("file", type=Path)
     return parser
@@ -79,7 +80,10 @@ async def _create_key(
     await store.create(key, name=name, profile=profile, scopes=tuple(scopes), expires_at=expires_at)
     _save(output, key.secret)
     print(f"created {key.key_id} ({key.prefix}…) profile={profile} scopes={','.join(scopes)}", file=sys.stderr)
-    print(key.secret)
+    if output is None:  # written to the file only: the output of a tool often ends up in a log
+        print(key.secret)
+    else:
+        print(f"the key is in {output}", file=sys.stderr)
     return key.key_id
 
 

@@ -15,6 +15,8 @@ from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_opti
 from techno_core.tracing import build_tracer_provider
 from techno_core.transport import transport_from
 from techno_memory.adapters.database import create_database_engine
+from techno_memory.adapters.database_failures import DatabaseFailures
+from techno_memory.adapters.database_failures import watch as watch_database
 from techno_memory.adapters.decision_repository import SqlDecisionLedger
 from techno_memory.adapters.idempotency_repository import SqlIdempotencyStore
 from techno_memory.adapters.metrics import AppendMetrics, ReconcileMetrics, SweepMetrics, database_probe
@@ -57,6 +59,7 @@ async def bootstrap(
     engine = create_database_engine(
         settings.memory_database_url, pool_size=settings.memory_pool_size, tracer_provider=tracer
     )
+    watch_database(engine, DatabaseFailures(registry))
     repository = SqlRepository(engine)
     audit_log = AuditLog(
         repository,

@@ -104,7 +104,7 @@ def key_record(key: memory_pb2.ApiKey) -> ApiKeyRecord:
         profile=key.profile,
         created_at=from_timestamp(key, "created_at"),
         revoked_at=from_timestamp(key, "revoked_at"),
-        scopes=frozenset(key.scopes) or frozenset({"process"}),
+        scopes=frozenset(key.scopes),  # as stored: no scopes is no scopes (memory stores a default on create)
         expires_at=from_timestamp(key, "expires_at"),
     )
 

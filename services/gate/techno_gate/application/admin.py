@@ -56,9 +56,19 @@ class KeyAdmin:
         require(caller, Scope.ADMIN)
         return await self.store.list()
 
-    async def revoke(self, caller: Principal, key_id: str) -> ApiKeyRecord:
-        operation = AdminOperation("api_key.revoke", key_id, {"key_id": key_id})
-        return await self.audit.run(caller, operation, lambda: self._revoke(key_id))
+    async def revoke(self, caller: Principal, key_id: str, *, force: bool = False) -> ApiKeyRecord:
+        """Revoking the caller's own key needs ``force``: by mistake it would lock the operator out."""
+        operation = AdminOperation("api_key.revoke", key_id, {"key_id": key_id, "force": force})
+
+        async def revoke() -> ApiKeyRecord:
+            if key_id == caller.id and not force:
+                raise errors.FailedPrecondition(
+                    reason=Reason.SELF_REVOCATION,
+                    message="this is the key of this request; revoke it with force=true if that is meant",
+                )
+            return await self._revoke(key_id)
+
+        return await self.audit.run(caller, operation, revoke)
 
     async def rotate(self, caller: Principal, key_id: str) -> tuple[IssuedKey, ApiKeyRecord]:
         """A new key with the old one's name, profile, scopes and expiry; then the old one is revoked. The new
@@ -100,7 +110,9 @@ class KeyAdmin:
         if profile not in self.known_profiles():
             violations.append(errors.FieldViolation("profile", f"must be one of {sorted(self.known_profiles())}"))
         unknown = sorted(set(scopes) - {s.value for s in Scope})
-        if unknown:
+        if not scopes:
+            violations.append(errors.FieldViolation("scopes", f"name at least one of {[s.value for s in Scope]}"))
+        elif unknown:
             violations.append(errors.FieldViolation("scopes", f"unknown scopes {unknown}"))
         if expires_at is not None and expires_at <= self.clock():
             violations.append(errors.FieldViolation("expires_at", "must be in the future"))

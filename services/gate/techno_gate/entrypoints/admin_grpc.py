@@ -182,7 +182,7 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
                 caller,
                 name=request.name,
                 profile=request.profile or "default",
-                scopes=tuple(request.scopes) or ("process",),
+                scopes=tuple(request.scopes),  # empty is refused: never a silent default
                 expires_at=requested_time(request, "expires_at", reason=Reason.INVALID_ARGUMENT),
             )
         return admin_pb2.CreateApiKeyResponse(api_key=key_info(issued.record), secret=issued.secret)
@@ -197,7 +197,7 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         self, request: admin_pb2.RevokeApiKeyRequest, context: Context
     ) -> admin_pb2.RevokeApiKeyResponse:
         async with self._caller(context) as caller:
-            revoked = await self._keys.revoke(caller, request.key_id)
+            revoked = await self._keys.revoke(caller, request.key_id, force=request.force)
         return admin_pb2.RevokeApiKeyResponse(api_key=key_info(revoked))
 
     async def RotateApiKey(

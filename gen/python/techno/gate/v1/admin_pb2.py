@@ -31,7 +31,7 @@ from techno.executor.v1 import executor_pb2 as techno_dot_executor_dot_v1_dot_ex
 from techno.gate.v1 import gate_pb2 as techno_dot_gate_dot_v1_dot_gate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atechno/gate/v1/admin.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!techno/executor/v1/executor.proto\x1a\x19techno/gate/v1/gate.proto\"\xc5\x01\n\x16ListAuditEventsRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbe\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x06 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12\x12\n\ncontext_id\x18\t \x01(\t\x12\x0e\n\x06result\x18\n \x01(\t\x12\x14\n\x0creason_codes\x18\x0b \x03(\t\x12+\n\nattributes\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\"\xeb\x01\n\nApiKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x14\x43reateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"C\n\x13ListApiKeysResponse\x12,\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14RevokeApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RotateApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x80\x01\n\x14RotateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12+\n\x07revoked\x18\x03 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"F\n\rDryRunRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1e.techno.gate.v1.ProcessRequestB\x04\xe2\x41\x01\x02\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x88\x02\n\x0e\x44ryRunResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12/\n\x0breason_code\x18\x02 \x01(\x0e\x32\x1a.techno.gate.v1.ReasonCode\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x38\n\x10\x66ield_violations\x18\x07 \x03(\x0b\x32\x1e.techno.gate.v1.FieldViolation\x12\x1a\n\x12remaining_requests\x18\x08 \x01(\x05\x12\x10\n\x08trace_id\x18\t \x01(\t\"d\n\x18SetProviderFaultsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"_\n\x19SetProviderFaultsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"\x1c\n\x1aListCircuitBreakersRequest\"P\n\x1bListCircuitBreakersResponse\x12\x31\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1f.techno.executor.v1.BreakerInfo\"m\n\x18SetCircuitBreakerRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\".techno.executor.v1.BreakerCommandB\x04\xe2\x41\x01\x02\"M\n\x19SetCircuitBreakerResponse\x12\x30\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x1f.techno.executor.v1.BreakerInfo2\xb0\t\n\x10GateAdminService\x12t\n\x0c\x43reateApiKey\x12#.techno.gate.v1.CreateApiKeyRequest\x1a$.techno.gate.v1.CreateApiKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12n\n\x0bListApiKeys\x12\".techno.gate.v1.ListApiKeysRequest\x1a#.techno.gate.v1.ListApiKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x84\x01\n\x0cRevokeApiKey\x12#.techno.gate.v1.RevokeApiKeyRequest\x1a$.techno.gate.v1.RevokeApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*\x12\x84\x01\n\x0cRotateApiKey\x12#.techno.gate.v1.RotateApiKeyRequest\x1a$.techno.gate.v1.RotateApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:rotate:\x01*\x12\x9f\x01\n\x11SetProviderFaults\x12(.techno.gate.v1.SetProviderFaultsRequest\x1a).techno.gate.v1.SetProviderFaultsResponse\"5\x82\xd3\xe4\x93\x02/\"%/v1/admin/providers/{provider}/faults:\x06\x66\x61ults\x12\x8a\x01\n\x13ListCircuitBreakers\x12*.techno.gate.v1.ListCircuitBreakersRequest\x1a+.techno.gate.v1.ListCircuitBreakersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/admin/breakers\x12\x92\x01\n\x11SetCircuitBreaker\x12(.techno.gate.v1.SetCircuitBreakerRequest\x1a).techno.gate.v1.SetCircuitBreakerResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/admin/breakers/{provider}:\x01*\x12\x66\n\x06\x44ryRun\x12\x1d.techno.gate.v1.DryRunRequest\x1a\x1e.techno.gate.v1.DryRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/process:dryRun:\x01*\x12|\n\x0fListAuditEvents\x12&.techno.gate.v1.ListAuditEventsRequest\x1a\'.techno.gate.v1.ListAuditEventsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit/eventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atechno/gate/v1/admin.proto\x12\x0etechno.gate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!techno/executor/v1/executor.proto\x1a\x19techno/gate/v1/gate.proto\"\xc5\x01\n\x16ListAuditEventsRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbe\x02\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x06 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x07 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x08 \x01(\t\x12\x12\n\ncontext_id\x18\t \x01(\t\x12\x0e\n\x06result\x18\n \x01(\t\x12\x14\n\x0creason_codes\x18\x0b \x03(\t\x12+\n\nattributes\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\"\xeb\x01\n\nApiKeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x14\x43reateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"C\n\x13ListApiKeysResponse\x12,\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\":\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"C\n\x14RevokeApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"+\n\x13RotateApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x80\x01\n\x14RotateApiKeyResponse\x12+\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12+\n\x07revoked\x18\x03 \x01(\x0b\x32\x1a.techno.gate.v1.ApiKeyInfo\"F\n\rDryRunRequest\x12\x35\n\x07request\x18\x01 \x01(\x0b\x32\x1e.techno.gate.v1.ProcessRequestB\x04\xe2\x41\x01\x02\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x88\x02\n\x0e\x44ryRunResponse\x12\x10\n\x08\x64\x65\x63ision\x18\x01 \x01(\t\x12/\n\x0breason_code\x18\x02 \x01(\x0e\x32\x1a.techno.gate.v1.ReasonCode\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x14\n\x0cprincipal_id\x18\x06 \x01(\t\x12\x38\n\x10\x66ield_violations\x18\x07 \x03(\x0b\x32\x1e.techno.gate.v1.FieldViolation\x12\x1a\n\x12remaining_requests\x18\x08 \x01(\x05\x12\x10\n\x08trace_id\x18\t \x01(\t\"d\n\x18SetProviderFaultsRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"_\n\x19SetProviderFaultsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"\x1c\n\x1aListCircuitBreakersRequest\"P\n\x1bListCircuitBreakersResponse\x12\x31\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1f.techno.executor.v1.BreakerInfo\"m\n\x18SetCircuitBreakerRequest\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\".techno.executor.v1.BreakerCommandB\x04\xe2\x41\x01\x02\"M\n\x19SetCircuitBreakerResponse\x12\x30\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x1f.techno.executor.v1.BreakerInfo2\xb0\t\n\x10GateAdminService\x12t\n\x0c\x43reateApiKey\x12#.techno.gate.v1.CreateApiKeyRequest\x1a$.techno.gate.v1.CreateApiKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/admin/keys:\x01*\x12n\n\x0bListApiKeys\x12\".techno.gate.v1.ListApiKeysRequest\x1a#.techno.gate.v1.ListApiKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/keys\x12\x84\x01\n\x0cRevokeApiKey\x12#.techno.gate.v1.RevokeApiKeyRequest\x1a$.techno.gate.v1.RevokeApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:revoke:\x01*\x12\x84\x01\n\x0cRotateApiKey\x12#.techno.gate.v1.RotateApiKeyRequest\x1a$.techno.gate.v1.RotateApiKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/admin/keys/{key_id}:rotate:\x01*\x12\x9f\x01\n\x11SetProviderFaults\x12(.techno.gate.v1.SetProviderFaultsRequest\x1a).techno.gate.v1.SetProviderFaultsResponse\"5\x82\xd3\xe4\x93\x02/\"%/v1/admin/providers/{provider}/faults:\x06\x66\x61ults\x12\x8a\x01\n\x13ListCircuitBreakers\x12*.techno.gate.v1.ListCircuitBreakersRequest\x1a+.techno.gate.v1.ListCircuitBreakersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/admin/breakers\x12\x92\x01\n\x11SetCircuitBreaker\x12(.techno.gate.v1.SetCircuitBreakerRequest\x1a).techno.gate.v1.SetCircuitBreakerResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/admin/breakers/{provider}:\x01*\x12\x66\n\x06\x44ryRun\x12\x1d.techno.gate.v1.DryRunRequest\x1a\x1e.techno.gate.v1.DryRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/process:dryRun:\x01*\x12|\n\x0fListAuditEvents\x12&.techno.gate.v1.ListAuditEventsRequest\x1a\'.techno.gate.v1.ListAuditEventsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/audit/eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['scopes']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['scopes']._serialized_options = b'\342A\001\002'
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['key_id']._loaded_options = None
   _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['key_id']._serialized_options = b'\342A\001\002'
   _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['key_id']._loaded_options = None
@@ -78,40 +80,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITEVENT']._serialized_end=849
   _globals['_APIKEYINFO']._serialized_start=852
   _globals['_APIKEYINFO']._serialized_end=1087
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1089
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1211
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1213
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1296
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1298
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1318
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1320
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1387
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1389
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1432
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1434
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1501
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1503
-  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1546
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1549
-  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1677
-  _globals['_DRYRUNREQUEST']._serialized_start=1679
-  _globals['_DRYRUNREQUEST']._serialized_end=1749
-  _globals['_FIELDVIOLATION']._serialized_start=1751
-  _globals['_FIELDVIOLATION']._serialized_end=1803
-  _globals['_DRYRUNRESPONSE']._serialized_start=1806
-  _globals['_DRYRUNRESPONSE']._serialized_end=2070
-  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_start=2072
-  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_end=2172
-  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_start=2174
-  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_end=2269
-  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_start=2271
-  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_end=2299
-  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_start=2301
-  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_end=2381
-  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_start=2383
-  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_end=2492
-  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_start=2494
-  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_end=2571
-  _globals['_GATEADMINSERVICE']._serialized_start=2574
-  _globals['_GATEADMINSERVICE']._serialized_end=3774
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1090
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1218
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1220
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1303
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1305
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1325
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1327
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1394
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1396
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1454
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1456
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1523
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1525
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1568
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1571
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1699
+  _globals['_DRYRUNREQUEST']._serialized_start=1701
+  _globals['_DRYRUNREQUEST']._serialized_end=1771
+  _globals['_FIELDVIOLATION']._serialized_start=1773
+  _globals['_FIELDVIOLATION']._serialized_end=1825
+  _globals['_DRYRUNRESPONSE']._serialized_start=1828
+  _globals['_DRYRUNRESPONSE']._serialized_end=2092
+  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_start=2094
+  _globals['_SETPROVIDERFAULTSREQUEST']._serialized_end=2194
+  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_start=2196
+  _globals['_SETPROVIDERFAULTSRESPONSE']._serialized_end=2291
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_start=2293
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_end=2321
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_start=2323
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_end=2403
+  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_start=2405
+  _globals['_SETCIRCUITBREAKERREQUEST']._serialized_end=2514
+  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_start=2516
+  _globals['_SETCIRCUITBREAKERRESPONSE']._serialized_end=2593
+  _globals['_GATEADMINSERVICE']._serialized_start=2596
+  _globals['_GATEADMINSERVICE']._serialized_end=3796
 # @@protoc_insertion_point(module_scope)
