@@ -18,7 +18,8 @@ RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
     "GateAdminService_CreateApiKey": {"INVALID_ARGUMENT": frozenset({"profile", "expires_at"})},
     # A revoked key cannot be rotated (FAILED_PRECONDITION): which keys are revoked is the moment's.
     "GateAdminService_RotateApiKey": {"API_KEY_REVOKED": frozenset()},
-    "GateAdminService_RevokeApiKey": {"API_KEY_REVOKED": frozenset()},
+    # Revoking the caller's own key needs force=true: which key is the caller's is the request's credential.
+    "GateAdminService_RevokeApiKey": {"API_KEY_REVOKED": frozenset(), "SELF_REVOCATION": frozenset()},
     # startTime must come before endTime; a page token is only valid with the filters it was issued for.
     "GateAdminService_ListAuditEvents": {
         "INVALID_AUDIT_QUERY": frozenset({"end_time"}),

@@ -135,6 +135,26 @@ async def test_oversized_credentials_are_401(stack: Stack, headers: dict[str, st
     assert error["status"] == "UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize(
+    ("header", "reason", "status"),
+    [("X-API-Key", "API_KEY_INVALID", 401), ("Authorization", "TOKEN_INVALID", 401)],
+)
+async def test_credentials_that_are_not_printable_ascii_are_401(
+    stack: Stack, header: str, reason: str, status: int
+) -> None:
+    # No credential has such bytes: refused like any invalid credential, not as a malformed request (400).
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.edge.port}", timeout=10) as client:
+        response = await client.post(
+            "/v1/process",
+            content=json.dumps(SUMMARIZE).encode(),
+            headers=[
+                (b"Content-Type", b"application/json"),
+                (header.encode(), "Bearer tk_\u00e9t\u00e9".encode("latin-1")),
+            ],
+        )
+    assert assert_error(response, status, reason)["status"] == "UNAUTHENTICATED"
+
+
 async def test_oversized_idempotency_key_is_400(stack: Stack) -> None:
     key = await stack.key("default")
     response = await send(stack, json.dumps(SUMMARIZE).encode(), {"X-API-Key": key, "Idempotency-Key": "k" * 20_000})

@@ -227,6 +227,8 @@ class _Schemas:
             schema: JsonSchema = {"type": "object", "additionalProperties": self.single(value)}
         elif field.is_repeated:
             schema = {"type": "array", "items": self.single(field)}
+            if field_behavior_pb2.REQUIRED in _behaviors(field):  # a required list is a non-empty one
+                schema["minItems"] = 1
         else:
             schema = self.single(field)
         rule = FIELDS.get(key) if self._checked else None

@@ -125,18 +125,20 @@ def unsupported_media_type() -> HttpError:
     )
 
 
-def oversized_header(name: str) -> HttpError:
-    """A credential or idempotency key longer than any real one: refused as malformed, before it is forwarded."""
+def malformed_forwarded_header(name: str, problem: str) -> HttpError:
+    """A credential or idempotency key no real one looks like (longer than any, or not printable ASCII): refused
+    before it is forwarded, as what it is: a bad key is 400, a credential that cannot be one is 401 with the
+    credential's own reason, like any other invalid credential."""
     if name == "idempotency-key":
         return HttpError(
             400,
             "INVALID_ARGUMENT",
-            "the Idempotency-Key header is over 255 characters",
+            f"the Idempotency-Key header {problem}",
             (IDEMPOTENCY_KEY_INVALID,),
-            (Violation("Idempotency-Key", "is over 255 characters"),),
+            (Violation("Idempotency-Key", problem),),
         )
     reason, header = (API_KEY_INVALID, "X-API-Key") if name == "x-api-key" else (TOKEN_INVALID, "Authorization")
-    return HttpError(401, "UNAUTHENTICATED", f"the {header} header is too long to be a credential", (reason,))
+    return HttpError(401, "UNAUTHENTICATED", f"the {header} header {problem}: it cannot be a credential", (reason,))
 
 
 def internal() -> HttpError:

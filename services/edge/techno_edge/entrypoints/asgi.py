@@ -102,9 +102,9 @@ def _parse_headers(scope: Scope) -> _Request:
 def _check_forwarded(name: bytes, value: bytes) -> None:
     # gRPC metadata values must be printable ASCII; refusing here beats a failed call later.
     if not all(0x20 <= byte <= 0x7E for byte in value):
-        raise errors.invalid_argument(f"header {name.decode()} is not printable ASCII")
+        raise errors.malformed_forwarded_header(name.decode(), "is not printable ASCII")
     if len(value) > _MAX_FORWARDED_BYTES[name]:
-        raise errors.oversized_header(name.decode())
+        raise errors.malformed_forwarded_header(name.decode(), f"is over {_MAX_FORWARDED_BYTES[name]} characters")
 
 
 def _timeout(header: bytes | None, ceiling: float) -> float:
