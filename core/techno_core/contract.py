@@ -125,6 +125,11 @@ _GATE = "techno.gate.v1."
 _EXECUTOR = "techno.executor.v1."
 _FAULT_RATES = ("error_rate", "rate_limit_rate", "timeout_rate", "hang_rate")  # each 0-1, together at most 1
 _FAULT_COUNTS = ("latency_ms", "latency_jitter_ms", "retry_after_seconds")
+# A key's name: shown in listings and logs, recorded in the audit trail. No control characters (a NUL cannot even
+# be stored in PostgreSQL), and not only spaces.
+_NAME_CHARACTER = r"[^\x00-\x1f\x7f-\x9f]"
+API_KEY_NAME = Text(rf"{_NAME_CHARACTER}*[^\s\x00-\x1f\x7f-\x9f]{_NAME_CHARACTER}*", min_length=1, max_length=128)
+
 FIELDS: dict[tuple[str, str], Rule] = {
     (_GATE + "ProcessRequest", "action"): ACTION_NAME,
     (_GATE + "ProcessRequest", "context_id"): CONTEXT_ID,
@@ -137,7 +142,7 @@ FIELDS: dict[tuple[str, str], Rule] = {
     (_GATE + "Preferences", "tone"): Text(choices=TONES),
     (_GATE + "Preferences", "format"): Text(choices=FORMATS),
     (_GATE + "Preferences", "language"): LANGUAGE_TAG,
-    (_GATE + "CreateApiKeyRequest", "name"): Text(r"[\s\S]*\S[\s\S]*", min_length=1, max_length=128),
+    (_GATE + "CreateApiKeyRequest", "name"): API_KEY_NAME,
     (_GATE + "CreateApiKeyRequest", "scopes"): Text(choices=API_KEY_SCOPES, min_length=1),
     (_GATE + "GetSessionRequest", "session_id"): Text(min_length=1, max_length=128),
     (_GATE + "DeleteSessionRequest", "session_id"): Text(min_length=1, max_length=128),

@@ -20,6 +20,8 @@ RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
     "GateAdminService_RotateApiKey": {"API_KEY_REVOKED": frozenset()},
     # Revoking the caller's own key needs force=true: which key is the caller's is the request's credential.
     "GateAdminService_RevokeApiKey": {"API_KEY_REVOKED": frozenset(), "SELF_REVOCATION": frozenset()},
+    # A page token is only valid for the export (and the person) it was issued for.
+    "GateService_ExportMyData": {"INVALID_PAGE_TOKEN": frozenset()},
     # startTime must come before endTime; a page token is only valid with the filters it was issued for.
     "GateAdminService_ListAuditEvents": {
         "INVALID_AUDIT_QUERY": frozenset({"end_time"}),

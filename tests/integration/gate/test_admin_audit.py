@@ -208,6 +208,24 @@ async def test_key_operations_are_recorded_with_the_admin_principal(services: Se
     await services.assert_chain_intact()
 
 
+@pytest.mark.parametrize("name", ["nul\x00in name", "line\nbreak", " ", "\x85"])
+async def test_a_key_name_unfit_for_the_audit_trail_is_400_and_nothing_is_recorded(
+    services: Services, name: str
+) -> None:
+    # Found by the OpenAPI fuzzer: a NUL in the name made the REQUESTED event unstorable, answered 503.
+    admin = services.admin
+    before = await services.admin_events(admin.key_id)
+    async with services.gate_channel() as channel:
+        stub = admin_pb2_grpc.GateAdminServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateApiKey(
+                admin_pb2.CreateApiKeyRequest(name=name, scopes=["process"]), metadata=admin.metadata, timeout=10
+            )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await services.admin_events(admin.key_id) == before
+    await services.assert_chain_intact()
+
+
 async def test_forced_breaker_and_faults_are_recorded_and_reach_the_executor_with_the_principal(
     services: Services,
 ) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from techno_core import errors
+from techno_core.contract import API_KEY_NAME
 from techno_gate.application.admin_audit import AdminAudit, AdminOperation
 from techno_gate.application.authenticate import require
 from techno_gate.application.ports import KeyAdminStore
@@ -47,10 +48,18 @@ class KeyAdmin:
         operation = AdminOperation("api_key.create", key.key_id, attributes)
 
         async def create() -> IssuedKey:
-            self._check(name=name, profile=profile, scopes=scopes, expires_at=expires_at)
+            self._check(profile=profile, scopes=scopes, expires_at=expires_at)
             return await self._store_new(key, name=name, profile=profile, scopes=scopes, expires_at=expires_at)
 
-        return await self.audit.run(caller, operation, create)
+        def check_name() -> None:  # before anything is recorded: the name goes into the audit event
+            if not API_KEY_NAME.accepts(name):
+                raise errors.InvalidArgument(
+                    reason=Reason.INVALID_ARGUMENT,
+                    message="invalid key request",
+                    violations=[errors.FieldViolation("name", "must be 1-128 characters, not all spaces, no controls")],
+                )
+
+        return await self.audit.run(caller, operation, create, check=check_name)
 
     async def list(self, caller: Principal) -> list[ApiKeyRecord]:
         require(caller, Scope.ADMIN)
@@ -103,10 +112,8 @@ class KeyAdmin:
         self.cache.remember(record)
         return record
 
-    def _check(self, *, name: str, profile: str, scopes: tuple[str, ...], expires_at: datetime | None) -> None:
+    def _check(self, *, profile: str, scopes: tuple[str, ...], expires_at: datetime | None) -> None:
         violations = []
-        if not name.strip() or len(name) > 128:
-            violations.append(errors.FieldViolation("name", "must be 1-128 characters"))
         if profile not in self.known_profiles():
             violations.append(errors.FieldViolation("profile", f"must be one of {sorted(self.known_profiles())}"))
         unknown = sorted(set(scopes) - {s.value for s in Scope})

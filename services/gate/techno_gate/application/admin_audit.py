@@ -55,14 +55,25 @@ class AdminAudit:
     failures: AuditFailures
     trace_id: Callable[[], str] = _fresh_trace_id
 
-    async def run(self, caller: Principal, operation: AdminOperation, execute: Callable[[], Awaitable[T]]) -> T:
-        """``execute`` for ``caller``, recorded before (fail closed) and after."""
+    async def run(
+        self,
+        caller: Principal,
+        operation: AdminOperation,
+        execute: Callable[[], Awaitable[T]],
+        *,
+        check: Callable[[], None] = lambda: None,
+    ) -> T:
+        """``execute`` for ``caller``, recorded before (fail closed) and after. ``check`` validates what the
+        records themselves would carry: a request failing it is refused (400) without being recorded, since it
+        changes nothing and its fields are not fit for the audit trail (a NUL in a name cannot even be stored in
+        PostgreSQL). Other invalid requests are recorded as REQUESTED then FAILED."""
         trace_id = self.trace_id() or _fresh_trace_id()
         try:
             require(caller, Scope.ADMIN)
         except errors.DomainError as refusal:
             await self._record_best_effort(self._event(trace_id, caller.id, operation, REFUSED, (refusal.reason,)))
             raise
+        check()
         requested = self._event(trace_id, caller.id, operation, REQUESTED)
         try:
             await self.audit.record(requested)
