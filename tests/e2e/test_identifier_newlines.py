@@ -1,6 +1,6 @@
 """Issue #11, item 7, over REST: an identifier with a trailing newline is a 400 naming the field, never granted by
-a ``public-*`` context rule, and nothing runs: the trail holds the DENY decision (which records what was sent)
-and no ALLOW decision or outcome."""
+a ``public-*`` context rule, and nothing runs: the trail holds the DENY decision (which records what was sent,
+control characters escaped) and no ALLOW decision or outcome."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ async def _events(client: httpx.AsyncClient, stack: RunningStack, trace_id: str)
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("contextId", "public-x\n"), ("contextId", "public-x\r\n"), ("sessionId", "abc\n"), ("action", "summarize\n")],
+    [
+        ("contextId", "public-x\n"),
+        ("contextId", "public-x\r\n"),
+        ("sessionId", "abc\n"),
+        ("action", "summarize\n"),
+        ("contextId", "public-\u0000"),  # a NUL cannot be stored in PostgreSQL: the DENY records it escaped
+    ],
 )
 async def test_a_trailing_newline_is_400_for_the_restricted_profile_and_not_stored(
     running_stack: RunningStack, client: httpx.AsyncClient, field: str, value: str
@@ -36,3 +42,6 @@ async def test_a_trailing_newline_is_400_for_the_restricted_profile_and_not_stor
     assert [v["field"] for v in error["field_violations"]] == [snake]
     events = await _events(client, running_stack, error["trace_id"])
     assert [(event["kind"], event["result"]) for event in events] == [("DECISION", "DENY")]
+    if field != "sessionId":  # the record keeps what was sent, with control characters escaped
+        recorded = events[0]["action" if field == "action" else "contextId"]
+        assert recorded == value.replace("\n", "\\x0a").replace("\r", "\\x0d").replace("\u0000", "\\x00")

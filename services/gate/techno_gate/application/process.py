@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,9 +285,21 @@ def _decision_record(command: ProcessCommand, evaluation: Evaluation) -> AuditRe
         trace_id=command.trace_id,
         kind=AuditKind.DECISION,
         principal_id=principal.id if principal else "",
-        action=command.action,
-        context_id=command.context_id,
+        action=_as_recorded(command.action),
+        context_id=_as_recorded(command.context_id),
         result="ALLOW" if evaluation.allowed else "DENY",
         reason_codes=(str(evaluation.reason),),
         attributes=attributes,
     )
+
+
+_RECORDED_TEXT_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _as_recorded(text: str) -> str:
+    """A client's identifier as a denial records it: an ALLOW only ever holds valid ones, but a DENY may be for an
+    invalid one, which must still be storable and readable (a NUL cannot be stored in PostgreSQL, a newline would
+    forge a line in a log of the trail): controls are escaped (``\\x00``), and the length is bounded."""
+    escaped = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return escaped if len(escaped) <= _RECORDED_TEXT_LENGTH else escaped[: _RECORDED_TEXT_LENGTH - 1] + "…"
