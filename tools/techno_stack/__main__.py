@@ -33,6 +33,8 @@ Techno is running (SQLite at {stack.env["TECHNO_MEMORY_DATABASE_URL"]}, fake pro
   memory        127.0.0.1:{p.memory}     metrics http://127.0.0.1:{p.memory_metrics}/metrics
 {_monitoring_lines(observability)}  logs          {stack.config.log_dir}/
   API key       saved in {stack.config.key_file}
+  mutual TLS    every gRPC port requires a client certificate of the development CA in {stack.config.tls_dir}/
+                (health only, plaintext: 127.0.0.1:{p.gate_health}, :{p.executor_health}, :{p.memory_health})
 
 Try it:
   curl -s {stack.edge_url}/v1/process \\
