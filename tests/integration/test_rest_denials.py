@@ -18,19 +18,10 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_edge.bootstrap import EdgeServer
-from techno_edge.bootstrap import bootstrap as edge_bootstrap
-from techno_edge.settings import EdgeSettings
-from techno_executor.bootstrap import bootstrap as executor_bootstrap
-from techno_executor.settings import ExecutorSettings
-from techno_gate.bootstrap import bootstrap as gate_bootstrap
 from techno_gate.domain.keys import generate_key
-from techno_gate.settings import GateSettings
-from techno_memory.bootstrap import bootstrap as memory_bootstrap
-from techno_memory.settings import MemorySettings
 from techno_stack.stack import free_port
-from tests.tls import as_identity, connect
-
-from .gate.test_gate_services import migrated_sqlite
+from tests.integration.services import InProcess, migrated_sqlite
+from tests.tls import connect
 
 POLICY = Path(__file__).resolve().parents[1] / "e2e" / "policy.yaml"
 SUMMARIZE = {"action": "summarize", "contextId": "public-1", "payload": {"text": "governed"}}
@@ -66,55 +57,17 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 @pytest.fixture
 async def make_stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterator[StackFactory]:
-    started: list[Any] = []
+    async with InProcess(tracer_provider) as start:
 
-    async def make(*, gate: dict[str, Any] | None = None, executor: dict[str, Any] | None = None) -> Stack:
-        url = await migrated_sqlite(tmp_path / "memory.db")
-        memory = await memory_bootstrap(
-            MemorySettings(
-                **as_identity(Identity.MEMORY), memory_database_url=url, memory_port=0, memory_metrics_port=0
-            ),
-            tracer_provider=tracer_provider,
-        )
-        await memory.start()
-        started.append(memory)
-        executor_app = await executor_bootstrap(
-            ExecutorSettings(
-                **as_identity(Identity.EXECUTOR),
-                executor_id="ex",
-                executor_port=0,
-                executor_metrics_port=0,
-                memory_target=memory.address,
-                **(executor or {}),
-            ),
-            tracer_provider=tracer_provider,
-        )
-        await executor_app.start()
-        started.append(executor_app)
-        gate_settings = {
-            **as_identity(Identity.GATE),
-            "gate_port": 0,
-            "gate_metrics_port": 0,
-            "memory_target": memory.address,
-            "executor_target": executor_app.address,
-            "gate_policy_file": str(POLICY),
-            "gate_audit_timeout_seconds": 1.0,
-            **(gate or {}),
-        }
-        gate_app = await gate_bootstrap(GateSettings(**gate_settings), tracer_provider=tracer_provider)
-        await gate_app.start()
-        started.append(gate_app)
-        edge = await edge_bootstrap(
-            EdgeSettings(**as_identity(Identity.EDGE), edge_port=0, gate_target=gate_app.address),
-            tracer_provider=tracer_provider,
-        )
-        await edge.start()
-        started.append(edge)
-        return Stack(memory, executor_app, gate_app, edge)
+        async def make(*, gate: dict[str, Any] | None = None, executor: dict[str, Any] | None = None) -> Stack:
+            memory = await start.memory(await migrated_sqlite(tmp_path / "memory.db"))
+            executor_app = await start.executor(memory, executor_id="ex", **(executor or {}))
+            gate_app = await start.gate(
+                memory, executor_app, policy_file=POLICY, gate_audit_timeout_seconds=1.0, **(gate or {})
+            )
+            return Stack(memory, executor_app, gate_app, await start.edge(gate_app))
 
-    yield make
-    for app in reversed(started):
-        await app.stop()
+        yield make
 
 
 async def post(stack: Stack, key: str, body: dict[str, Any] = SUMMARIZE) -> httpx.Response:
@@ -184,29 +137,13 @@ async def _until_in_flight(stack: Stack) -> None:
     pytest.fail("the first request never reached the executor")
 
 
-async def test_auth_not_loaded_yet_is_503(make_stack: StackFactory) -> None:
+async def test_auth_not_loaded_yet_is_503(make_stack: StackFactory, tracer_provider: TracerProvider) -> None:
     stack = await make_stack()
     key = await stack.key("default")
     unreachable = f"127.0.0.1:{free_port()}"
-    lonely_gate = await gate_bootstrap(
-        GateSettings(
-            **as_identity(Identity.GATE),
-            gate_port=0,
-            gate_metrics_port=0,
-            memory_target=unreachable,
-            executor_target=stack.executor.address,
-            gate_policy_file=str(POLICY),
-        )
-    )
-    await lonely_gate.start()
-    edge = await edge_bootstrap(
-        EdgeSettings(**as_identity(Identity.EDGE), edge_port=0, gate_target=lonely_gate.address)
-    )
-    await edge.start()
-    try:
+    async with InProcess(tracer_provider) as start:
+        lonely_gate = await start.gate(unreachable, stack.executor, policy_file=POLICY)
+        edge = await start.edge(lonely_gate)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.port}", timeout=10) as client:
             response = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": key})
         assert_error(response, 503, "AUTH_UNAVAILABLE")
-    finally:
-        await edge.stop()
-        await lonely_gate.stop()

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno.gate.v1 import admin_pb2, admin_pb2_grpc, gate_pb2
@@ -21,17 +20,11 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_executor.bootstrap import bootstrap as executor_bootstrap
-from techno_executor.settings import ExecutorSettings
-from techno_gate.bootstrap import bootstrap as gate_bootstrap
 from techno_gate.domain.keys import generate_key
-from techno_gate.settings import GateSettings
 from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
-from techno_memory.adapters.migrations import upgrade
-from techno_memory.bootstrap import bootstrap as memory_bootstrap
-from techno_memory.settings import MemorySettings
-from tests.tls import as_identity, connect
+from tests.integration.services import InProcess, migrated_sqlite
+from tests.tls import connect
 
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
 WATCH_SECONDS = 0.05
@@ -106,51 +99,23 @@ async def create_key(memory: GrpcApp, *scopes: str) -> Admin:
 
 @pytest.fixture
 async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterator[Services]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}"
-    engine = create_database_engine(url, pool_size=1, tracer_provider=None)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    memory = await memory_bootstrap(
-        MemorySettings(**as_identity(Identity.MEMORY), memory_database_url=url, memory_port=0, memory_metrics_port=0),
-        tracer_provider=tracer_provider,
-    )
-    await memory.start()
-    executor = await executor_bootstrap(
-        ExecutorSettings(
-            **as_identity(Identity.EXECUTOR),
-            executor_id="executor-it",
-            executor_port=0,
-            executor_metrics_port=0,
-            memory_target=memory.address,
-        ),
-        tracer_provider=tracer_provider,
-    )
-    await executor.start()
-    admin = await create_key(memory, "admin", "audit:read", "process")
-    process_only = await create_key(memory, "process")
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_bytes(POLICY.read_bytes())
-    gate = await gate_bootstrap(
-        GateSettings(
-            **as_identity(Identity.GATE),
+    url = await migrated_sqlite(tmp_path / "memory.db")
+    async with InProcess(tracer_provider) as start:
+        memory = await start.memory(url)
+        executor = await start.executor(memory, executor_id="executor-it")
+        admin = await create_key(memory, "admin", "audit:read", "process")
+        process_only = await create_key(memory, "process")
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_bytes(POLICY.read_bytes())
+        gate = await start.gate(
+            memory,
+            executor,
+            policy_file=policy_file,
             gate_id="gate-it",
-            gate_port=0,
-            gate_metrics_port=0,
-            memory_target=memory.address,
-            executor_target=executor.address,
-            gate_policy_file=str(policy_file),
             gate_policy_watch_seconds=WATCH_SECONDS,
             gate_audit_timeout_seconds=1.0,
-        ),
-        tracer_provider=tracer_provider,
-        registry=CollectorRegistry(),
-    )
-    await gate.start()
-    yield Services(memory, executor, gate, url, policy_file, admin, process_only)
-    for app in (gate, executor, memory):
-        await app.stop()
+        )
+        yield Services(memory, executor, gate, url, policy_file, admin, process_only)
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:

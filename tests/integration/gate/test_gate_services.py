@@ -19,16 +19,9 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_executor.bootstrap import bootstrap as executor_bootstrap
-from techno_executor.settings import ExecutorSettings
-from techno_gate.bootstrap import bootstrap as gate_bootstrap
 from techno_gate.domain.keys import generate_key
-from techno_gate.settings import GateSettings
-from techno_memory.adapters.database import create_database_engine
-from techno_memory.adapters.migrations import upgrade
-from techno_memory.bootstrap import bootstrap as memory_bootstrap
-from techno_memory.settings import MemorySettings
-from tests.tls import as_identity, connect
+from tests.integration.services import InProcess, migrated_sqlite
+from tests.tls import connect
 
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
 
@@ -50,61 +43,20 @@ class Services:
         return connect(self.memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY)
 
 
-async def migrated_sqlite(path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
-    engine = create_database_engine(url, pool_size=1, tracer_provider=None)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
 @pytest.fixture
 async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterator[Services]:
-    url = await migrated_sqlite(tmp_path / "memory.db")
-    memory = await memory_bootstrap(
-        MemorySettings(**as_identity(Identity.MEMORY), memory_database_url=url, memory_port=0, memory_metrics_port=0),
-        tracer_provider=tracer_provider,
-    )
-    await memory.start()
-    executor = await executor_bootstrap(
-        ExecutorSettings(
-            **as_identity(Identity.EXECUTOR),
-            executor_id="executor-it",
-            executor_port=0,
-            executor_metrics_port=0,
-            memory_target=memory.address,
-        ),
-        tracer_provider=tracer_provider,
-    )
-    await executor.start()
-    key = generate_key()
-    async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-        await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-            memory_pb2.CreateApiKeyRequest(
-                key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default"
+    async with InProcess(tracer_provider) as start:
+        memory = await start.memory(await migrated_sqlite(tmp_path / "memory.db"))
+        executor = await start.executor(memory, executor_id="executor-it")
+        key = generate_key()
+        async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
+            await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
+                memory_pb2.CreateApiKeyRequest(
+                    key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default"
+                )
             )
-        )
-    registry = CollectorRegistry()
-    gate = await gate_bootstrap(
-        GateSettings(
-            **as_identity(Identity.GATE),
-            gate_id="gate-it",
-            gate_port=0,
-            gate_metrics_port=0,
-            memory_target=memory.address,
-            executor_target=executor.address,
-            gate_policy_file=str(POLICY),
-            gate_audit_timeout_seconds=1.0,
-        ),
-        tracer_provider=tracer_provider,
-        registry=registry,
-    )
-    await gate.start()
-    yield Services(memory, executor, gate, key.secret, registry)
-    for app in (gate, executor, memory):
-        await app.stop()
+        gate = await start.gate(memory, executor, policy_file=POLICY, gate_id="gate-it", gate_audit_timeout_seconds=1.0)
+        yield Services(memory, executor, gate, key.secret, gate.registry)
 
 
 def process_request(action: str = "summarize") -> gate_pb2.ProcessRequest:

@@ -13,22 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
 
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_core.tls import CertificateFiles, channel_credentials
-from techno_executor.bootstrap import bootstrap as executor_bootstrap
-from techno_executor.settings import ExecutorSettings
-from techno_gate.bootstrap import bootstrap as gate_bootstrap
-from techno_gate.settings import GateSettings
-from techno_memory.adapters.database import create_database_engine
-from techno_memory.adapters.migrations import upgrade
-from techno_memory.bootstrap import bootstrap as memory_bootstrap
-from techno_memory.settings import MemorySettings
 from techno_stack.certs import Authority, issue, new_authority
-from tests.tls import as_identity, certificate_files, pki
+from tests.integration.services import InProcess, migrated_sqlite
+from tests.tls import certificate_files, pki
 
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
 # Each test channel gets its own connections: gRPC would otherwise share one between channels of equal
@@ -111,60 +103,14 @@ class Services:
         return app
 
 
-async def migrated_sqlite(path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
-    engine = create_database_engine(url, pool_size=1, tracer_provider=None)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
 @pytest.fixture
 async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterator[Services]:
     """The three gRPC services, each presenting its own identity, as a deployment runs them."""
-    url = await migrated_sqlite(tmp_path / "memory.db")
-    memory = await memory_bootstrap(
-        MemorySettings(memory_database_url=url, memory_port=0, memory_metrics_port=0, **as_identity(Identity.MEMORY)),
-        tracer_provider=tracer_provider,
-        registry=CollectorRegistry(),
-    )
-    await memory.start()
-    started = [memory]
-    try:
-        executor = await executor_bootstrap(
-            ExecutorSettings(
-                executor_id="executor-mtls",
-                executor_port=0,
-                executor_metrics_port=0,
-                memory_target=memory.address,
-                **as_identity(Identity.EXECUTOR),
-            ),
-            tracer_provider=tracer_provider,
-            registry=CollectorRegistry(),
-        )
-        await executor.start()
-        started.append(executor)
-        gate = await gate_bootstrap(
-            GateSettings(
-                gate_id="gate-mtls",
-                gate_port=0,
-                gate_metrics_port=0,
-                memory_target=memory.address,
-                executor_target=executor.address,
-                gate_policy_file=str(POLICY),
-                **as_identity(Identity.GATE),
-            ),
-            tracer_provider=tracer_provider,
-            registry=CollectorRegistry(),
-        )
-        await gate.start()
-        started.append(gate)
+    async with InProcess(tracer_provider) as start:
+        memory = await start.memory(await migrated_sqlite(tmp_path / "memory.db"))
+        executor = await start.executor(memory, executor_id="executor-mtls")
+        gate = await start.gate(memory, executor, policy_file=POLICY, gate_id="gate-mtls")
         yield Services(memory, executor, gate)
-    finally:
-        for app in reversed(started):
-            await app.stop()
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:

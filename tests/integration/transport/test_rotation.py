@@ -25,9 +25,10 @@ from techno_core.transport import Transport
 from techno_memory.bootstrap import bootstrap as memory_bootstrap
 from techno_memory.settings import MemorySettings
 from techno_stack.certs import Authority, issue, new_authority
+from tests.integration.services import migrated_sqlite
 
 from .calls import refused
-from .conftest import LOCAL_SUBCHANNELS, NOT_AUTHORIZED, denial, migrated_sqlite
+from .conftest import LOCAL_SUBCHANNELS, NOT_AUTHORIZED, denial
 
 OK, REFUSED = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
 
