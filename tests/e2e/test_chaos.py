@@ -19,12 +19,11 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from techno_stack.stack import Ports, Stack, StackConfig
+from techno_stack.stack import Stack
 from tests.postgres_cluster import ensure_running, pg_ctlcluster, require_cluster_tools, wait_until_ready
 
 from .chaos import (
@@ -44,9 +43,8 @@ from .chaos import (
     steady,
     verify_chain,
 )
-from .support import eventually
+from .support import eventually, started_stack
 
-POLICY = Path(__file__).with_name("policy.yaml")
 # Short, so the test sees decisions closed; in production it is minutes (above the longest execution plus the
 # outbox's retries).
 RECONCILE_AFTER_SECONDS = 6
@@ -60,24 +58,19 @@ async def chaos_stack(
 ) -> AsyncIterator[Stack]:
     require_cluster_tools()
     database_url = create_postgres_database()  # its own: the test restarts the server under it
-    config = StackConfig(
-        state_dir=tmp_path_factory.mktemp("chaos"),
-        ports=Ports.free(),
-        database_url=database_url,
-        replicas={"gate": 2},
-        extra_env={
-            "TECHNO_GATE_POLICY_FILE": str(POLICY),
-            "TECHNO_HEALTH_CHECK_INTERVAL_SECONDS": "0.5",
-            "TECHNO_MEMORY_RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
-            "TECHNO_MEMORY_RECONCILE_INTERVAL_SECONDS": "0.5",
-        },
-    )
-    stack = Stack(config)
-    await stack.start()
     try:
-        yield stack
+        async with started_stack(
+            tmp_path_factory.mktemp("chaos"),
+            database_url,
+            replicas={"gate": 2},
+            env={
+                "TECHNO_HEALTH_CHECK_INTERVAL_SECONDS": "0.5",
+                "TECHNO_MEMORY_RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
+                "TECHNO_MEMORY_RECONCILE_INTERVAL_SECONDS": "0.5",
+            },
+        ) as stack:
+            yield stack
     finally:
-        await stack.stop()
         ensure_running(libpq(database_url))
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from techno_stack.stack import Ports, Stack, StackConfig
+from techno_stack.stack import Stack
 
-from .conftest import POLICY
 from .fuzz_checks import RUNTIME_RULES
+from .support import POLICY, started_stack
 
 SEED = 20261201
 MAX_EXAMPLES = 25
@@ -43,18 +43,8 @@ async def fuzz_stack(
     state = tmp_path_factory.mktemp("fuzz-stack")
     policy_file = state / "policy.yaml"
     policy_file.write_bytes(POLICY.read_bytes())
-    config = StackConfig(
-        state_dir=state,
-        ports=Ports.free(),
-        database_url=create_postgres_database(),
-        extra_env={"TECHNO_GATE_POLICY_FILE": str(policy_file)},
-    )
-    stack = Stack(config)
-    await stack.start()
-    try:
+    async with started_stack(state, create_postgres_database(), policy_file=policy_file) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 def _config(path: Path) -> Path:

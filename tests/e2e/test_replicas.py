@@ -16,14 +16,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import pytest_asyncio
 
-from techno_stack.stack import Ports, Stack, StackConfig
+from techno_stack.stack import Stack
 
 from .chaos import (
     WORKERS,
@@ -37,33 +36,24 @@ from .chaos import (
     outboxes_drained,
     verify_chain,
 )
-from .support import SUMMARIZE, eventually
-
-POLICY = Path(__file__).with_name("policy.yaml")
+from .support import SUMMARIZE, eventually, started_stack
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def replicated(
     create_postgres_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    config = StackConfig(
-        state_dir=tmp_path_factory.mktemp("replicas"),
-        ports=Ports.free(),
-        database_url=create_postgres_database(),
+    async with started_stack(
+        tmp_path_factory.mktemp("replicas"),
+        create_postgres_database(),
         replicas={"gate": 2, "executor": 2, "memory": 2},
-        extra_env={
-            "TECHNO_GATE_POLICY_FILE": str(POLICY),
+        env={
             "TECHNO_GATE_LIMITS_BACKEND": "redis",
             "TECHNO_GATE_LIMITS_KEY_PREFIX": f"techno:e2e-replicas:{uuid.uuid4().hex}:",
             "TECHNO_HEALTH_CHECK_INTERVAL_SECONDS": "0.5",
         },
-    )
-    stack = Stack(config)
-    await stack.start()
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 async def test_limits_and_idempotency_stay_exact_across_gate_replicas(replicated: Stack) -> None:
