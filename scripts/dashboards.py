@@ -418,7 +418,8 @@ def gate() -> model.Dashboard:
             "reqps",
             [Query(rate("gate_idempotent_requests_total", sel, "outcome"), "{{outcome}}")],
             description="executed: ran once; replayed: answered from a stored response; conflict: still running; "
-            "mismatch: key reused for another request.",
+            "mismatch: key reused for another request; unknown: an earlier run may have happened and its response "
+            "was lost (not run again).",
         ),
         timeseries(
             "Policy reloads by result",

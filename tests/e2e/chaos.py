@@ -33,6 +33,8 @@ LOAD_LIMIT_SECONDS = 120.0
 # What a retrying client sends again with the same Idempotency-Key: an unavailable upstream and a deadline
 # exceeded (the request may have run), and "still running" (the first attempt holds the key until its lease ends).
 RETRIED_STATUSES = frozenset({503, 504, 409})
+# … but not this 409: the first attempt may have run and its response is lost; the key never runs it again.
+OUTCOME_UNKNOWN = "IDEMPOTENCY_OUTCOME_UNKNOWN"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Result:
     reasons: tuple[str, ...]
     key: str = ""  # the Idempotency-Key, when sent
     body_trace_id: str = ""
+    message: str = ""  # the error's
 
 
 @dataclass
@@ -52,7 +55,8 @@ class Load:
 
     With ``retry_with_same_key`` every request carries a fresh Idempotency-Key, and a client answered 503, 504 or
     409 sends the same request with the same key again (after a short pause, or the Retry-After) until it gets a
-    200: how a client retries safely. ``stop`` then lets each client finish its current key."""
+    200, or the 409 ``IDEMPOTENCY_OUTCOME_UNKNOWN`` that says retrying cannot help: how a client retries safely.
+    ``stop`` then lets each client finish its current key."""
 
     url: str
     key: str
@@ -89,7 +93,7 @@ class Load:
                 key = str(uuid.uuid4())
                 while time.monotonic() < limit:
                     result, retry_after = await self._send(client, {**headers, "Idempotency-Key": key})
-                    if result.status not in RETRIED_STATUSES:
+                    if result.status not in RETRIED_STATUSES or OUTCOME_UNKNOWN in result.reasons:
                         break
                     await asyncio.sleep(retry_after)  # a client's back-off between its attempts
                 else:
@@ -113,6 +117,7 @@ class Load:
             tuple(error.get("reason_codes", ())),
             headers.get("Idempotency-Key", ""),
             body.get("traceId", "") if response.status_code == 200 else "",
+            str(error.get("message", "")),
         )
         self.results.append(result)
         return result, min(float(response.headers.get("retry-after", "0.1")), 1.0)

@@ -25,6 +25,7 @@ from techno_memory.bootstrap import bootstrap
 
 from .conftest import gate_channel, memory_settings
 from .test_api_keys import reason_of, violated_fields
+from .test_audit_trail import append, audit_event, new_trace_id
 from .test_sessions import Clock, until
 
 Stub = memory_pb2_grpc.MemoryServiceStub
@@ -35,6 +36,7 @@ CLAIMED = memory_pb2.IDEMPOTENCY_CLAIM_STATE_CLAIMED
 IN_PROGRESS = memory_pb2.IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS
 COMPLETED = memory_pb2.IDEMPOTENCY_CLAIM_STATE_COMPLETED
 MISMATCH = memory_pb2.IDEMPOTENCY_CLAIM_STATE_MISMATCH
+OUTCOME_UNKNOWN = memory_pb2.IDEMPOTENCY_CLAIM_STATE_OUTCOME_UNKNOWN
 # Not UTF-8, with NULs: the response is kept as the exact bytes.
 RESPONSE = b"\x00\xff\xfe response \x00" + bytes(range(256)) * 64
 
@@ -83,10 +85,16 @@ def duration(delta: timedelta) -> duration_pb2.Duration:
 
 
 async def claim(
-    stub: Stub, key: str = "key-1", hash_: str = HASH_A, *, principal_id: str = ALICE, lease: timedelta = LEASE
+    stub: Stub,
+    key: str = "key-1",
+    hash_: str = HASH_A,
+    *,
+    principal_id: str = ALICE,
+    lease: timedelta = LEASE,
+    trace_id: str = "",
 ) -> memory_pb2.ClaimIdempotencyKeyResponse:
     request = memory_pb2.ClaimIdempotencyKeyRequest(
-        principal_id=principal_id, idempotency_key=key, request_hash=hash_, lease=duration(lease)
+        principal_id=principal_id, idempotency_key=key, request_hash=hash_, lease=duration(lease), trace_id=trace_id
     )
     response: memory_pb2.ClaimIdempotencyKeyResponse = await stub.ClaimIdempotencyKey(request, timeout=10)
     return response
@@ -181,6 +189,71 @@ async def test_an_expired_lease_lets_another_claim_take_over(stub: Stub, clock: 
     assert (await claim(stub, hash_=HASH_B)).response == b"B"
 
 
+def outcome_of(decision: memory_pb2.AuditEvent, result: str) -> memory_pb2.AuditEvent:
+    outcome = audit_event(decision.trace_id, kind=memory_pb2.AUDIT_EVENT_KIND_OUTCOME, result=result)
+    outcome.attributes.update({"decision_event_id": decision.event_id})
+    return outcome
+
+
+async def test_an_abandoned_claim_whose_request_was_allowed_is_never_taken_over(stub: Stub, clock: Clock) -> None:
+    """The holder's gate stopped after its request was allowed (the decision is committed before anything runs)
+    and before the response was stored: the request may have run, so no repeat may run it again."""
+    holder = new_trace_id()
+    assert await state(stub, trace_id=holder) == CLAIMED
+    await append(stub, audit_event(holder, result="ALLOW"))
+    clock.advance(LEASE)  # the lease has run out, with no response and no outcome
+
+    repeat = await claim(stub, trace_id=new_trace_id())
+    assert (repeat.state, repeat.trace_id, repeat.response) == (OUTCOME_UNKNOWN, holder, b"")
+    assert await state(stub, trace_id=new_trace_id()) == OUTCOME_UNKNOWN  # and again: nothing was taken over
+    assert await state(stub, hash_=HASH_B) == MISMATCH  # the key is used, by a request that may have run
+    clock.advance(timedelta(hours=2))
+    assert await state(stub) == OUTCOME_UNKNOWN
+
+    # Its outcome arriving late (the gate's outbox, or the reconciler's UNKNOWN) changes nothing …
+    decision = audit_event(holder, result="ALLOW")  # (another decision of a reused trace, still open)
+    await append(stub, decision, outcome_of(decision, "UNKNOWN"))
+    assert await state(stub) == OUTCOME_UNKNOWN
+    # … until the record expires: then the key is used afresh.
+    clock.advance(RETENTION)
+    assert await state(stub, trace_id=new_trace_id()) == CLAIMED
+
+
+async def test_an_abandoned_claim_with_nothing_decided_is_taken_over(stub: Stub, clock: Clock) -> None:
+    """The holder stopped before its request was decided (or it was denied): nothing ran, a repeat runs it."""
+    holder, denied = new_trace_id(), new_trace_id()
+    assert await state(stub, trace_id=holder) == CLAIMED
+    assert await state(stub, "denied", trace_id=denied) == CLAIMED
+    await append(stub, audit_event(denied, result="DENY", reason_codes=["RATE_LIMITED"]))
+    await append(stub, audit_event(new_trace_id(), result="ALLOW"))  # another request's decision
+    clock.advance(LEASE)
+    assert await state(stub, trace_id=new_trace_id()) == CLAIMED
+    assert await state(stub, "denied", trace_id=new_trace_id()) == CLAIMED
+
+
+async def test_an_abandoned_claim_whose_request_failed_is_taken_over(stub: Stub, clock: Clock) -> None:
+    """A failure releases the key; if that release was lost, the FAILED outcome still says nothing succeeded."""
+    holder = new_trace_id()
+    assert await state(stub, trace_id=holder) == CLAIMED
+    decision = audit_event(holder, result="ALLOW")
+    await append(stub, decision, outcome_of(decision, "FAILED"))
+    clock.advance(LEASE)
+    second = new_trace_id()
+    assert await state(stub, hash_=HASH_B, trace_id=second) == CLAIMED
+    # The new claim holds, under its own trace: when it is abandoned after being allowed, it is not taken over.
+    await append(stub, audit_event(second, result="ALLOW"))
+    clock.advance(LEASE)
+    repeat = await claim(stub, hash_=HASH_B)
+    assert (repeat.state, repeat.trace_id) == (OUTCOME_UNKNOWN, second)
+
+
+async def test_an_abandoned_claim_without_a_trace_id_is_taken_over(stub: Stub, clock: Clock) -> None:
+    """A claim made without a trace id (or before migration 0006 kept it) cannot be judged: taken over as before."""
+    assert await state(stub) == CLAIMED
+    clock.advance(LEASE)
+    assert await state(stub) == CLAIMED
+
+
 async def test_a_record_expires_after_the_retention(stub: Stub, clock: Clock) -> None:
     assert await state(stub) == CLAIMED
     await complete(stub)
@@ -235,6 +308,9 @@ async def test_invalid_requests_are_refused_with_field_violations(stub: Stub) ->
         assert violated_fields(error) == ["lease"]
     error = await refused(claim(stub, "k" * 256), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == ["idempotency_key"]
+    for trace_id in ("4BF92F3577B34DA6A3CE929D0E0E4736", "0" * 32, "abc"):
+        error = await refused(claim(stub, trace_id=trace_id), grpc.StatusCode.INVALID_ARGUMENT)
+        assert violated_fields(error) == ["trace_id"]
 
     error = await refused(complete(stub, ""), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == ["idempotency_key"]

@@ -27,7 +27,7 @@ from techno_memory.adapters.migrations import (
     upgrade,
 )
 from techno_memory.adapters.repository import SqlRepository
-from techno_memory.adapters.tables import Base, UtcDateTime
+from techno_memory.adapters.tables import Base, IdempotencyKeyRow, UtcDateTime
 from techno_memory.bootstrap import bootstrap
 from techno_memory.domain.audit_query import AuditFilter
 from techno_memory.domain.records import AuditEvent, AuditEventKind
@@ -176,8 +176,6 @@ async def test_0005_adds_and_removes_the_audit_query_indexes_and_idempotency_key
         assert indexes["ix_audit_events_principal_id_id"] == ["principal_id", "id"]
         assert indexes["ix_audit_events_occurred_at_id"] == ["occurred_at", "id"]
         assert "idempotency_keys" in await tables(engine)
-        async with engine.connect() as connection:
-            assert await connection.run_sync(schema_differences) == []
         page = await repository.list_events(AuditFilter(principal_id="key_1"), after_id=None, limit=10)
         assert [event.event_id for _, event in page] == ["e0", "e1", "e2"]
 
@@ -187,6 +185,56 @@ async def test_0005_adds_and_removes_the_audit_query_indexes_and_idempotency_key
         assert "idempotency_keys" not in await tables(engine)
         assert [event.event_id for event in await repository.audit_trail(trace_id)] == ["e0", "e1", "e2"]
         assert (await verify_chain(engine)).intact
+
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+# idempotency_keys as revision 0005 created it: what a release before the holder's trace id wrote.
+_IDEMPOTENCY_KEYS_0005 = table(
+    "idempotency_keys",
+    *(column(name, String()) for name in ("principal_id", "idempotency_key", "request_hash")),
+    column("created_at", UtcDateTime()),
+    column("expires_at", UtcDateTime()),
+    column("lease_expires_at", UtcDateTime()),
+)
+
+
+async def idempotency_key_columns(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("idempotency_keys"))
+    return {column["name"] for column in columns}
+
+
+async def test_0006_adds_and_removes_the_holders_trace_id_keeping_the_records(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
+    record = {"principal_id": "key_1", "idempotency_key": "k-1", "request_hash": "a" * 64} | {
+        "created_at": CREATED,
+        "expires_at": REVOKED,
+        "lease_expires_at": CREATED,
+    }
+    try:
+        await upgrade(engine, "0005")
+        assert "trace_id" not in await idempotency_key_columns(engine)
+        async with engine.begin() as connection:
+            await connection.execute(_IDEMPOTENCY_KEYS_0005.insert(), [record])
+
+        await upgrade(engine, "0006")
+        assert "trace_id" in await idempotency_key_columns(engine)
+        async with engine.connect() as connection:
+            assert await connection.run_sync(schema_differences) == []
+            # A record claimed before 0006 has no holder's trace id: it is taken over as before.
+            rows = (await connection.execute(IdempotencyKeyRow.__table__.select())).all()
+        assert [(row.idempotency_key, row.trace_id, row.lease_expires_at) for row in rows] == [("k-1", None, CREATED)]
+
+        await downgrade(engine, "0005")
+        assert await current_revision(engine) == "0005"
+        assert "trace_id" not in await idempotency_key_columns(engine)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(_IDEMPOTENCY_KEYS_0005.select())).all()
+        assert [(row.idempotency_key, row.expires_at) for row in rows] == [("k-1", REVOKED)]  # the records survive
 
         await upgrade(engine)
         assert await current_revision(engine) == head_revision()

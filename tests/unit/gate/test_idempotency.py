@@ -6,10 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import grpc
 import pytest
 
 from techno_core import errors
-from techno_gate.application.idempotency import Claim, ClaimState, Idempotency, request_hash, validate_key
+from techno_core.grpc_errors import error_info_of, to_rpc_status
+from techno_gate.application.idempotency import (
+    Claim,
+    ClaimState,
+    Idempotency,
+    outcome_unknown,
+    request_hash,
+    validate_key,
+)
 from techno_gate.domain.reasons import Reason
 
 
@@ -17,8 +26,16 @@ class DictStore:
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], tuple[str, bytes | None]] = {}
         self.released = 0
+        self.trace_ids: list[str] = []
+        # Keys whose holder's lease ran out after its request was allowed: memory answers OUTCOME_UNKNOWN.
+        self.lost: dict[tuple[str, str], str] = {}
 
-    async def claim(self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float) -> Claim:
+    async def claim(
+        self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float, trace_id: str
+    ) -> Claim:
+        self.trace_ids.append(trace_id)
+        if (principal_id, key) in self.lost:
+            return Claim(ClaimState.OUTCOME_UNKNOWN, trace_id=self.lost[principal_id, key])
         found = self.records.get((principal_id, key))
         if found is None:
             self.records[principal_id, key] = (request_hash, None)
@@ -115,6 +132,54 @@ async def test_a_duplicate_that_outlives_its_deadline_waiting_gets_a_conflict(
     assert raised.value.reason == Reason.IDEMPOTENCY_KEY_IN_PROGRESS
     assert raised.value.retry_after_seconds
     assert outcomes.counts["conflict"] == 1
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def test_the_claim_names_the_requests_trace(idempotency: Idempotency, store: DictStore) -> None:
+    async def work() -> bytes:
+        return b"ok"
+
+    await idempotency.run("p", "k", "h", work, timeout=1, trace_id=TRACE_ID)
+    assert store.trace_ids == [TRACE_ID]
+
+
+@pytest.mark.parametrize("earlier_trace_id", [TRACE_ID, ""])
+async def test_a_repeat_whose_earlier_request_may_have_run_is_refused_and_not_run(
+    idempotency: Idempotency, store: DictStore, outcomes: Outcomes, earlier_trace_id: str
+) -> None:
+    """The holder's gate stopped after its request was allowed and before the response was stored: memory says
+    OUTCOME_UNKNOWN, and the gate answers 409 ABORTED at once (no waiting, no Retry-After: retrying cannot help)."""
+    store.lost["p", "k"] = earlier_trace_id
+
+    async def work() -> bytes:
+        raise AssertionError("must not run")
+
+    with pytest.raises(errors.Aborted) as raised:
+        await idempotency.run("p", "k", "h", work, timeout=5, trace_id="f" * 32)
+    refusal = raised.value
+    assert refusal.reason == Reason.IDEMPOTENCY_OUTCOME_UNKNOWN
+    assert refusal.retry_after_seconds is None
+    assert "may have run and its result was lost; it is not run again" in refusal.message
+    assert "or send it with a new key" in refusal.message
+    if earlier_trace_id:
+        assert refusal.metadata == {"trace_id": TRACE_ID}
+        assert f"trace id {TRACE_ID}" in refusal.message
+    else:
+        assert refusal.metadata == {}
+    assert outcomes.counts == {"unknown": 1}
+    assert store.trace_ids == ["f" * 32]  # asked once
+
+
+def test_the_refusal_is_aborted_with_the_reason_and_trace_in_error_info() -> None:
+    """ABORTED, which the edge answers as 409 with the ErrorInfo's reason and metadata."""
+    status = to_rpc_status(outcome_unknown(TRACE_ID))
+    assert status.code == grpc.StatusCode.ABORTED.value[0]
+    info = error_info_of(status)
+    assert info is not None
+    assert info.reason == "IDEMPOTENCY_OUTCOME_UNKNOWN"
+    assert dict(info.metadata) == {"trace_id": TRACE_ID}
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "with space", "naïve", "tab\there"])

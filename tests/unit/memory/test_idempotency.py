@@ -24,8 +24,11 @@ from techno_memory.domain.idempotency import (
     ClaimRequest,
     ClaimState,
     IdempotencyRecord,
+    TrailEvent,
     Verdict,
+    holder_may_have_run,
     judge,
+    judge_abandoned,
 )
 from techno_memory.domain.idempotency_validation import (
     INVALID_IDEMPOTENCY_REQUEST,
@@ -105,15 +108,46 @@ def test_the_verdict_on_a_stored_record() -> None:
     assert judge(record(response=b"r"), HASH, NOW) is Verdict.COMPLETED
     assert judge(record(response=b""), HASH, NOW) is Verdict.COMPLETED  # an empty response is a response
     assert judge(record(response=b"r"), other, NOW) is Verdict.MISMATCH
-    # An abandoned claim (lease run out, no response) is taken over, even by another request.
-    assert judge(record(), HASH, NOW + MINUTE) is Verdict.TAKE_OVER
-    assert judge(record(), other, NOW + MINUTE) is Verdict.TAKE_OVER
+    # An abandoned claim (lease run out, no response) is judged by its holder's audit trail …
+    assert judge(record(), HASH, NOW + MINUTE) is Verdict.ABANDONED
+    assert judge(record(), other, NOW + MINUTE) is Verdict.ABANDONED
+    # … taken over, even by another request, when nothing can have run; never when it may have run.
+    assert judge_abandoned(record(), HASH, may_have_run=False) is Verdict.TAKE_OVER
+    assert judge_abandoned(record(), other, may_have_run=False) is Verdict.TAKE_OVER
+    assert judge_abandoned(record(), HASH, may_have_run=True) is Verdict.OUTCOME_UNKNOWN
+    assert judge_abandoned(record(), other, may_have_run=True) is Verdict.MISMATCH
     # A completed record outlives its lease: the response is answered until the record expires.
     assert judge(record(response=b"r"), HASH, NOW + MINUTE) is Verdict.COMPLETED
     expired = NOW + timedelta(days=1)
     assert judge(record(response=b"r"), HASH, expired) is Verdict.TAKE_OVER
     assert judge(record(response=b"r"), other, expired) is Verdict.TAKE_OVER
     assert judge(record(response=b"r"), HASH, expired - timedelta(microseconds=1)) is Verdict.COMPLETED
+
+
+def allow(event_id: str = "d1") -> TrailEvent:
+    return TrailEvent("DECISION", "ALLOW", event_id)
+
+
+def outcome(result: str, decision_event_id: str | None = "d1") -> TrailEvent:
+    return TrailEvent("OUTCOME", result, f"o-{result}", decision_event_id)
+
+
+@pytest.mark.parametrize(
+    ("trail", "may_have_run"),
+    [
+        ([], False),  # the holder stopped before its decision
+        ([TrailEvent("DECISION", "DENY", "d1")], False),
+        ([allow()], True),  # allowed, no outcome: it may have run
+        ([allow(), outcome("SUCCEEDED")], True),  # it ran (its response was lost)
+        ([allow(), outcome("UNKNOWN")], True),  # closed by the reconciler: may or may not have run
+        ([allow(), outcome("FAILED")], False),  # it failed: nothing to repeat
+        ([allow(), outcome("FAILED", decision_event_id=None)], True),  # a failure naming no decision: be safe
+        ([allow("d0"), outcome("FAILED", "d0"), allow("d1")], True),  # a trace reused: the open decision counts
+        ([allow("d0"), outcome("FAILED", "d0"), allow("d1"), outcome("FAILED", "d1")], False),
+    ],
+)
+def test_whether_an_abandoned_holder_may_have_run(trail: list[TrailEvent], may_have_run: bool) -> None:
+    assert holder_may_have_run(trail) is may_have_run
 
 
 class FakeStore:

@@ -354,6 +354,7 @@ _CLAIM_STATES = {
     memory_pb2.IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS: ClaimState.IN_PROGRESS,
     memory_pb2.IDEMPOTENCY_CLAIM_STATE_COMPLETED: ClaimState.COMPLETED,
     memory_pb2.IDEMPOTENCY_CLAIM_STATE_MISMATCH: ClaimState.MISMATCH,
+    memory_pb2.IDEMPOTENCY_CLAIM_STATE_OUTCOME_UNKNOWN: ClaimState.OUTCOME_UNKNOWN,
 }
 
 
@@ -364,17 +365,19 @@ class MemoryIdempotencyStore:
         self._stub = stub
         self._timeout = timeout_seconds
 
-    async def claim(self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float) -> Claim:
+    async def claim(
+        self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float, trace_id: str
+    ) -> Claim:
         lease = duration_pb2.Duration()
         lease.FromMilliseconds(round(lease_seconds * 1000))
         request = memory_pb2.ClaimIdempotencyKeyRequest(
-            principal_id=principal_id, idempotency_key=key, request_hash=request_hash, lease=lease
+            principal_id=principal_id, idempotency_key=key, request_hash=request_hash, lease=lease, trace_id=trace_id
         )
         reply = await through_memory(self._stub.ClaimIdempotencyKey(request, timeout=self._timeout))
         state = _CLAIM_STATES.get(reply.state)
         if state is None:
             raise RuntimeError(f"memory answered an unknown claim state {reply.state}")
-        return Claim(state, reply.response)
+        return Claim(state, reply.response, reply.trace_id)
 
     async def complete(self, principal_id: str, key: str, response: bytes) -> None:
         request = memory_pb2.CompleteIdempotencyKeyRequest(

@@ -48,7 +48,7 @@ class PrometheusDecisionObserver:
         )
         self._idempotent = Counter(
             "gate_idempotent_requests_total",
-            "Requests sent with an Idempotency-Key, by outcome (executed|replayed|conflict|mismatch).",
+            "Requests sent with an Idempotency-Key, by outcome (executed|replayed|conflict|mismatch|unknown).",
             ["outcome"],
             registry=registry,
         )

@@ -6,8 +6,12 @@ answer with exactly that response (the same bytes: same result, same trace id). 
 kept: when the execution fails, or is denied, the claim is released, so a retry with the same key runs again
 (nothing succeeded, so there is nothing to repeat). A key reused for a different request is refused.
 
-A claim is leased for the request's deadline plus a margin: the holder can no longer be running after it, so a
-duplicate that finds an expired lease (the holder's gate crashed) takes the key over safely.
+A claim is leased for the request's deadline plus a margin, and names the request's trace id. A duplicate that
+finds an expired lease without a response (the holder's gate stopped) cannot know from the record whether the
+request ran, so memory reads the holder's audit trail: if the request was allowed (the decision is committed
+before anything runs) and did not fail, it may have run and its response is lost. It is then never run again:
+the duplicate is refused with 409 ``IDEMPOTENCY_OUTCOME_UNKNOWN`` naming the earlier trace, and the client learns
+what happened from the audit trail. Only a holder that stopped before its request was allowed is taken over.
 """
 
 from __future__ import annotations
@@ -37,16 +41,21 @@ class ClaimState(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
     MISMATCH = "MISMATCH"
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 
 @dataclass(frozen=True)
 class Claim:
     state: ClaimState
     response: bytes = b""
+    # When OUTCOME_UNKNOWN: the trace id of the earlier request that may have run ("" if unknown).
+    trace_id: str = ""
 
 
 class IdempotencyStore(Protocol):
-    async def claim(self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float) -> Claim: ...
+    async def claim(
+        self, principal_id: str, key: str, request_hash: str, *, lease_seconds: float, trace_id: str
+    ) -> Claim: ...
 
     async def complete(self, principal_id: str, key: str, response: bytes) -> None: ...
 
@@ -55,7 +64,7 @@ class IdempotencyStore(Protocol):
 
 class ReplayObserver(Protocol):
     def idempotent(self, outcome: str) -> None:
-        """One of: executed, replayed, conflict, mismatch."""
+        """One of: executed, replayed, conflict, mismatch, unknown."""
         ...
 
 
@@ -66,6 +75,19 @@ def validate_key(key: str) -> None:
         reason=Reason.IDEMPOTENCY_KEY_INVALID,
         message="Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
         violations=[errors.FieldViolation("Idempotency-Key", "1 to 255 printable ASCII characters, no spaces")],
+    )
+
+
+def outcome_unknown(trace_id: str) -> errors.Aborted:
+    """The refusal of a repeat whose earlier request may have run and lost its response: it is not run again."""
+    where = f"check the audit trail (trace id {trace_id})" if trace_id else "check the audit trail"
+    return errors.Aborted(
+        reason=Reason.IDEMPOTENCY_OUTCOME_UNKNOWN,
+        message=(
+            "an earlier request with this Idempotency-Key may have run and its result was lost; it is not run "
+            f"again: {where} or send it with a new key"
+        ),
+        metadata={"trace_id": trace_id} if trace_id else {},
     )
 
 
@@ -83,13 +105,22 @@ class Idempotency:
     clock: Callable[[], float] = time.monotonic
 
     async def run(
-        self, principal_id: str, key: str, fingerprint: str, work: Callable[[], Awaitable[bytes]], *, timeout: float
+        self,
+        principal_id: str,
+        key: str,
+        fingerprint: str,
+        work: Callable[[], Awaitable[bytes]],
+        *,
+        timeout: float,
+        trace_id: str = "",
     ) -> bytes:
-        """The response of the key's one execution: ``work``'s, if this call wins the claim, else the winner's."""
+        """The response of the key's one execution: ``work``'s, if this call wins the claim, else the winner's.
+        ``trace_id`` is this request's, kept with its claim."""
         deadline = self.clock() + timeout
         delay = self.first_poll_seconds
+        lease = timeout + LEASE_MARGIN_SECONDS
         while True:
-            claim = await self.store.claim(principal_id, key, fingerprint, lease_seconds=timeout + LEASE_MARGIN_SECONDS)
+            claim = await self.store.claim(principal_id, key, fingerprint, lease_seconds=lease, trace_id=trace_id)
             if claim.state is ClaimState.CLAIMED:
                 self.observer.idempotent("executed")
                 return await self._execute(principal_id, key, work)
@@ -102,6 +133,9 @@ class Idempotency:
                     reason=Reason.IDEMPOTENCY_KEY_REUSED,
                     message="this Idempotency-Key was already used for a different request",
                 )
+            if claim.state is ClaimState.OUTCOME_UNKNOWN:
+                self.observer.idempotent("unknown")
+                raise outcome_unknown(claim.trace_id)
             if self.clock() + delay >= deadline:  # IN_PROGRESS, and no time left to wait for it
                 self.observer.idempotent("conflict")
                 raise errors.Aborted(
@@ -123,6 +157,7 @@ class Idempotency:
         try:
             await self.store.complete(principal_id, key, response)
         except errors.DomainError as failure:
-            # The work is done and is answered; a duplicate arriving later will wait out the lease and run again.
+            # The work is done and is answered; a duplicate arriving after the lease learns that it may have run
+            # (IDEMPOTENCY_OUTCOME_UNKNOWN) and does not run it again.
             log.error("idempotent response not stored", extra={"error": failure.reason})
         return response

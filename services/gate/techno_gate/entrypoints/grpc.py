@@ -182,7 +182,9 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
             return (await self._process(command, timeout)).SerializeToString()
 
         fingerprint = request_hash(request.SerializeToString(deterministic=True))
-        response = await self._idempotency.run(principal.id, key, fingerprint, execute, timeout=timeout)
+        response = await self._idempotency.run(
+            principal.id, key, fingerprint, execute, timeout=timeout, trace_id=command.trace_id
+        )
         return gate_pb2.ProcessResponse.FromString(response)
 
     async def _process(self, command: ProcessCommand, timeout: float) -> gate_pb2.ProcessResponse:

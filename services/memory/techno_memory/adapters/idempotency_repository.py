@@ -3,7 +3,9 @@
 
 Every decision is a single statement the database arbitrates: the INSERT … ON CONFLICT DO NOTHING that only one
 of concurrent claims can win (the primary key), and UPDATEs and DELETEs whose WHERE holds the state they expect.
-Nothing is decided by reading first and writing after without such a check.
+Nothing is decided by reading first and writing after without such a check. An abandoned claim is judged by its
+holder's audit trail, read in the claim's transaction before the takeover (audit events are append-only, and the
+holder, its lease over, writes no more decisions).
 """
 
 from __future__ import annotations
@@ -18,13 +20,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from techno_memory.adapters.repository import unavailable_when_unreachable
-from techno_memory.adapters.tables import IdempotencyKeyRow
-from techno_memory.domain.idempotency import Claim, ClaimRequest, ClaimState, IdempotencyRecord, Verdict, judge
+from techno_memory.adapters.tables import AuditEventRow, IdempotencyKeyRow
+from techno_memory.domain.idempotency import (
+    Claim,
+    ClaimRequest,
+    ClaimState,
+    IdempotencyRecord,
+    TrailEvent,
+    Verdict,
+    holder_may_have_run,
+    judge,
+    judge_abandoned,
+)
 
 # How often one claim retries after losing a compare-and-set to a concurrent change before answering IN_PROGRESS.
 CLAIM_ATTEMPTS = 3
 
 _TABLE = cast(Table, IdempotencyKeyRow.__table__)
+_AUDIT = cast(Table, AuditEventRow.__table__)
 
 
 def _insert_if_absent(dialect: str) -> Insert:
@@ -55,7 +68,20 @@ def _record(row: Row[Any]) -> IdempotencyRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         lease_expires_at=row.lease_expires_at,
+        trace_id=row.trace_id,
     )
+
+
+async def _holder_trail(connection: AsyncConnection, trace_id: str) -> list[TrailEvent]:
+    """The decisions and outcomes of a trace (a handful of rows, through the trace_id index)."""
+    query = select(_AUDIT.c.kind, _AUDIT.c.result, _AUDIT.c.event_id, _AUDIT.c.attributes).where(
+        _AUDIT.c.trace_id == trace_id, _AUDIT.c.kind.in_(("DECISION", "OUTCOME"))
+    )
+    trail = []
+    for row in await connection.execute(query):
+        named = (row.attributes or {}).get("decision_event_id")
+        trail.append(TrailEvent(row.kind, row.result, row.event_id, named if isinstance(named, str) else None))
+    return trail
 
 
 class SqlIdempotencyStore:
@@ -75,6 +101,7 @@ class SqlIdempotencyStore:
             "created_at": request.now,
             "expires_at": request.expires_at,
             "lease_expires_at": request.lease_expires_at,
+            "trace_id": request.trace_id or None,
         }
         insert = self._insert.values(principal_id=request.principal_id, idempotency_key=request.key, **fresh)
         read = select(_TABLE).where(*_key(request.principal_id, request.key))
@@ -93,6 +120,16 @@ class SqlIdempotencyStore:
                     return Claim(ClaimState.IN_PROGRESS)
                 if verdict is Verdict.COMPLETED:
                     return Claim(ClaimState.COMPLETED, record.response or b"")
+                if verdict is Verdict.ABANDONED:
+                    # Its request may have run, and its response is lost: running it again would run it twice.
+                    may_have_run = record.trace_id is not None and holder_may_have_run(
+                        await _holder_trail(connection, record.trace_id)
+                    )
+                    verdict = judge_abandoned(record, request.request_hash, may_have_run=may_have_run)
+                    if verdict is Verdict.MISMATCH:
+                        return Claim(ClaimState.MISMATCH)
+                    if verdict is Verdict.OUTCOME_UNKNOWN:
+                        return Claim(ClaimState.OUTCOME_UNKNOWN, trace_id=record.trace_id or "")
                 if await self._take_over(connection, record, fresh):
                     return Claim(ClaimState.CLAIMED)
         return Claim(ClaimState.IN_PROGRESS)

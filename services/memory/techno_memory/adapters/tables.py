@@ -162,6 +162,9 @@ class IdempotencyKeyRow(Base):
     # Indexed: the sweeper selects the expired ones.
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The W3C trace id of the holder's request (NULL without one): when the lease runs out without a response,
+    # the audit trail of this trace says whether that request may have run (migration 0006).
+    trace_id: Mapped[str | None] = mapped_column(String(32))
 
 
 # What erasing and exporting a principal's data (``PrincipalData``) does with each table. Every table is in

@@ -5,16 +5,22 @@ response once there is one, and three times by this service's clock: ``created_a
 (``created_at`` + the retention, ``TECHNO_MEMORY_IDEMPOTENCY_RETENTION_SECONDS``) and ``lease_expires_at``
 (``created_at`` + the lease the claimant asked for).
 
-**Claim** (principal, key, request_hash, lease), in one transaction:
+**Claim** (principal, key, request_hash, lease, trace_id), in one transaction:
 
 1. ``INSERT … ON CONFLICT DO NOTHING``. A row inserted: **CLAIMED**, the caller executes the request.
 2. Otherwise the stored record is read and judged (``techno_memory.domain.idempotency.judge``):
 
-   - expired (``expires_at <= now``), or unfinished with an expired lease (its holder crashed or overran): it is
-     taken over by a compare-and-set UPDATE (new hash, no response, fresh times) whose WHERE requires the times
-     and the absence of a response read in step 2 to be unchanged. One row updated: **CLAIMED**. None: another
-     claim, completion, release or sweep changed it first, and the claim starts again from step 1 (at most
-     three times, then **IN_PROGRESS**: ask again);
+   - unfinished with an expired lease (its holder crashed or overran, *abandoned*): the holder's request may
+     have run, and its response is lost. The audit trail of the holder's trace id (kept with its claim) decides,
+     in the same transaction: an ``ALLOW`` decision that no ``FAILED`` outcome names means it may have run, and
+     the record is **not** taken over (that would run the request twice): **OUTCOME_UNKNOWN**, with the holder's
+     trace id, for a repeat (**MISMATCH** for another request) until the record expires. Without such a decision
+     (the holder stopped before anything ran; or the claim has no trace id) it is taken over as below;
+   - expired (``expires_at <= now``), or abandoned and cannot have run: it is taken over by a compare-and-set
+     UPDATE (new hash and trace id, no response, fresh times) whose WHERE requires the times and the absence of
+     a response read in step 2 to be unchanged. One row updated: **CLAIMED**. None: another claim, completion,
+     release or sweep changed it first, and the claim starts again from step 1 (at most three times, then
+     **IN_PROGRESS**: ask again);
    - a live record of another request_hash: **MISMATCH** (the key was used for a different request);
    - a live record with a response: **COMPLETED**, with exactly the stored bytes;
    - otherwise: **IN_PROGRESS** (its execution has not finished: ask again later).
@@ -70,8 +76,10 @@ class IdempotencyKeys:
         self._retention = retention
         self._clock = clock
 
-    async def claim(self, principal_id: str, key: str, request_hash: str, lease: timedelta) -> Claim:
-        validate_claim(principal_id, key, request_hash, lease)
+    async def claim(
+        self, principal_id: str, key: str, request_hash: str, lease: timedelta, trace_id: str = ""
+    ) -> Claim:
+        validate_claim(principal_id, key, request_hash, lease, trace_id)
         now = self._clock()
         request = ClaimRequest(
             principal_id=principal_id,
@@ -80,6 +88,7 @@ class IdempotencyKeys:
             now=now,
             lease_expires_at=now + lease,
             expires_at=now + self._retention,
+            trace_id=trace_id,
         )
         return await self._store.claim(request)
 

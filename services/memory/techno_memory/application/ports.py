@@ -146,8 +146,9 @@ class IdempotencyStore(Protocol):
 
     async def claim(self, request: ClaimRequest) -> Claim:
         """In one transaction: create the record (CLAIMED), or judge the stored one (``domain.idempotency.judge``)
-        and take it over by compare-and-set when it is expired or abandoned (CLAIMED, or IN_PROGRESS when another
-        claim changed it first)."""
+        and take it over by compare-and-set when it is expired, or abandoned by a holder whose audit trail shows
+        nothing may have run (CLAIMED, or IN_PROGRESS when another claim changed it first; OUTCOME_UNKNOWN when
+        the holder's request may have run)."""
         ...
 
     async def complete(self, principal_id: str, key: str, response: bytes, *, now: datetime) -> bool:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from techno_core.errors import FieldViolation, InvalidArgument
 from techno_memory.domain.idempotency import MAX_LEASE
-from techno_memory.domain.validation import MAX_ID_LENGTH, text_problems
+from techno_memory.domain.validation import MAX_ID_LENGTH, text_problems, trace_id_problem
 
 MAX_KEY_LENGTH = 255
 # A stored response is returned as is to every repeat; 4 MiB is gRPC's default message bound.
@@ -37,7 +37,7 @@ def _refuse(violations: list[FieldViolation]) -> None:
         )
 
 
-def validate_claim(principal_id: str, key: str, request_hash: str, lease: timedelta) -> None:
+def validate_claim(principal_id: str, key: str, request_hash: str, lease: timedelta, trace_id: str = "") -> None:
     violations = _key_problems(principal_id, key)
     if not _SHA256_HEX.fullmatch(request_hash):
         violations.append(FieldViolation("request_hash", "must be a SHA-256 digest: 64 lowercase hex digits"))
@@ -45,6 +45,8 @@ def validate_claim(principal_id: str, key: str, request_hash: str, lease: timede
         violations.append(FieldViolation("lease", "required: a positive duration"))
     elif lease > MAX_LEASE:
         violations.append(FieldViolation("lease", f"at most {int(MAX_LEASE.total_seconds())} seconds"))
+    if trace_id and (problem := trace_id_problem(trace_id)) is not None:  # optional: a claim without a trace
+        violations.append(FieldViolation("trace_id", problem))
     _refuse(violations)
 
 

@@ -12,6 +12,7 @@ _STATE_TO_PROTO = {
     ClaimState.IN_PROGRESS: memory_pb2.IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS,
     ClaimState.COMPLETED: memory_pb2.IDEMPOTENCY_CLAIM_STATE_COMPLETED,
     ClaimState.MISMATCH: memory_pb2.IDEMPOTENCY_CLAIM_STATE_MISMATCH,
+    ClaimState.OUTCOME_UNKNOWN: memory_pb2.IDEMPOTENCY_CLAIM_STATE_OUTCOME_UNKNOWN,
 }
 
 
@@ -26,4 +27,6 @@ def lease_from_proto(request: memory_pb2.ClaimIdempotencyKeyRequest) -> timedelt
 
 
 def claim_to_proto(claim: Claim) -> memory_pb2.ClaimIdempotencyKeyResponse:
-    return memory_pb2.ClaimIdempotencyKeyResponse(state=_STATE_TO_PROTO[claim.state], response=claim.response)
+    return memory_pb2.ClaimIdempotencyKeyResponse(
+        state=_STATE_TO_PROTO[claim.state], response=claim.response, trace_id=claim.trace_id
+    )

@@ -158,7 +158,11 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.ClaimIdempotencyKeyRequest, context: Context
     ) -> memory_pb2.ClaimIdempotencyKeyResponse:
         claim = await self._idempotency.claim(
-            request.principal_id, request.idempotency_key, request.request_hash, lease_from_proto(request)
+            request.principal_id,
+            request.idempotency_key,
+            request.request_hash,
+            lease_from_proto(request),
+            request.trace_id,
         )
         return claim_to_proto(claim)
 

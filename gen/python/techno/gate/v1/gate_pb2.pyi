@@ -48,6 +48,7 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_IDEMPOTENCY_KEY_IN_PROGRESS: _ClassVar[ReasonCode]
     REASON_CODE_INVALID_PAGE_TOKEN: _ClassVar[ReasonCode]
     REASON_CODE_SELF_REVOCATION: _ClassVar[ReasonCode]
+    REASON_CODE_IDEMPOTENCY_OUTCOME_UNKNOWN: _ClassVar[ReasonCode]
 
 class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +86,7 @@ REASON_CODE_IDEMPOTENCY_KEY_REUSED: ReasonCode
 REASON_CODE_IDEMPOTENCY_KEY_IN_PROGRESS: ReasonCode
 REASON_CODE_INVALID_PAGE_TOKEN: ReasonCode
 REASON_CODE_SELF_REVOCATION: ReasonCode
+REASON_CODE_IDEMPOTENCY_OUTCOME_UNKNOWN: ReasonCode
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 

@@ -28,6 +28,7 @@ class IdempotencyClaimState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS: _ClassVar[IdempotencyClaimState]
     IDEMPOTENCY_CLAIM_STATE_COMPLETED: _ClassVar[IdempotencyClaimState]
     IDEMPOTENCY_CLAIM_STATE_MISMATCH: _ClassVar[IdempotencyClaimState]
+    IDEMPOTENCY_CLAIM_STATE_OUTCOME_UNKNOWN: _ClassVar[IdempotencyClaimState]
 AUDIT_EVENT_KIND_UNSPECIFIED: AuditEventKind
 AUDIT_EVENT_KIND_DECISION: AuditEventKind
 AUDIT_EVENT_KIND_OUTCOME: AuditEventKind
@@ -38,6 +39,7 @@ IDEMPOTENCY_CLAIM_STATE_CLAIMED: IdempotencyClaimState
 IDEMPOTENCY_CLAIM_STATE_IN_PROGRESS: IdempotencyClaimState
 IDEMPOTENCY_CLAIM_STATE_COMPLETED: IdempotencyClaimState
 IDEMPOTENCY_CLAIM_STATE_MISMATCH: IdempotencyClaimState
+IDEMPOTENCY_CLAIM_STATE_OUTCOME_UNKNOWN: IdempotencyClaimState
 
 class SessionMessage(_message.Message):
     __slots__ = ("role", "content", "created_at")
@@ -282,24 +284,28 @@ class ListAuditEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ClaimIdempotencyKeyRequest(_message.Message):
-    __slots__ = ("principal_id", "idempotency_key", "request_hash", "lease")
+    __slots__ = ("principal_id", "idempotency_key", "request_hash", "lease", "trace_id")
     PRINCIPAL_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_HASH_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     principal_id: str
     idempotency_key: str
     request_hash: str
     lease: _duration_pb2.Duration
-    def __init__(self, principal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., request_hash: _Optional[str] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, principal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., request_hash: _Optional[str] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ClaimIdempotencyKeyResponse(_message.Message):
-    __slots__ = ("state", "response")
+    __slots__ = ("state", "response", "trace_id")
     STATE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     state: IdempotencyClaimState
     response: bytes
-    def __init__(self, state: _Optional[_Union[IdempotencyClaimState, str]] = ..., response: _Optional[bytes] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, state: _Optional[_Union[IdempotencyClaimState, str]] = ..., response: _Optional[bytes] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class CompleteIdempotencyKeyRequest(_message.Message):
     __slots__ = ("principal_id", "idempotency_key", "response")
