@@ -83,9 +83,9 @@ _API_KEYS_0001 = table(
 )
 
 
-async def api_key_columns(engine: AsyncEngine) -> set[str]:
+async def table_columns(engine: AsyncEngine, table_name: str) -> set[str]:
     async with engine.connect() as connection:
-        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("api_keys"))
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns(table_name))
     return {column["name"] for column in columns}
 
 
@@ -115,7 +115,7 @@ async def test_keys_stored_before_0002_get_default_scopes_and_updated_at(databas
 
         await downgrade(engine, "0001")
         assert await current_revision(engine) == "0001"
-        assert not {"scopes", "expires_at", "updated_at"} & await api_key_columns(engine)
+        assert not {"scopes", "expires_at", "updated_at"} & await table_columns(engine, "api_keys")
         async with engine.connect() as connection:
             rows = (await connection.execute(_API_KEYS_0001.select().order_by("key_id"))).all()
         # The keys themselves survive the downgrade, with the times they had.
@@ -202,12 +202,6 @@ _IDEMPOTENCY_KEYS_0005 = table(
 )
 
 
-async def idempotency_key_columns(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as connection:
-        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("idempotency_keys"))
-    return {column["name"] for column in columns}
-
-
 async def test_0006_adds_and_removes_the_holders_trace_id_keeping_the_records(database_url: str) -> None:
     engine = create_database_engine(database_url, pool_size=1, tracer_provider=None)
     record = {"principal_id": "key_1", "idempotency_key": "k-1", "request_hash": "a" * 64} | {
@@ -217,12 +211,12 @@ async def test_0006_adds_and_removes_the_holders_trace_id_keeping_the_records(da
     }
     try:
         await upgrade(engine, "0005")
-        assert "trace_id" not in await idempotency_key_columns(engine)
+        assert "trace_id" not in await table_columns(engine, "idempotency_keys")
         async with engine.begin() as connection:
             await connection.execute(_IDEMPOTENCY_KEYS_0005.insert(), [record])
 
         await upgrade(engine, "0006")
-        assert "trace_id" in await idempotency_key_columns(engine)
+        assert "trace_id" in await table_columns(engine, "idempotency_keys")
         async with engine.connect() as connection:
             assert await connection.run_sync(schema_differences) == []
             # A record claimed before 0006 has no holder's trace id: it is taken over as before.
@@ -231,7 +225,7 @@ async def test_0006_adds_and_removes_the_holders_trace_id_keeping_the_records(da
 
         await downgrade(engine, "0005")
         assert await current_revision(engine) == "0005"
-        assert "trace_id" not in await idempotency_key_columns(engine)
+        assert "trace_id" not in await table_columns(engine, "idempotency_keys")
         async with engine.connect() as connection:
             rows = (await connection.execute(_IDEMPOTENCY_KEYS_0005.select())).all()
         assert [(row.idempotency_key, row.expires_at) for row in rows] == [("k-1", REVOKED)]  # the records survive
