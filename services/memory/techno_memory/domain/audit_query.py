@@ -95,7 +95,8 @@ def encode_page_token(last_id: int, audit_filter: AuditFilter) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _token_refused(description: str) -> InvalidArgument:
+def page_token_refused(description: str) -> InvalidArgument:
+    """The refusal of a page token (``INVALID_PAGE_TOKEN``), for every paged read of this service."""
     return InvalidArgument(
         reason=INVALID_PAGE_TOKEN,
         message=f"invalid page_token: {description}",
@@ -108,19 +109,19 @@ def decode_page_token(token: str, audit_filter: AuditFilter) -> int:
     this service issued, or was issued for other filters."""
     garbled = "not a page token issued by this service; start again from the first page"
     if len(token) > MAX_PAGE_TOKEN_LENGTH or not token.isascii():
-        raise _token_refused(garbled)
+        raise page_token_refused(garbled)
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as error:
-        raise _token_refused(garbled) from error
+        raise page_token_refused(garbled) from error
     if len(raw) != _TOKEN.size:
-        raise _token_refused(garbled)
+        raise page_token_refused(garbled)
     version, last_id, fingerprint = _TOKEN.unpack(raw)
     # Re-encoding must give the token back: no other spelling of the same bytes (padding, stray bits) is accepted.
     if version != _TOKEN_VERSION or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
-        raise _token_refused(garbled)
+        raise page_token_refused(garbled)
     if fingerprint != audit_filter.fingerprint():
-        raise _token_refused("issued for other filters; repeat the query's filters or start from the first page")
+        raise page_token_refused("issued for other filters; repeat the query's filters or start from the first page")
     return int(last_id)
 
 

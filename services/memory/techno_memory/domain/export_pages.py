@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from techno_core.errors import FieldViolation, InvalidArgument
-from techno_memory.domain.audit_query import INVALID_PAGE_TOKEN
+from techno_memory.domain.audit_query import page_token_refused
 
 # Content per page. A page's message is this plus small per-item overheads, so it stays well below the 4 MiB
 # gRPC messages are limited to (techno_core.channels), through the gate and to the edge as JSON.
@@ -89,14 +88,6 @@ def encode_cursor(cursor: ExportCursor, principal_id: str) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _refused(description: str) -> InvalidArgument:
-    return InvalidArgument(
-        reason=INVALID_PAGE_TOKEN,
-        message=f"invalid page_token: {description}",
-        violations=[FieldViolation("page_token", description)],
-    )
-
-
 def decode_cursor(token: str, principal_id: str) -> ExportCursor:
     """The cursor of ``token`` ("" is the first page); ``InvalidArgument`` (``INVALID_PAGE_TOKEN``) when it is not
     a token of this principal's export."""
@@ -104,7 +95,7 @@ def decode_cursor(token: str, principal_id: str) -> ExportCursor:
         return ExportCursor()
     garbled = "not a page token of this export; start again from the first page"
     if len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
-        raise _refused(garbled)
+        raise page_token_refused(garbled)
     try:
         document = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         section = Section(document["s"])
@@ -112,9 +103,9 @@ def decode_cursor(token: str, principal_id: str) -> ExportCursor:
         key, after = str(document["k"]), int(document["m"])
         version, fingerprint = document["v"], document["p"]
     except (binascii.Error, ValueError, TypeError, KeyError, OverflowError) as error:
-        raise _refused(garbled) from error
+        raise page_token_refused(garbled) from error
     if version != _VERSION or after < 0 or not key:
-        raise _refused(garbled)
+        raise page_token_refused(garbled)
     if fingerprint != _fingerprint(principal_id):
-        raise _refused("issued for another principal's export")
+        raise page_token_refused("issued for another principal's export")
     return ExportCursor(section, created_at, key, after)
