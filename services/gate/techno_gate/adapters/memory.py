@@ -80,16 +80,17 @@ class MemoryAuditLog:
         the next attempt goes to another one (round robin). Safe to repeat: memory stores an event id once."""
         request = memory_pb2.AppendAuditEventsRequest(events=events)
         deadline = time.monotonic() + self._timeout
-        for attempt in range(_APPEND_ATTEMPTS):
+        attempt = 1
+        while True:
             try:
                 await self._stub.AppendAuditEvents(request, timeout=max(0.0, deadline - time.monotonic()))
                 return [None] * len(events)
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == _APPEND_ATTEMPTS:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == _APPEND_ATTEMPTS:
                     raise
-                log.warning("audit append failed on one memory replica; retrying", extra={"attempt": attempt + 1})
-                await asyncio.sleep(_APPEND_RETRY_PAUSE_SECONDS)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            log.warning("audit append failed on one memory replica; retrying", extra={"attempt": attempt})
+            await asyncio.sleep(_APPEND_RETRY_PAUSE_SECONDS)
+            attempt += 1
 
     async def close(self) -> None:
         await self._batcher.close()
