@@ -15,12 +15,12 @@ little out of order (``recorded_at`` is taken before the chain lock) is never sk
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from techno_memory.application.audit_log import AuditLog
+from techno_memory.application.periodic import Periodic
 from techno_memory.application.ports import DecisionLedger, ReconcileObserver
 from techno_memory.domain.reconcile import open_decisions, unknown_outcome
 from techno_memory.domain.records import utc_now
@@ -49,13 +49,12 @@ class OutcomeReconciler:
         self._audit_log = audit_log
         self._observer = observer
         self._after = timedelta(seconds=after_seconds)
-        self._interval = interval_seconds
         self._lookback = timedelta(seconds=lookback_seconds)
         self._batch = batch
         self._max_batches = max_batches
         self._clock = clock
         self._cursor: int | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._reconcile_logged, interval_seconds=interval_seconds, name="outcome-reconciler")
 
     async def reconcile(self) -> int:
         """One run: close the open decisions recorded before ``now - after_seconds``; how many outcomes this
@@ -93,18 +92,14 @@ class OutcomeReconciler:
         return stored
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="outcome-reconciler")
+        await self._periodic.start()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except Exception as error:  # the database may be down for a while: try again next interval
-                self._observer.failed()
-                log.warning("outcome reconciliation failed", extra={"error": type(error).__name__})
-            await asyncio.sleep(self._interval)
+    async def _reconcile_logged(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception as error:  # the database may be down for a while: try again next interval
+            self._observer.failed()
+            log.warning("outcome reconciliation failed", extra={"error": type(error).__name__})
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._periodic.close()

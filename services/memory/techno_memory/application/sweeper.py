@@ -8,12 +8,12 @@ two kinds independently, so a failure with one never holds back the other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from techno_memory.application.periodic import Periodic
 from techno_memory.application.ports import IdempotencyStore, SessionStore, SweepObserver
 from techno_memory.domain.records import utc_now
 
@@ -44,10 +44,9 @@ class ExpirySweeper:
         self._sessions = sessions
         self._idempotency = idempotency
         self._observer = observer
-        self._interval = interval_seconds
         self._batch = batch
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._sweep_logged, interval_seconds=interval_seconds, name="expiry-sweeper")
 
     async def _drain(self, delete: Callable[..., Awaitable[int]], observe: Callable[[int], None], now: datetime) -> int:
         total = 0
@@ -73,22 +72,18 @@ class ExpirySweeper:
         return Swept(await self.sweep_sessions(now), await self.sweep_idempotency_keys(now))
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="expiry-sweeper")
+        await self._periodic.start()
 
-    async def _loop(self) -> None:
+    async def _sweep_logged(self) -> None:
         sweeps = (("sessions", self.sweep_sessions), ("idempotency keys", self.sweep_idempotency_keys))
-        while True:
-            now = self._clock()
-            for what, sweep in sweeps:
-                try:
-                    await sweep(now)
-                except Exception as error:  # the database may be down for a while: keep sweeping once it is back
-                    self._observer.failed()
-                    # The type only: a database error's text can carry statement parameters.
-                    log.warning(f"expired {what} sweep failed", extra={"error": type(error).__name__})
-            await asyncio.sleep(self._interval)
+        now = self._clock()
+        for what, sweep in sweeps:
+            try:
+                await sweep(now)
+            except Exception as error:  # the database may be down for a while: keep sweeping once it is back
+                self._observer.failed()
+                # The type only: a database error's text can carry statement parameters.
+                log.warning(f"expired {what} sweep failed", extra={"error": type(error).__name__})
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._periodic.close()
