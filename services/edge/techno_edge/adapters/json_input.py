@@ -44,18 +44,13 @@ def _float(text: str) -> float:
     return number
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # more digits than the interpreter converts
-        raise _refused("has a number with too many digits", "has a number out of range") from None
-
-
 def _constant(name: str) -> Any:
     raise _refused(f"has {name}, which is not JSON", "has a value that is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=_float, parse_int=_int, parse_constant=_constant)
+# Integers are left to the C scanner (no Python call per number): the only way one fails is more digits than the
+# interpreter converts, a plain ValueError caught in ``loads``.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=_float, parse_constant=_constant)
 
 
 def _too_deep() -> HttpError:
@@ -85,6 +80,8 @@ def loads(body: bytes) -> Any:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as error:  # its message is in JSON's terms, with the line and column
         raise _refused(f"is not valid JSON: {error}", "is not valid JSON") from None
+    except ValueError:  # an integer with more digits than the interpreter converts (sys.set_int_max_str_digits)
+        raise _refused("has a number with too many digits", "has a number out of range") from None
     except RecursionError:  # nested so deep the decoder itself gave up
         raise _too_deep() from None
     # No object or array can nest deeper than the brackets opened; most bodies are skipped by this count.
