@@ -43,7 +43,9 @@ MAX_TEXT_CHARS = 100_000  # the gate caps whole payloads at 256 KiB; this bounds
 MAX_LIST_ITEMS = 50
 MAX_ITEM_CHARS = 200
 
-_NAME = r"[a-z][a-z0-9_]{0,63}"  # matched whole (re.fullmatch)
+# Anchored: pydantic's ``Field(pattern=...)`` searches (a bare pattern would accept any text holding a lowercase
+# letter); ``_matches_name`` matches it whole (re.fullmatch), so a trailing newline is refused there too.
+_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _VALIDATOR = jsonschema.Draft202012Validator
 
