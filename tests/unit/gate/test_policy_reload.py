@@ -12,26 +12,9 @@ from techno_gate.application.admin_audit import AdminAudit
 from techno_gate.application.policy_reload import FILE, SIGNAL, PolicyReloads
 from techno_gate.domain.audit import AuditKind, AuditRecord
 
+from .fakes import FakeAudit, FakeObserver
+
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
-
-
-class FakeAuditLog:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-        self.down = False
-
-    async def record(self, record: AuditRecord) -> None:
-        if self.down:
-            raise ConnectionError("memory is down")
-        self.records.append(record)
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.kinds: list[str] = []
-
-    def audit_failed(self, kind: str) -> None:
-        self.kinds.append(kind)
 
 
 @pytest.fixture
@@ -41,8 +24,8 @@ def policy_file(tmp_path: Path) -> Path:
     return path
 
 
-def reloads_of(path: Path) -> tuple[PolicyReloads, ReloadablePolicySource, FakeAuditLog, Failures]:
-    source, audit, failures = ReloadablePolicySource(path), FakeAuditLog(), Failures()
+def reloads_of(path: Path) -> tuple[PolicyReloads, ReloadablePolicySource, FakeAudit, FakeObserver]:
+    source, audit, failures = ReloadablePolicySource(path), FakeAudit(), FakeObserver()
     return PolicyReloads(source, AdminAudit(audit, failures)), source, audit, failures
 
 
@@ -86,8 +69,8 @@ async def test_an_invalid_file_is_refused_once_and_the_last_good_policy_stays(po
 async def test_a_reload_is_applied_when_it_cannot_be_recorded(policy_file: Path) -> None:
     reloads, source, audit, failures = reloads_of(policy_file)
     version = source.current.version
-    audit.down = True
+    audit.failing = True
     await asyncio.to_thread(policy_file.write_bytes, POLICY.read_bytes() + b"\n# changed\n")
     await reloads.on_file_change()
     assert source.current.version != version
-    assert failures.kinds == [AuditKind.ADMIN]
+    assert failures.audit_failures == [AuditKind.ADMIN]
