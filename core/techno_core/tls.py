@@ -11,7 +11,6 @@ Plaintext is an explicit opt-out (``TECHNO_INSECURE_PLAINTEXT``) that refuses an
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import time
@@ -33,20 +32,13 @@ class CertificateBundle:
     private_key: bytes
     trusted_cas: bytes
 
-    @property
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for part in (self.certificate_chain, self.private_key, self.trusted_cas):
-            digest.update(hashlib.sha256(part).digest())
-        return digest.hexdigest()
-
 
 @dataclass
 class CertificateFiles:
     """The certificate, key and CA files of one identity, re-read at most every ``recheck_seconds``.
 
-    The fingerprint of the contents (not the modification time) decides whether they changed: Kubernetes swaps a
-    Secret volume's files by renaming a symlink, which keeps old modification times."""
+    The contents (not the modification time) decide whether they changed: Kubernetes swaps a Secret volume's files
+    by renaming a symlink, which keeps old modification times."""
 
     certificate: Path
     key: Path
@@ -84,7 +76,7 @@ class CertificateFiles:
         except StartupError as error:
             log.warning("keeping the current TLS certificate: %s", error)
             return None
-        if fresh.fingerprint == current.fingerprint:
+        if fresh == current:  # the three files' bytes compared, no hashing needed
             return None
         self._current = fresh
         log.info(
