@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from techno_core.identity import Identity
+from techno_core.identity import TRUST_DOMAIN, Identity
 
 _VALIDITY = datetime.timedelta(days=30)
 _RENEW_BEFORE = datetime.timedelta(days=7)
@@ -90,7 +90,7 @@ def issue(authority: Authority, identity: str, *, uri: str | None = None) -> tup
     names: list[x509.GeneralName] = [x509.DNSName(identity), x509.DNSName("localhost")]
     names += [x509.IPAddress(address) for address in _LOOPBACK]
     if uri != "":
-        names.append(x509.UniformResourceIdentifier(uri or f"spiffe://techno/{identity}"))
+        names.append(x509.UniformResourceIdentifier(uri or f"spiffe://{TRUST_DOMAIN}/{identity}"))
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
