@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -169,18 +168,9 @@ async def known_to_every_gate(stack: Stack, secret: str) -> None:
             await eventually(knows)
 
 
-def holds(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    """A synchronous condition as ``eventually`` awaits it."""
-
-    async def check() -> bool:
-        return condition()
-
-    return check
-
-
 async def steady(load: Load) -> None:
     """The load is served: more than one success per client in the last second."""
-    await eventually(holds(lambda: load.successes_after(time.monotonic() - 1) > WORKERS), within=30)
+    await eventually(lambda: load.successes_after(time.monotonic() - 1) > WORKERS, within=30)
 
 
 @dataclass
@@ -198,9 +188,9 @@ async def kill_and_restart(stack: Stack, load: Load, replica: Replica, *, surviv
     killed_at = time.monotonic()
     await stack.kill(replica.name)
     if survivors_carry:
-        await eventually(holds(lambda: load.successes_after(killed_at + 0.5) >= 3 * WORKERS), within=15)
+        await eventually(lambda: load.successes_after(killed_at + 0.5) >= 3 * WORKERS, within=15)
     else:  # every client has been answered without it
-        await eventually(holds(lambda: load.failures_after(killed_at) >= WORKERS), within=15)
+        await eventually(lambda: load.failures_after(killed_at) >= WORKERS, within=15)
     await stack.restart(replica.name)
     serving_at = time.monotonic()
 

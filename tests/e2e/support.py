@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from techno_stack.stack import Ports, Stack, StackConfig
+from tests.waiting import eventually as eventually  # the e2e tests' one way to await a condition
 
 POLICY = Path(__file__).with_name("policy.yaml")
 
 SUMMARIZE = {"action": "summarize", "contextId": "e2e", "payload": {"text": "Techno governs every AI action."}}
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
-    """Await a condition, polling; fails with the time it waited."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

@@ -34,7 +34,6 @@ from .chaos import (
     Result,
     audit_kinds_by_trace,
     create_key,
-    holds,
     kill_and_restart,
     known_to_every_gate,
     libpq,
@@ -167,7 +166,7 @@ async def test_killing_memory_and_restarting_postgresql_under_load_loses_no_outc
         restart = await asyncio.to_thread(pg_ctlcluster, "restart")
         assert restart.returncode == 0, f"pg_ctlcluster restart failed: {restart.stderr.strip()}"
         await asyncio.to_thread(wait_until_ready, libpq(stack.config.database_url))
-        await eventually(holds(lambda: load.successes_after(time.monotonic() - 1) > WORKERS), within=30)
+        await eventually(lambda: load.successes_after(time.monotonic() - 1) > WORKERS, within=30)
     finally:
         await load.stop()
     await all_decisions_closed(stack)

@@ -30,7 +30,6 @@ from .chaos import (
     Load,
     audit_kinds_by_trace,
     create_key,
-    holds,
     kill_and_restart,
     known_to_every_gate,
     outboxes_drained,
@@ -91,7 +90,7 @@ async def test_killing_one_replica_of_each_service_loses_nothing(replicated: Sta
     try:
         for kind in ("gate", "executor", "memory"):  # one after the other, not a comprehension: each awaits the last
             kills.append(await kill_and_restart(stack, load, stack.replicas_of(kind)[1]))  # noqa: PERF401
-        await eventually(holds(lambda: load.successes_after(time.monotonic() - 1) > WORKERS))
+        await eventually(lambda: load.successes_after(time.monotonic() - 1) > WORKERS)
     finally:
         await load.stop()
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +22,7 @@ from techno_core.identity import Identity
 from techno_edge.bootstrap import EdgeServer, bootstrap
 from techno_edge.settings import EdgeSettings
 from tests.tls import as_identity
+from tests.waiting import eventually
 
 WAIT = 5.0  # generous: every bound under test is 0.5 s (or shedding is immediate)
 HOST = "127.0.0.1"
@@ -96,14 +96,6 @@ async def request(port: int, raw: bytes) -> bytes:
         return await read_until_closed(connection)
     finally:
         close(connection)
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {WAIT} s")
-        await asyncio.sleep(0.01)
 
 
 async def test_partial_headers_are_answered_408_and_closed_after_the_header_timeout(
@@ -204,7 +196,7 @@ async def test_connections_over_the_limit_are_refused_at_once_and_counted(
             for connection in held:
                 close(connection)
         # The slots come back when the held connections go.
-        await eventually(lambda: edge.open_connections() == 0)
+        await eventually(lambda: edge.open_connections() == 0, within=WAIT, every=0.01)
         status, _ = status_and_json(await request(edge.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
         assert status == 200
     lines = [r for r in caplog.records if getattr(r, "shed_reason", None) == "too_many_connections"]

@@ -4,9 +4,8 @@ loopback with mutual TLS, in one process."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.tls import connect
+from tests.waiting import eventually
 
 POLICY = Path(__file__).resolve().parents[3] / "config" / "policy.yaml"
 WATCH_SECONDS = 0.05
@@ -74,14 +74,6 @@ class Services:
             await engine.dispose()
         assert report.intact, report.summary()
         assert report.verified == len(await self.events())
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def create_key(memory: GrpcApp, *scopes: str) -> Admin:
