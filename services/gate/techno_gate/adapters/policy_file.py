@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from techno_core.periodic import Periodic
 from techno_gate.application.policy_reload import PolicyReload
 from techno_gate.domain.policy import Policy, PolicyDocument
 
@@ -115,22 +116,22 @@ class PolicyFileWatcher:
 
     def __init__(self, on_tick: Callable[[], Awaitable[None]], *, interval_seconds: float) -> None:
         self._on_tick = on_tick
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = (
+            Periodic(self._tick, interval_seconds=interval_seconds, name="policy-file-watch")
+            if interval_seconds > 0
+            else None
+        )
 
     async def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._watch(), name="policy-file-watch")
+        if self._periodic is not None:
+            await self._periodic.start()
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._on_tick()
-            except Exception:  # a failed check must not end the watch
-                log.exception("policy file check failed")
+    async def _tick(self) -> None:
+        try:
+            await self._on_tick()
+        except Exception:  # a failed check must not end the watch
+            log.exception("policy file check failed")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._periodic is not None:
+            await self._periodic.close()

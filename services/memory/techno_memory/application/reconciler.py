@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from techno_core.periodic import Periodic
 from techno_memory.application.audit_log import AuditLog
-from techno_memory.application.periodic import Periodic
 from techno_memory.application.ports import DecisionLedger, ReconcileObserver
 from techno_memory.domain.reconcile import open_decisions, unknown_outcome
 from techno_memory.domain.records import utc_now

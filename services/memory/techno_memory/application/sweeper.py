@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from techno_memory.application.periodic import Periodic
+from techno_core.periodic import Periodic
 from techno_memory.application.ports import IdempotencyStore, SessionStore, SweepObserver
 from techno_memory.domain.records import utc_now
 

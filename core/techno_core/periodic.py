@@ -1,5 +1,6 @@
-"""A background task that runs one step now and then every interval, until closed (the expiry sweeper, the outcome
-reconciler). The step handles its own failures: the loop only waits and repeats."""
+"""A background task that runs one step now and then every interval, until closed (memory's expiry sweeper and
+outcome reconciler, the gate's policy file watch). The step handles its own failures: the loop only waits and
+repeats."""
 
 from __future__ import annotations
 
