@@ -26,41 +26,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!techno/executor/v1/executor.proto\x12\x12techno.executor.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xac\x01\n\x0e\x45xecuteRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x14\n\x0cprincipal_id\x18\x07 \x01(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\xc7\x01\n\x0f\x45xecuteResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.techno.executor.v1.Usage\x12\x19\n\x11\x65xecution_time_ms\x18\x06 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\"\xb0\x01\n\x0c\x46\x61ultProfile\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x19\n\x11latency_jitter_ms\x18\x02 \x01(\x05\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x17\n\x0frate_limit_rate\x18\x04 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x05 \x01(\x05\x12\x14\n\x0ctimeout_rate\x18\x06 \x01(\x01\x12\x11\n\thang_rate\x18\x07 \x01(\x01\"V\n\x10SetFaultsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"W\n\x11SetFaultsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"\x15\n\x13ListBreakersRequest\"\xb9\x01\n\x0b\x42reakerInfo\x12\x10\n\x08provider\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .techno.executor.v1.BreakerState\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\x01\x12\x14\n\x0c\x66\x61ilure_rate\x18\x04 \x01(\x01\x12\x16\n\x0eslow_call_rate\x18\x05 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05\"I\n\x14ListBreakersResponse\x12\x31\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1f.techno.executor.v1.BreakerInfo\"Z\n\x11SetBreakerRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x33\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\".techno.executor.v1.BreakerCommand\"F\n\x12SetBreakerResponse\x12\x30\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x1f.techno.executor.v1.BreakerInfo*\xbc\x01\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x12\x1d\n\x19\x42REAKER_STATE_FORCED_OPEN\x10\x04\x12\x1f\n\x1b\x42REAKER_STATE_FORCED_CLOSED\x10\x05*\x8e\x01\n\x0e\x42reakerCommand\x12\x1f\n\x1b\x42REAKER_COMMAND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42REAKER_COMMAND_FORCE_OPEN\x10\x01\x12 \n\x1c\x42REAKER_COMMAND_FORCE_CLOSED\x10\x02\x12\x19\n\x15\x42REAKER_COMMAND_RESET\x10\x03\x32\x65\n\x0f\x45xecutorService\x12R\n\x07\x45xecute\x12\".techno.executor.v1.ExecuteRequest\x1a#.techno.executor.v1.ExecuteResponse2\xb0\x02\n\x14\x45xecutorAdminService\x12X\n\tSetFaults\x12$.techno.executor.v1.SetFaultsRequest\x1a%.techno.executor.v1.SetFaultsResponse\x12\x61\n\x0cListBreakers\x12\'.techno.executor.v1.ListBreakersRequest\x1a(.techno.executor.v1.ListBreakersResponse\x12[\n\nSetBreaker\x12%.techno.executor.v1.SetBreakerRequest\x1a&.techno.executor.v1.SetBreakerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!techno/executor/v1/executor.proto\x12\x12techno.executor.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xac\x01\n\x0e\x45xecuteRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07profile\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x14\n\x0cprincipal_id\x18\x07 \x01(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\"\xc7\x01\n\x0f\x45xecuteResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x65xecutor_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.techno.executor.v1.Usage\x12\x19\n\x11\x65xecution_time_ms\x18\x06 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\"\x85\x01\n\x15StreamExecuteResponse\x12.\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1d.techno.executor.v1.TextChunkH\x00\x12\x33\n\x04\x64one\x18\x02 \x01(\x0b\x32#.techno.executor.v1.ExecuteResponseH\x00\x42\x07\n\x05\x65vent\"\x19\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x16\n\x14ListProvidersRequest\"+\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"L\n\x15ListProvidersResponse\x12\x33\n\tproviders\x18\x01 \x03(\x0b\x32 .techno.executor.v1.ProviderInfo\"\xb0\x01\n\x0c\x46\x61ultProfile\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x19\n\x11latency_jitter_ms\x18\x02 \x01(\x05\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x17\n\x0frate_limit_rate\x18\x04 \x01(\x01\x12\x1b\n\x13retry_after_seconds\x18\x05 \x01(\x05\x12\x14\n\x0ctimeout_rate\x18\x06 \x01(\x01\x12\x11\n\thang_rate\x18\x07 \x01(\x01\"V\n\x10SetFaultsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"W\n\x11SetFaultsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x30\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32 .techno.executor.v1.FaultProfile\"\x15\n\x13ListBreakersRequest\"\xb9\x01\n\x0b\x42reakerInfo\x12\x10\n\x08provider\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .techno.executor.v1.BreakerState\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\x01\x12\x14\n\x0c\x66\x61ilure_rate\x18\x04 \x01(\x01\x12\x16\n\x0eslow_call_rate\x18\x05 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x06 \x01(\x05\"I\n\x14ListBreakersResponse\x12\x31\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x1f.techno.executor.v1.BreakerInfo\"Z\n\x11SetBreakerRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x33\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\".techno.executor.v1.BreakerCommand\"F\n\x12SetBreakerResponse\x12\x30\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x1f.techno.executor.v1.BreakerInfo*\xbc\x01\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x12\x1d\n\x19\x42REAKER_STATE_FORCED_OPEN\x10\x04\x12\x1f\n\x1b\x42REAKER_STATE_FORCED_CLOSED\x10\x05*\x8e\x01\n\x0e\x42reakerCommand\x12\x1f\n\x1b\x42REAKER_COMMAND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42REAKER_COMMAND_FORCE_OPEN\x10\x01\x12 \n\x1c\x42REAKER_COMMAND_FORCE_CLOSED\x10\x02\x12\x19\n\x15\x42REAKER_COMMAND_RESET\x10\x03\x32\xad\x02\n\x0f\x45xecutorService\x12R\n\x07\x45xecute\x12\".techno.executor.v1.ExecuteRequest\x1a#.techno.executor.v1.ExecuteResponse\x12`\n\rStreamExecute\x12\".techno.executor.v1.ExecuteRequest\x1a).techno.executor.v1.StreamExecuteResponse0\x01\x12\x64\n\rListProviders\x12(.techno.executor.v1.ListProvidersRequest\x1a).techno.executor.v1.ListProvidersResponse2\xb0\x02\n\x14\x45xecutorAdminService\x12X\n\tSetFaults\x12$.techno.executor.v1.SetFaultsRequest\x1a%.techno.executor.v1.SetFaultsResponse\x12\x61\n\x0cListBreakers\x12\'.techno.executor.v1.ListBreakersRequest\x1a(.techno.executor.v1.ListBreakersResponse\x12[\n\nSetBreaker\x12%.techno.executor.v1.SetBreakerRequest\x1a&.techno.executor.v1.SetBreakerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'techno.executor.v1.executor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKERSTATE']._serialized_start=1325
-  _globals['_BREAKERSTATE']._serialized_end=1513
-  _globals['_BREAKERCOMMAND']._serialized_start=1516
-  _globals['_BREAKERCOMMAND']._serialized_end=1658
+  _globals['_BREAKERSTATE']._serialized_start=1635
+  _globals['_BREAKERSTATE']._serialized_end=1823
+  _globals['_BREAKERCOMMAND']._serialized_start=1826
+  _globals['_BREAKERCOMMAND']._serialized_end=1968
   _globals['_EXECUTEREQUEST']._serialized_start=88
   _globals['_EXECUTEREQUEST']._serialized_end=260
   _globals['_USAGE']._serialized_start=262
   _globals['_USAGE']._serialized_end=314
   _globals['_EXECUTERESPONSE']._serialized_start=317
   _globals['_EXECUTERESPONSE']._serialized_end=516
-  _globals['_FAULTPROFILE']._serialized_start=519
-  _globals['_FAULTPROFILE']._serialized_end=695
-  _globals['_SETFAULTSREQUEST']._serialized_start=697
-  _globals['_SETFAULTSREQUEST']._serialized_end=783
-  _globals['_SETFAULTSRESPONSE']._serialized_start=785
-  _globals['_SETFAULTSRESPONSE']._serialized_end=872
-  _globals['_LISTBREAKERSREQUEST']._serialized_start=874
-  _globals['_LISTBREAKERSREQUEST']._serialized_end=895
-  _globals['_BREAKERINFO']._serialized_start=898
-  _globals['_BREAKERINFO']._serialized_end=1083
-  _globals['_LISTBREAKERSRESPONSE']._serialized_start=1085
-  _globals['_LISTBREAKERSRESPONSE']._serialized_end=1158
-  _globals['_SETBREAKERREQUEST']._serialized_start=1160
-  _globals['_SETBREAKERREQUEST']._serialized_end=1250
-  _globals['_SETBREAKERRESPONSE']._serialized_start=1252
-  _globals['_SETBREAKERRESPONSE']._serialized_end=1322
-  _globals['_EXECUTORSERVICE']._serialized_start=1660
-  _globals['_EXECUTORSERVICE']._serialized_end=1761
-  _globals['_EXECUTORADMINSERVICE']._serialized_start=1764
-  _globals['_EXECUTORADMINSERVICE']._serialized_end=2068
+  _globals['_STREAMEXECUTERESPONSE']._serialized_start=519
+  _globals['_STREAMEXECUTERESPONSE']._serialized_end=652
+  _globals['_TEXTCHUNK']._serialized_start=654
+  _globals['_TEXTCHUNK']._serialized_end=679
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=681
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=703
+  _globals['_PROVIDERINFO']._serialized_start=705
+  _globals['_PROVIDERINFO']._serialized_end=748
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=750
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=826
+  _globals['_FAULTPROFILE']._serialized_start=829
+  _globals['_FAULTPROFILE']._serialized_end=1005
+  _globals['_SETFAULTSREQUEST']._serialized_start=1007
+  _globals['_SETFAULTSREQUEST']._serialized_end=1093
+  _globals['_SETFAULTSRESPONSE']._serialized_start=1095
+  _globals['_SETFAULTSRESPONSE']._serialized_end=1182
+  _globals['_LISTBREAKERSREQUEST']._serialized_start=1184
+  _globals['_LISTBREAKERSREQUEST']._serialized_end=1205
+  _globals['_BREAKERINFO']._serialized_start=1208
+  _globals['_BREAKERINFO']._serialized_end=1393
+  _globals['_LISTBREAKERSRESPONSE']._serialized_start=1395
+  _globals['_LISTBREAKERSRESPONSE']._serialized_end=1468
+  _globals['_SETBREAKERREQUEST']._serialized_start=1470
+  _globals['_SETBREAKERREQUEST']._serialized_end=1560
+  _globals['_SETBREAKERRESPONSE']._serialized_start=1562
+  _globals['_SETBREAKERRESPONSE']._serialized_end=1632
+  _globals['_EXECUTORSERVICE']._serialized_start=1971
+  _globals['_EXECUTORSERVICE']._serialized_end=2272
+  _globals['_EXECUTORADMINSERVICE']._serialized_start=2275
+  _globals['_EXECUTORADMINSERVICE']._serialized_end=2579
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,38 @@ class ExecuteResponse(_message.Message):
     attempts: int
     def __init__(self, result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., executor_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., execution_time_ms: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
 
+class StreamExecuteResponse(_message.Message):
+    __slots__ = ("chunk", "done")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    chunk: TextChunk
+    done: ExecuteResponse
+    def __init__(self, chunk: _Optional[_Union[TextChunk, _Mapping]] = ..., done: _Optional[_Union[ExecuteResponse, _Mapping]] = ...) -> None: ...
+
+class TextChunk(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class ListProvidersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProviderInfo(_message.Message):
+    __slots__ = ("name", "model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListProvidersResponse(_message.Message):
+    __slots__ = ("providers",)
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderInfo]
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderInfo, _Mapping]]] = ...) -> None: ...
+
 class FaultProfile(_message.Message):
     __slots__ = ("latency_ms", "latency_jitter_ms", "error_rate", "rate_limit_rate", "retry_after_seconds", "timeout_rate", "hang_rate")
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]

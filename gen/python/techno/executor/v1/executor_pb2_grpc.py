@@ -42,6 +42,16 @@ class ExecutorServiceStub:
                 request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.StreamExecute = channel.unary_stream(
+                '/techno.executor.v1.ExecutorService/StreamExecute',
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.FromString,
+                _registered_method=True)
+        self.ListProviders = channel.unary_unary(
+                '/techno.executor.v1.ExecutorService/ListProviders',
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersRequest.SerializeToString,
+                response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -58,6 +68,23 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamExecute(self, request, context):
+        """StreamExecute runs one text-producing action and streams its answer: `chunk` messages as the provider
+        produces them, then one `done` message with the result and usage. The breaker, retry and timeout apply
+        until the first chunk; a failure after it ends the stream with its error status and is never retried.
+        Cancelling the call cancels the provider's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviders(self, request, context):
+        """ListProviders lists the providers this executor can run, with their models.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +92,16 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.FromString,
                     response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'StreamExecute': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExecute,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.FromString,
+                    response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.SerializeToString,
+            ),
+            'ListProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviders,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersRequest.FromString,
+                    response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +133,60 @@ class ExecutorService:
             '/techno.executor.v1.ExecutorService/Execute',
             techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
             techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExecute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/techno.executor.v1.ExecutorService/StreamExecute',
+            techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.executor.v1.ExecutorService/ListProviders',
+            techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.ListProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

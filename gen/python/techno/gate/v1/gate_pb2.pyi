@@ -91,16 +91,18 @@ EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 
 class ProcessRequest(_message.Message):
-    __slots__ = ("action", "context_id", "session_id", "payload")
+    __slots__ = ("action", "context_id", "session_id", "payload", "provider")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
     action: str
     context_id: str
     session_id: str
     payload: _struct_pb2.Struct
-    def __init__(self, action: _Optional[str] = ..., context_id: _Optional[str] = ..., session_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    provider: str
+    def __init__(self, action: _Optional[str] = ..., context_id: _Optional[str] = ..., session_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class TokenUsage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "total_tokens")
@@ -131,6 +133,44 @@ class ProcessResponse(_message.Message):
     usage: TokenUsage
     execution_time_ms: int
     def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., executor_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., execution_time_ms: _Optional[int] = ...) -> None: ...
+
+class StreamProcessResponse(_message.Message):
+    __slots__ = ("trace_id", "chunk", "done")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    chunk: TextChunk
+    done: ProcessResponse
+    def __init__(self, trace_id: _Optional[str] = ..., chunk: _Optional[_Union[TextChunk, _Mapping]] = ..., done: _Optional[_Union[ProcessResponse, _Mapping]] = ...) -> None: ...
+
+class TextChunk(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("action",)
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    def __init__(self, action: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("provider", "model")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    model: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "trace_id")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    trace_id: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ListActionsRequest(_message.Message):
     __slots__ = ()

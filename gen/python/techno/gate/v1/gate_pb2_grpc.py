@@ -44,6 +44,16 @@ class GateServiceStub:
                 request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
                 response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessResponse.FromString,
                 _registered_method=True)
+        self.StreamProcess = channel.unary_stream(
+                '/techno.gate.v1.GateService/StreamProcess',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/techno.gate.v1.GateService/ListModels',
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
         self.ListActions = channel.unary_unary(
                 '/techno.gate.v1.GateService/ListActions',
                 request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListActionsRequest.SerializeToString,
@@ -97,6 +107,25 @@ class GateServiceServicer:
         """Process runs one action for the caller and returns its result. With `idempotency-key` metadata (the REST
         `Idempotency-Key` header) it runs at most once per caller and key: repeats, concurrent ones included, get
         the first successful response; a key reused for another request is refused (IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamProcess(self, request, context):
+        """StreamProcess runs one text-producing action (chat, summarize, analyze_document) and streams its answer as
+        the provider produces it: `chunk` messages in order, then one `done` message with the whole result and the
+        usage. It is governed like Process: the DECISION is committed before the first byte, and the OUTCOME records
+        the tokens and whether the stream completed, failed or was cancelled. A failure before the first chunk is
+        retried like Process's; after it, the stream ends with the error status and is never retried. Over REST it
+        is served as Server-Sent Events (`Accept: text/event-stream`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """ListModels lists the providers (with their models) the caller's profile may use for an action.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +194,16 @@ def add_GateServiceServicer_to_server(servicer, server):
                     servicer.Process,
                     request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.FromString,
                     response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessResponse.SerializeToString,
+            ),
+            'StreamProcess': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamProcess,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsRequest.FromString,
+                    response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsResponse.SerializeToString,
             ),
             'ListActions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListActions,
@@ -238,6 +277,60 @@ class GateService:
             '/techno.gate.v1.GateService/Process',
             techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
             techno_dot_gate_dot_v1_dot_gate__pb2.ProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/techno.gate.v1.GateService/StreamProcess',
+            techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/techno.gate.v1.GateService/ListModels',
+            techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
