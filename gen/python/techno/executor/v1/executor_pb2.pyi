@@ -79,6 +79,12 @@ class ExecuteResponse(_message.Message):
     attempts: int
     def __init__(self, result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., executor_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., execution_time_ms: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
 
+class StreamExecuteRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: ExecuteRequest
+    def __init__(self, request: _Optional[_Union[ExecuteRequest, _Mapping]] = ...) -> None: ...
+
 class StreamExecuteResponse(_message.Message):
     __slots__ = ("chunk", "done")
     CHUNK_FIELD_NUMBER: _ClassVar[int]

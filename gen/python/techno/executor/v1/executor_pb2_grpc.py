@@ -44,7 +44,7 @@ class ExecutorServiceStub:
                 _registered_method=True)
         self.StreamExecute = channel.unary_stream(
                 '/techno.executor.v1.ExecutorService/StreamExecute',
-                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
+                request_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteRequest.SerializeToString,
                 response_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.FromString,
                 _registered_method=True)
         self.ListProviders = channel.unary_unary(
@@ -95,7 +95,7 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
             ),
             'StreamExecute': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamExecute,
-                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.FromString,
+                    request_deserializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteRequest.FromString,
                     response_serializer=techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.SerializeToString,
             ),
             'ListProviders': grpc.unary_unary_rpc_method_handler(
@@ -158,7 +158,7 @@ class ExecutorService:
             request,
             target,
             '/techno.executor.v1.ExecutorService/StreamExecute',
-            techno_dot_executor_dot_v1_dot_executor__pb2.ExecuteRequest.SerializeToString,
+            techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteRequest.SerializeToString,
             techno_dot_executor_dot_v1_dot_executor__pb2.StreamExecuteResponse.FromString,
             options,
             channel_credentials,

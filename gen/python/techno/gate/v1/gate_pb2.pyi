@@ -134,6 +134,12 @@ class ProcessResponse(_message.Message):
     execution_time_ms: int
     def __init__(self, trace_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., executor_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., execution_time_ms: _Optional[int] = ...) -> None: ...
 
+class StreamProcessRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: ProcessRequest
+    def __init__(self, request: _Optional[_Union[ProcessRequest, _Mapping]] = ...) -> None: ...
+
 class StreamProcessResponse(_message.Message):
     __slots__ = ("trace_id", "chunk", "done")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]

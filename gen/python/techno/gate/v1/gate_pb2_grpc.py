@@ -46,7 +46,7 @@ class GateServiceStub:
                 _registered_method=True)
         self.StreamProcess = channel.unary_stream(
                 '/techno.gate.v1.GateService/StreamProcess',
-                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
+                request_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessRequest.SerializeToString,
                 response_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
@@ -197,7 +197,7 @@ def add_GateServiceServicer_to_server(servicer, server):
             ),
             'StreamProcess': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamProcess,
-                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.FromString,
+                    request_deserializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessRequest.FromString,
                     response_serializer=techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -302,7 +302,7 @@ class GateService:
             request,
             target,
             '/techno.gate.v1.GateService/StreamProcess',
-            techno_dot_gate_dot_v1_dot_gate__pb2.ProcessRequest.SerializeToString,
+            techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessRequest.SerializeToString,
             techno_dot_gate_dot_v1_dot_gate__pb2.StreamProcessResponse.FromString,
             options,
             channel_credentials,
