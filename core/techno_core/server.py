@@ -25,6 +25,7 @@ from techno_core.interceptors import server_interceptors
 from techno_core.metrics import MetricsServer, serve_metrics
 from techno_core.runner import StartupError
 from techno_core.settings import GrpcServerSettings
+from techno_core.stream_interceptors import StreamErrorMappingInterceptor
 from techno_core.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,11 @@ class GrpcApp:
             AuthorizationInterceptor(self.definition.callers, self.registry) if self.options.transport.secure else None
         )
         return grpc.aio.server(
-            interceptors=server_interceptors(self.tracer_provider, self.registry, authorization),
+            # Streaming answers get their error mapping innermost too, beside the unary one (stream_interceptors).
+            interceptors=[
+                *server_interceptors(self.tracer_provider, self.registry, authorization),
+                StreamErrorMappingInterceptor(),
+            ],
             options=self.options.grpc_options(),
         )
 

@@ -1,0 +1,76 @@
+"""Error mapping of server-streaming RPCs (StreamExecute, StreamProcess), which ``interceptors`` leaves alone.
+
+The unary ``ErrorMappingInterceptor`` wraps unary-unary behaviours only. A streaming behaviour is an async
+generator: a ``DomainError`` it raises, before its first message or after some, must still reach the caller as
+the error's code with its ``google.rpc`` details (the same reason codes as the unary call), and a crash as
+INTERNAL with a generic message and the trace id, never the exception's text. This interceptor does that for
+unary-stream handlers; it sits innermost, next to the unary error mapping (``server.GrpcApp`` appends it), so
+authorization has run before any of the service's code.
+
+Why a module of its own: the unary interceptors are on the request hot path and tuned there; streaming support
+is added beside them rather than woven into their wrapper.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from techno_core import errors
+from techno_core.interceptors import UNDECODABLE, _abort, _tolerant
+from techno_core.tracing import current_trace_id
+
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+log = logging.getLogger(__name__)
+
+
+class StreamErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        # Only answers written by yielding: a behaviour that writes with ``context.write`` and returns None (the
+        # health service's Watch) is not an async iterator and is left as it is.
+        if handler is None or not inspect.isasyncgenfunction(handler.unary_stream):
+            return handler
+        return grpc.unary_stream_rpc_method_handler(
+            map_stream_errors(handler.unary_stream, handler_call_details.method),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def map_stream_errors(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    """``behavior`` whose domain errors and crashes end the stream with a status (see the module doc)."""
+
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        if request is UNDECODABLE:
+            log.info("undecodable request to %s", method)
+            await _abort(
+                context,
+                errors.InvalidArgument(
+                    reason="INVALID_ARGUMENT",
+                    message="the request could not be decoded: malformed, or nested more than 32 levels deep",
+                ),
+            )
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except errors.DomainError as error:
+            await _abort(context, error)
+        except Exception:
+            if context.code() is not None:  # already aborted by the servicer itself
+                raise
+            log.exception("unhandled error in %s", method)
+            internal = errors.Internal(
+                reason="INTERNAL", message=f"internal error (trace id {current_trace_id() or 'unknown'})"
+            )
+            await _abort(context, internal)
+
+    return mapped
