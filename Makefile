@@ -13,7 +13,8 @@ K8S_TOOLS := build/k8s-tools
 CHECKOV := $(K8S_TOOLS)/bin/checkov
 
 .PHONY: help setup obs-tools run test check lint format typecheck protos protos-check buf docs docs-check compose-check \
-	dashboards dashboards-check k8s k8s-check k8s-tools pytest bench bench-tls bench-gate bench-audit clean
+	dashboards dashboards-check k8s k8s-check k8s-tools bench-tools pytest bench bench-tls bench-gate bench-audit \
+	bench-compare bench-stream clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,7 +32,7 @@ $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(BUF)
 
-setup: $(PY) $(BUF) obs-tools k8s-tools ## install the pinned Python and Node tool chains, Prometheus, Alertmanager, kubectl, checkov
+setup: $(PY) $(BUF) obs-tools k8s-tools bench-tools ## install the pinned Python and Node tool chains, Prometheus, Alertmanager, kubectl, checkov, wrk
 
 # Prometheus, promtool, Alertmanager and amtool from Debian: the rule tests and the live alerting test need them
 # (they fail, never skip, without them); `make run` starts Prometheus and Alertmanager when they are here.
@@ -40,6 +41,13 @@ obs-tools:
 	  echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null; }
+
+# wrk drives the benchmarks (a Python load generator would take the CPU it measures); the benchmark smoke test
+# (tests/e2e/test_bench_smoke.py) fails, never skips, without it.
+bench-tools:
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 
 # kubectl (with its built-in kustomize v5) builds the Kubernetes overlays; the machine image ships it as the
 # Debian package `kubectl`. checkov, pinned with its whole tree in infra/k8s/checkov-requirements.txt, goes into
@@ -58,7 +66,7 @@ $(CHECKOV): infra/k8s/checkov-requirements.txt | $(UV)
 run: $(PY) ## start the whole stack on 127.0.0.1 (SQLite, fake provider), plus Prometheus :9090 and Alertmanager :9093 when installed
 	$(PY) -m techno_stack
 
-test: obs-tools check pytest ## everything CI runs: static checks, then the whole test suite
+test: obs-tools bench-tools check pytest ## everything CI runs: static checks, then the whole test suite
 
 check: lint typecheck protos-check buf docs-check dashboards-check compose-check k8s-check ## static checks only
 
@@ -112,12 +120,10 @@ k8s-check: $(PY) k8s-tools
 pytest: $(PY)
 	$(VENV)/bin/pytest
 
-bench: $(PY) ## requests/s and p50/p95/p99 of POST /v1/process through the whole stack
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+bench: $(PY) bench-tools ## requests/s and p50/p95/p99 of POST /v1/process through the whole stack
 	$(PY) scripts/bench.py
 
-bench-tls: $(PY) ## the same bench with internal mTLS (as shipped) and plaintext, side by side: the CPU cost of mTLS
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+bench-tls: $(PY) bench-tools ## the same bench with internal mTLS (as shipped) and plaintext, side by side: the CPU cost of mTLS
 	$(PY) scripts/bench.py --compare-tls
 
 bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against calling the executor directly
@@ -125,6 +131,12 @@ bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against callin
 
 bench-audit: $(PY) ## sustained durable audit appends/s of the memory service on PostgreSQL (group commit)
 	$(PY) scripts/bench_audit.py --compare
+
+bench-compare: $(PY) bench-tools ## the stack against a bare chain of its shape (PostgreSQL, mTLS), with provider latency: one table, #12 targets
+	$(PY) scripts/bench_compare.py --provider-latency
+
+bench-stream: $(PY) ## time to first token of POST /v1/process:stream (SSE) through the whole stack, c=1 and c=64
+	$(PY) scripts/bench_stream.py
 
 clean: ## remove local state (database, logs, dev key) and caches
 	rm -rf var build .pytest_cache .mypy_cache .ruff_cache

@@ -6,17 +6,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import tempfile
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 
 from techno_core.identity import Identity
 from techno_core.tls import CertificateFiles, channel_credentials
 from techno_stack.stack import Ports, Stack, StackConfig
 
 POLICY = Path(__file__).with_name("bench_policy.yaml")
+POSTGRES_ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +58,61 @@ def identity_channel(tls_dir: Path, address: str, *, server: Identity, as_: Iden
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time so far of the processes ``pids`` (Linux ``/proc/<pid>/stat``), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of one process, in seconds; 0 if it is gone."""
+    try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
-    return total / ticks
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15 of stat(5))
+
+
+def resident_mib(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of ``/proc/<pid>/status`` in MiB: ``VmRSS`` (resident now) or ``VmHWM`` (its peak so
+    far); 0 if the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return 0.0
+    for line in lines:
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    return 0.0
+
+
+def raise_descriptor_limit() -> int:
+    """The soft limit of open files raised to the hard one (wrk at thousands of connections, and the servers it
+    starts, inherit it); returns the new soft limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database as a ``postgresql+psycopg://`` URL (its name is the URL's last part);
+    dropped afterwards."""
+    name = f"techno_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        raise SystemExit(f"bench: PostgreSQL is required at {admin_url}: {error}") from error
+    try:
+        yield f"{admin_url.rpartition('/')[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_backends(admin_url: str, database: str) -> list[int]:
+    """The process ids of the PostgreSQL backends connected to ``database`` (the memory service's pool)."""
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+    return [int(row[0]) for row in rows]
 
 
 def service_pids(stack: Stack) -> list[int]:

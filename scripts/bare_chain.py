@@ -1,0 +1,175 @@
+"""The bare chain ``make bench-compare`` measures the stack against: the same shape with no logic at all.
+
+``http`` (uvicorn, raw ASGI) → ``a`` (grpc.aio) → ``b`` then ``c`` (grpc.aio), one small JSON body in and out,
+like edge → gate → memory (append the decision), then executor. It is built from the same libraries and
+transport as the shipped services, so the difference between the two is what Techno's own code costs:
+
+- the gRPC hops are mutual TLS with the development PKI (``techno_stack.certs``), the servers' credentials and
+  the clients' built by ``techno_core.tls`` exactly as the services build theirs, each process presenting the
+  certificate of the service it stands in for (http: edge, a: gate, b: memory, c: executor);
+- the HTTP process runs uvicorn with the edge's settings: uvloop, httptools, no lifespan, no access log, no
+  proxy headers, no server header; the gRPC processes run on asyncio's default loop, as the services do.
+
+The messages are bytes (no protobuf): a handler receives the body and answers a fixed small JSON document.
+Each role is one process: ``python scripts/bare_chain.py <role> --port P ...``; it prints ``READY`` on stdout
+once it serves and stops on SIGTERM. ``--latency-ms`` makes ``c`` wait before answering, as the fake provider
+does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+import uvloop
+
+from techno_core.identity import Identity
+from techno_core.tls import CertificateFiles, channel_credentials, server_credentials
+
+METHOD = "/bare.v1.Chain/Call"
+REPLY = b'{"result": {"summary": "Techno governs every AI action."}, "status": "SUCCEEDED"}'
+CALL_TIMEOUT_SECONDS = 30.0  # the edge's default upstream deadline
+# The identity each role presents, and the one the role it calls must present.
+IDENTITIES = {"http": Identity.EDGE, "a": Identity.GATE, "b": Identity.MEMORY, "c": Identity.EXECUTOR}
+CALLS = {"http": ["a"], "a": ["b", "c"], "b": [], "c": []}
+
+Call = Callable[[bytes], Awaitable[bytes]]
+
+
+def certificate_files(tls_dir: Path, identity: Identity) -> CertificateFiles:
+    return CertificateFiles(tls_dir / f"{identity}.crt", tls_dir / f"{identity}.key", tls_dir / "ca.crt")
+
+
+def client(tls_dir: Path, address: str, *, server: Identity, as_: Identity) -> tuple[grpc.aio.Channel, Call]:
+    """A mutual TLS channel to ``address`` and a unary call on it that sends and returns raw bytes."""
+    credentials = channel_credentials(certificate_files(tls_dir, as_).read())
+    options = [("grpc.ssl_target_name_override", server.value)]
+    channel = grpc.aio.secure_channel(address, credentials, options=options)
+    call = channel.unary_unary(METHOD, None, None)  # no serializers: bytes in, bytes out
+
+    async def invoke(body: bytes) -> bytes:
+        reply: bytes = await call(body, timeout=CALL_TIMEOUT_SECONDS)
+        return reply
+
+    return channel, invoke
+
+
+async def serve_grpc(role: str, port: int, tls_dir: Path, downstream: list[str], latency_ms: int) -> None:
+    """Role a (calls its downstream services one after the other), b or c (answers at once, or after
+    ``latency_ms``)."""
+    me = IDENTITIES[role]
+    clients = [
+        client(tls_dir, address, server=IDENTITIES[name], as_=me)
+        for name, address in zip(CALLS[role], downstream, strict=True)
+    ]
+
+    async def handle(body: bytes, context: Any) -> bytes:
+        reply = REPLY
+        for _, call in clients:
+            reply = await call(body)
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+        return reply
+
+    handler = grpc.unary_unary_rpc_method_handler(handle)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bare.v1.Chain", {"Call": handler})])
+    server.add_secure_port(f"127.0.0.1:{port}", server_credentials(certificate_files(tls_dir, me)))
+    await server.start()
+    await until_terminated()
+    await server.stop(0)
+    for channel, _ in clients:
+        await channel.close(None)
+
+
+async def until_terminated() -> None:
+    """Print READY, then wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print("READY", flush=True)
+    await stop.wait()
+
+
+class Front:
+    """The raw ASGI app: the request body to ``a``, its reply back as a 200 JSON response."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        reply = await self.call(body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(reply)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers, as the edge runs it: SIGTERM is this process's to handle."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_http(port: int, tls_dir: Path, downstream: list[str]) -> None:
+    channel, call = client(tls_dir, downstream[0], server=IDENTITIES["a"], as_=IDENTITIES["http"])
+    config = uvicorn.Config(
+        Front(call),
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        loop="none",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = _Server(config)
+    sock = socket.create_server(("127.0.0.1", port))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started:  # uvicorn has no start-up event to await (as in the edge's bootstrap)
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    await until_terminated()
+    server.should_exit = True
+    await task
+    await channel.close(None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("role", choices=sorted(IDENTITIES))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-dir", type=Path, required=True, help="the development PKI (techno_stack.certs)")
+    parser.add_argument("--call", action="append", default=[], metavar="ADDRESS", help="downstream, in order")
+    parser.add_argument("--latency-ms", type=int, default=0, help="wait before answering (role c)")
+    args = parser.parse_args()
+    if len(args.call) != len(CALLS[args.role]):
+        sys.exit(f"bare_chain: {args.role} calls {CALLS[args.role]}: give one --call each")
+    if args.role == "http":
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as the edge; the gRPC services keep the default
+        asyncio.run(serve_http(args.port, args.tls_dir, args.call))
+    else:
+        asyncio.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, args.latency_ms))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""``make bench-compare``: the whole stack against a bare chain of the same shape, side by side in one run.
+
+Starts the four services (PostgreSQL: a fresh database, dropped afterwards; internal mutual TLS as shipped) and
+the bare chain of ``bare_chain.py`` (uvicorn → grpc.aio A → B then C: the same libraries, loop, HTTP settings
+and mTLS, no logic), then drives both with wrk at each concurrency, alternating between them so that whatever
+else loads the machine weighs on both alike. It prints one table (requests/s, p50, p99, non-2xx and socket
+errors, CPU µs per request of every process and their total, peak resident memory of every process during the
+row) and the targets of issue #12 with PASS or MISS:
+
+- P1: at c=64 the stack's throughput ≥ 85 % of the chain's, its p99 ≤ 1.2 times the chain's;
+- P3: at c=1 the stack's p50 ≤ 5 ms and p99 ≤ 10 ms;
+- P2 (``--provider-latency``): fake provider latency 200 ms (the chain's C waits as long); at c=150 ≥ 90 % of
+  the ideal 750 requests/s and p99 ≤ 260 ms; at c=2,000 no errors (the edge's connection budget is raised to
+  fit them: by default it sheds above 1,000 connections, on purpose);
+- P4: peak RSS of every service ≤ 120 MiB over the whole run (``--soak-minutes`` adds a long run at c=64).
+
+P5, durable audit appends, is ``make bench-audit`` (scripts/bench_audit.py). docs/benchmarks.md explains how to
+read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import LUA
+from bench import _wrk as run_wrk
+from bench_support import (
+    POSTGRES_ADMIN_URL,
+    add_stack_options,
+    bench_stack,
+    database_name,
+    postgres_backends,
+    postgres_database,
+    process_cpu_seconds,
+    raise_descriptor_limit,
+    resident_mib,
+)
+
+from techno_stack.certs import ensure_development_pki
+from techno_stack.stack import free_port, open_log, terminate
+
+CHAIN = Path(__file__).with_name("bare_chain.py")
+# The processes of each system in the table's column order; the chain's stand in for the stack's (http → edge,
+# A → gate, C → executor, B → memory).
+STACK_PROCESSES = ("edge", "gate", "executor", "memory")
+CHAIN_PROCESSES = ("http", "a", "c", "b")
+READY_TIMEOUT_SECONDS = 30.0
+RSS_SAMPLE_SECONDS = 0.25
+PROVIDER_LATENCY_MS = 200
+P2_CONNECTIONS = (150, 2000)
+
+# The targets of issue #12.
+P1_THROUGHPUT_RATIO = 0.85
+P1_P99_RATIO = 1.2
+P3_P50_MS = 5.0
+P3_P99_MS = 10.0
+P2_IDEAL_SHARE = 0.90
+P2_P99_MS = 260.0
+P4_RSS_MIB = 120.0
+
+
+@dataclass
+class System:
+    """One system under test, started: where wrk sends requests and the processes whose CPU and memory count."""
+
+    name: str  # "stack" or "chain"
+    url: str
+    key: str
+    pids: dict[str, int]  # column name → process id
+    extra_pids: Callable[[], dict[str, int]] = dict  # processes that come and go (PostgreSQL backends)
+
+
+@dataclass
+class Row:
+    system: str
+    label: str  # "c=64", or "c=150 +200ms" with provider latency
+    connections: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int  # connect, read, write and timeout errors of wrk's sockets
+    cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
+    rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_total_us(self) -> float:
+        return sum(self.cpu_us.values())
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)  # "stack edge" → VmHWM over its life
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, system: str, label: str) -> Row | None:
+        return next((r for r in self.rows if r.system == system and r.label == label), None)
+
+
+# --- the bare chain ---------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def bare_chain(tls_dir: Path, log_dir: Path, *, latency_ms: int = 0) -> AsyncIterator[System]:
+    """The four processes of the bare chain on free loopback ports, started leaves first; stopped afterwards."""
+    ports = {role: free_port() for role in ("c", "b", "a", "http")}
+    calls = {"c": [], "b": [], "a": ["b", "c"], "http": ["a"]}
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        for role, port in ports.items():
+            command = [sys.executable, str(CHAIN), role, "--port", str(port), "--tls-dir", str(tls_dir)]
+            command += [arg for name in calls[role] for arg in ("--call", f"127.0.0.1:{ports[name]}")]
+            if role == "c":
+                command += ["--latency-ms", str(latency_ms)]
+            with open_log(log_dir / f"chain-{role}.log") as log:
+                process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log)
+            processes[role] = process
+            await _ready(role, process, log_dir)
+        pids = {role: processes[role].pid for role in CHAIN_PROCESSES}
+        yield System("chain", f"http://127.0.0.1:{ports['http']}", "", pids)
+    finally:
+        for process in reversed(processes.values()):  # front first, as the stack stops
+            await terminate(process, 5.0)
+
+
+async def _ready(role: str, process: asyncio.subprocess.Process, log_dir: Path) -> None:
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"READY":
+        raise SystemExit(f"bench: bare chain {role} did not start; see {log_dir / f'chain-{role}.log'}")
+
+
+# --- the stack ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def full_stack(database_url: str, env: dict[str, str], pg_database: str) -> AsyncIterator[System]:
+    async with bench_stack(database_url, env) as (stack, _):
+        pids = {s.name: s.process.pid for s in stack.services if s.process is not None}
+        backends: Callable[[], dict[str, int]] = dict
+        if pg_database:
+
+            def backends() -> dict[str, int]:
+                return {f"pg{pid}": pid for pid in postgres_backends(POSTGRES_ADMIN_URL, pg_database)}
+
+        key = stack.config.key_file.read_text().strip()
+        yield System("stack", stack.edge_url, key, {name: pids[name] for name in STACK_PROCESSES}, backends)
+
+
+# --- measuring ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup_seconds: int
+    seconds: int
+    script: Path  # wrk's Lua script (bench.LUA)
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def _sample_rss(pids: dict[str, int], peaks: dict[str, float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for name, pid in pids.items():
+            peaks[name] = max(peaks.get(name, 0.0), resident_mib(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RSS_SAMPLE_SECONDS)
+
+
+async def measure(system: System, connections: int, plan: Plan, label: str) -> Row:
+    """Warm up at ``connections``, then one measured wrk run; CPU is every process's user + system time over the
+    measured run divided by the requests it completed."""
+    url = f"{system.url}/v1/process"
+    if plan.warmup_seconds:
+        await asyncio.to_thread(
+            run_wrk, url, system.key, connections=connections, seconds=plan.warmup_seconds, script=plan.script
+        )
+    extra = system.extra_pids()
+    before = _cpu(system.pids) | _cpu(extra)
+    peaks: dict[str, float] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(system.pids, peaks, stop))
+    try:
+        figures = await asyncio.to_thread(
+            run_wrk, url, system.key, connections=connections, seconds=plan.seconds, script=plan.script
+        )
+    finally:
+        stop.set()
+        await sampler
+    extra |= system.extra_pids()  # backends opened during the run started at 0 s of CPU
+    after = _cpu(system.pids) | _cpu(extra)
+    requests = int(figures["requests"])
+    per_request = 1e6 / max(1, requests)
+    cpu = {name: (after[name] - before[name]) * per_request for name in system.pids}
+    if extra:
+        cpu["pg"] = sum(after[name] - before.get(name, 0.0) for name in extra) * per_request
+    return Row(
+        system=system.name,
+        label=label,
+        connections=connections,
+        requests=requests,
+        seconds=figures["seconds"],
+        p50_ms=figures["p50_ms"],
+        p99_ms=figures["p99_ms"],
+        non_2xx=int(figures["non_2xx"]),
+        errors=int(figures["errors"]),
+        cpu_us=cpu,
+        rss_mib=peaks,
+    )
+
+
+def record_peaks(results: Results, system: System, suffix: str = "") -> None:
+    """Each process's peak resident size over its whole life (``VmHWM``), taken before it stops."""
+    for name, pid in system.pids.items():
+        results.peak_rss_mib[f"{system.name}{suffix} {name}"] = resident_mib(pid, "VmHWM")
+
+
+async def run(options: argparse.Namespace, database_url: str, pg_database: str) -> Results:
+    results = Results()
+    env = {"TECHNO_LOG_LEVEL": "INFO", **dict(item.split("=", 1) for item in options.env)}
+    plan = Plan(options.warmup, options.seconds, options.scratch / "process.lua")
+    plan.script.write_text(LUA)
+    async with full_stack(database_url, env, pg_database) as stack:
+        async with bare_chain(options.scratch / "tls", options.scratch) as chain:
+            for connections in options.connections:
+                for system in (chain, stack):
+                    results.rows.append(await measure(system, connections, plan, f"c={connections}"))
+                    print_progress(results.rows[-1])
+            if options.soak_minutes:
+                soak = Plan(0, int(options.soak_minutes * 60), plan.script)
+                results.rows.append(await measure(stack, 64, soak, f"soak {options.soak_minutes:g}min"))
+                print_progress(results.rows[-1])
+            record_peaks(results, chain)
+        record_peaks(results, stack)
+    if options.provider_latency:
+        await run_provider_latency(options, database_url, pg_database, env, results)
+    return results
+
+
+async def run_provider_latency(
+    options: argparse.Namespace, database_url: str, pg_database: str, env: dict[str, str], results: Results
+) -> None:
+    """P2: the fake provider (and the chain's C) answer after 200 ms; c=150 and c=2,000."""
+    env = {
+        **env,
+        "TECHNO_FAKE_LATENCY_MS": str(PROVIDER_LATENCY_MS),
+        # The edge sheds connections above its budget (1,000 by default); c=2,000 is meant to be served.
+        "TECHNO_EDGE_MAX_CONNECTIONS": str(max(P2_CONNECTIONS) + 500),
+    }
+    budget = env["TECHNO_EDGE_MAX_CONNECTIONS"]
+    results.notes.append(
+        f"P2 rows: fake provider latency {PROVIDER_LATENCY_MS} ms, TECHNO_EDGE_MAX_CONNECTIONS={budget}"
+    )
+    plan = Plan(2, options.p2_seconds, options.scratch / "process.lua")
+    async with full_stack(database_url, env, pg_database) as stack:
+        async with bare_chain(options.scratch / "tls", options.scratch, latency_ms=PROVIDER_LATENCY_MS) as chain:
+            for connections in P2_CONNECTIONS:
+                for system in (chain, stack):
+                    label = f"c={connections} +{PROVIDER_LATENCY_MS}ms"
+                    results.rows.append(await measure(system, connections, plan, label))
+                    print_progress(results.rows[-1])
+            record_peaks(results, chain, " (P2)")
+        record_peaks(results, stack, " (P2)")
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+
+def print_progress(row: Row) -> None:
+    print(f"  … {row.system} {row.label}: {row.rate:,.0f} requests/s", file=sys.stderr, flush=True)
+
+
+def print_table(results: Results) -> None:
+    cpu_head = "".join(f"{name:>7}" for name in ("edge|h", "gate|A", "exec|C", "mem|B", "pg", "total"))
+    rss_head = "".join(f"{name:>7}" for name in ("edge|h", "gate|A", "exec|C", "mem|B"))
+    print()
+    print(f"{'':<24}{'':>9}{'':>8}{'':>8}{'':>9}  {'CPU µs per request':<42}  peak RSS MiB during the row")
+    print(f"{'system':<6} {'load':<17}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non2xx/err':>11}{cpu_head}  {rss_head}")
+    for row in results.rows:
+        names = STACK_PROCESSES if row.system == "stack" else CHAIN_PROCESSES
+        cpu = "".join(f"{row.cpu_us[n]:>7,.0f}" for n in names)
+        cpu += f"{row.cpu_us['pg']:>7,.0f}" if "pg" in row.cpu_us else f"{'-':>7}"
+        rss = "".join(f"{row.rss_mib.get(n, 0.0):>7.1f}" for n in names)
+        errors = f"{row.non_2xx}/{row.errors}"
+        print(
+            f"{row.system:<6} {row.label:<17}{row.rate:>9,.0f}{row.p50_ms:>8.2f}{row.p99_ms:>8.2f}{errors:>11}"
+            f"{cpu}{row.cpu_total_us:>7,.0f}  {rss}"
+        )
+    for note in results.notes:
+        print(f"  ({note})")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    figure: str
+    bound: str
+    passed: bool | None  # None: not measured in this run
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    out: list[Verdict] = []
+    stack64, chain64 = results.row("stack", "c=64"), results.row("chain", "c=64")
+    if stack64 and chain64 and chain64.rate and chain64.p99_ms:
+        ratio = stack64.rate / chain64.rate
+        out.append(
+            Verdict(
+                "P1 c=64 throughput stack/chain",
+                f"{ratio:.2f}",
+                f"≥ {P1_THROUGHPUT_RATIO}",
+                ratio >= P1_THROUGHPUT_RATIO,
+            )
+        )
+        p99 = stack64.p99_ms / chain64.p99_ms
+        out.append(Verdict("P1 c=64 p99 stack/chain", f"{p99:.2f}", f"≤ {P1_P99_RATIO}", p99 <= P1_P99_RATIO))
+    else:
+        out.append(Verdict("P1 c=64 stack/chain", "not measured", "", None))
+    stack1 = results.row("stack", "c=1")
+    if stack1:
+        out.append(Verdict("P3 c=1 p50", f"{stack1.p50_ms:.2f} ms", f"≤ {P3_P50_MS:g} ms", stack1.p50_ms <= P3_P50_MS))
+        out.append(Verdict("P3 c=1 p99", f"{stack1.p99_ms:.2f} ms", f"≤ {P3_P99_MS:g} ms", stack1.p99_ms <= P3_P99_MS))
+    out += _p2_verdicts(results)
+    rss = {name: mib for name, mib in results.peak_rss_mib.items() if name.startswith("stack")}
+    if rss:
+        name, mib = max(rss.items(), key=lambda item: item[1])
+        out.append(Verdict(f"P4 peak RSS ({name})", f"{mib:.1f} MiB", f"≤ {P4_RSS_MIB:g} MiB", mib <= P4_RSS_MIB))
+    out.append(Verdict("P5 audit appends", "make bench-audit", "", None))
+    return out
+
+
+def _p2_verdicts(results: Results) -> list[Verdict]:
+    low, high = (results.row("stack", f"c={c} +{PROVIDER_LATENCY_MS}ms") for c in P2_CONNECTIONS)
+    if low is None or high is None:
+        return [Verdict("P2 provider latency 200 ms", "not measured", "--provider-latency", None)]
+    ideal = P2_CONNECTIONS[0] / (PROVIDER_LATENCY_MS / 1000)
+    share = low.rate / ideal
+    failures = high.non_2xx + high.errors
+    return [
+        Verdict(
+            f"P2 c={P2_CONNECTIONS[0]} throughput / ideal {ideal:.0f}",
+            f"{share:.0%} ({low.rate:,.0f}/s)",
+            f"≥ {P2_IDEAL_SHARE:.0%}",
+            share >= P2_IDEAL_SHARE,
+        ),
+        Verdict(
+            f"P2 c={P2_CONNECTIONS[0]} p99", f"{low.p99_ms:.1f} ms", f"≤ {P2_P99_MS:g} ms", low.p99_ms <= P2_P99_MS
+        ),
+        Verdict(f"P2 c={P2_CONNECTIONS[1]} errors", f"{failures}", "= 0", failures == 0),
+    ]
+
+
+def print_targets(results: Results) -> None:
+    print("\ntargets (issue #12), from this run")
+    for v in verdicts(results):
+        status = "" if v.passed is None else ("PASS" if v.passed else "MISS")
+        print(f"  {v.target:<40}{v.figure:>18}  {v.bound:<18}{status}")
+    peaks = "  ".join(f"{name} {mib:.0f}" for name, mib in results.peak_rss_mib.items())
+    print(f"  peak RSS MiB over each process's life: {peaks}")
+
+
+def as_json(results: Results, header: dict[str, object]) -> dict[str, object]:
+    rows = [dataclasses.asdict(row) | {"rate": row.rate, "cpu_total_us": row.cpu_total_us} for row in results.rows]
+    targets = [dataclasses.asdict(v) for v in verdicts(results)]
+    return {**header, "rows": rows, "peak_rss_mib": results.peak_rss_mib, "targets": targets, "notes": results.notes}
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(database_url: str) -> Iterator[tuple[str, str]]:
+    """The memory's database URL and, when this run created it, its PostgreSQL name (whose backends are counted)."""
+    if database_url:
+        yield database_url, ""
+        return
+    with postgres_database() as url:
+        yield url, url.rpartition("/")[2]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per row (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds before each row (default 3)")
+    parser.add_argument(
+        "--connections", type=lambda text: [int(c) for c in text.split(",")], default=[1, 16, 64],
+        help="concurrencies, comma-separated (default 1,16,64)",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="the CI smoke run: 1 s rows at c=1 and 16, no P2")
+    parser.add_argument(
+        "--provider-latency", action="store_true", help="add the P2 rows (fake provider 200 ms, c=150 and 2,000)"
+    )
+    parser.add_argument("--p2-seconds", type=int, default=5, help="measured seconds of each P2 row (default 5)")
+    parser.add_argument("--soak-minutes", type=float, default=0, help="add a c=64 run this long (P4 soak)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file ('-': standard output)")
+    add_stack_options(parser)
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.seconds, options.warmup, options.connections, options.provider_latency = 1, 1, [1, 16], False
+    return options
+
+
+def main() -> None:
+    options = parse()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is required (make bench-compare installs it; or apt-get install wrk)")
+    descriptors = raise_descriptor_limit()
+    with database(options.database_url) as (database_url, pg_database), contextlib.ExitStack() as scratch:
+        options.scratch = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="techno-compare-")))
+        ensure_development_pki(options.scratch / "tls")
+        header = {
+            "database": database_name(database_url),
+            "seconds": options.seconds,
+            "warmup_seconds": options.warmup,
+            "connections": options.connections,
+            "open_files_limit": descriptors,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        print(
+            f"POST /v1/process: the stack (edge → gate → memory + executor, {header['database']}, internal mTLS) "
+            f"against the bare chain (uvicorn → A → B, C; mTLS), {options.seconds} s per row after "
+            f"{options.warmup} s warm-up, wrk -t1"
+        )
+        results = asyncio.run(run(options, database_url, pg_database))
+    print_table(results)
+    print_targets(results)
+    if options.json is not None:
+        document = json.dumps(as_json(results, header), indent=2)
+        if str(options.json) == "-":
+            print(document)
+        else:
+            options.json.write_text(document + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""``make bench-compare`` runs, once, as CI's smoke test: ``scripts/bench_compare.py --quick`` starts the stack on
+PostgreSQL and the bare chain, drives both with wrk, and prints its table. Correctness only: every row served
+requests and every answer was a 2xx. No timing is asserted (CI machines are too noisy for that; the figures are
+for people, see docs/benchmarks.md). wrk is required: without it the test fails, it never skips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "scripts" / "bench_compare.py"
+RUN_TIMEOUT_SECONDS = 150  # the quick run takes ~20 s on an idle 2-core machine
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_SECONDS + 30)
+def test_quick_bench_compare_serves_every_row_without_errors(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail(
+            "wrk is required for the benchmark smoke test (`make bench-tools` installs it, as `make test` does)"
+        )
+    figures = tmp_path / "bench.json"
+    finished = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    document = json.loads(figures.read_text())
+    rows = {(row["system"], row["label"]): row for row in document["rows"]}
+    assert set(rows) == {(system, f"c={c}") for system in ("chain", "stack") for c in (1, 16)}
+    for key, row in rows.items():
+        assert row["requests"] > 0, key
+        assert (row["non_2xx"], row["errors"]) == (0, 0), key
+        assert all(cpu >= 0 for cpu in row["cpu_us"].values()), key
+    assert set(rows["stack", "c=1"]["cpu_us"]) == {"edge", "gate", "executor", "memory", "pg"}
+    assert document["database"].startswith("postgresql")
+
+    table = finished.stdout
+    for system, label in rows:
+        assert any(line.split()[:2] == [system, label] for line in table.splitlines()), (system, label)
+    assert "targets (issue #12)" in table
+    for target in ("P1", "P2", "P3", "P4", "P5"):
+        assert f"  {target} " in table, target
