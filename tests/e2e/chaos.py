@@ -19,6 +19,7 @@ from techno.gate.v1 import gate_pb2, gate_pb2_grpc
 from techno_core.identity import Identity
 from techno_stack.stack import Replica, Stack
 
+from ..rest_errors import reasons_of
 from ..tls import connect
 from .support import SUMMARIZE, eventually
 
@@ -113,7 +114,7 @@ class Load:
             time.monotonic(),
             response.status_code,
             response.headers.get("x-trace-id", ""),
-            tuple(error.get("reason_codes", ())),
+            tuple(reasons_of(error)) if error else (),
             headers.get("Idempotency-Key", ""),
             body.get("traceId", "") if response.status_code == 200 else "",
             str(error.get("message", "")),

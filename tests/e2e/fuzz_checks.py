@@ -39,6 +39,15 @@ def _error(body: bytes) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
+def _details(error: dict[str, Any], type_name: str) -> list[dict[str, Any]]:
+    """The AIP-193 details of one google.rpc type, read defensively: a malformed body is what this looks for."""
+    details = error.get("details")
+    if not isinstance(details, list):
+        return []
+    wanted = f"type.googleapis.com/google.rpc.{type_name}"
+    return [d for d in details if isinstance(d, dict) and d.get("@type") == wanted]
+
+
 @schemathesis.check
 def refused_only_by_runtime_rules(ctx: Any, response: Any, case: Any) -> None:
     meta = case.meta
@@ -47,12 +56,12 @@ def refused_only_by_runtime_rules(ctx: Any, response: Any, case: Any) -> None:
     operation_id = case.operation.definition.raw.get("operationId", "")
     allowed = RUNTIME_RULES.get(operation_id, {})
     error = _error(response.content)
-    reasons = error.get("reason_codes") or []
-    fields = {v.get("field") for v in error.get("field_violations") or []}
+    reasons = [d.get("reason") for d in _details(error, "ErrorInfo")]
+    fields = {v.get("field") for d in _details(error, "BadRequest") for v in d.get("fieldViolations") or []}
     for reason in reasons:
         if reason not in allowed:
             raise AssertionError(f"schema-valid data refused with {reason}: {error.get('message')}")
         if allowed[reason] and not fields <= allowed[reason]:
             raise AssertionError(f"schema-valid data refused for {sorted(fields - allowed[reason])}")
     if not reasons:
-        raise AssertionError(f"a 400 without reason codes: {response.content[:200]!r}")
+        raise AssertionError(f"a 400 without an ErrorInfo reason: {response.content[:200]!r}")

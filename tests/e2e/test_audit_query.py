@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.rest_errors import reasons_of, trace_id_of
+
 from .conftest import RunningStack
 from .support import error_of
 
@@ -73,7 +75,7 @@ async def test_reading_needs_the_audit_read_scope(client: httpx.AsyncClient, run
     _, process_only = await running_stack.create_known_key("default")
     refused = await list_events(client, process_only)
     assert refused.status_code == 403, refused.text
-    assert error_of(refused)["reason_codes"] == ["SCOPE_MISSING"]
+    assert reasons_of(error_of(refused)) == ["SCOPE_MISSING"]
 
     _, auditor = await running_stack.create_known_key("default", "--scope", "audit:read")
     assert (await list_events(client, auditor, pageSize=1)).status_code == 200
@@ -82,8 +84,8 @@ async def test_reading_needs_the_audit_read_scope(client: httpx.AsyncClient, run
 async def test_bad_queries_get_clear_errors(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
     garbled = await list_events(client, running_stack.key, pageToken="not-a-token")
     assert garbled.status_code == 400, garbled.text
-    assert error_of(garbled)["reason_codes"] == ["INVALID_PAGE_TOKEN"]
-    assert error_of(garbled)["trace_id"]
+    assert reasons_of(error_of(garbled)) == ["INVALID_PAGE_TOKEN"]
+    assert trace_id_of(error_of(garbled))
 
     first = (await list_events(client, running_stack.key, pageSize=1)).json()
     other_filters = await list_events(

@@ -22,6 +22,7 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_stack.stack import free_port
+from tests.rest_errors import field_violations_of, quota_violations_of, reasons_of, trace_id_of
 
 from .conftest import JWT_AUDIENCE, JWT_SECRET, RunningStack
 from .support import SUMMARIZE, error_of, eventually
@@ -57,7 +58,7 @@ async def test_policy_denials_of_a_restricted_key(
     _, key = await running_stack.create_known_key("restricted")
     response = await post(client, {"X-API-Key": key}, **{"contextId": "public-1", **changes})
     assert response.status_code == status
-    assert error_of(response)["reason_codes"] == [reason]
+    assert reasons_of(error_of(response)) == [reason]
 
 
 @pytest.mark.parametrize(
@@ -82,10 +83,10 @@ async def test_request_denials(
     response = await post(client, {"X-API-Key": running_stack.key}, **changes)
     assert response.status_code == status, response.text
     error = error_of(response)
-    assert error["reason_codes"] == [reason]
-    assert error["trace_id"] == response.headers["X-Trace-Id"]
+    assert reasons_of(error) == [reason]
+    assert trace_id_of(error) == response.headers["X-Trace-Id"]
     if field is not None:
-        assert field in {v["field"] for v in error["field_violations"]}
+        assert field in {v["field"] for v in field_violations_of(error)}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ async def test_bearer_tokens(client: httpx.AsyncClient, bearer: Any, status: int
     response = await post(client, {"Authorization": f"Bearer {bearer()}"})
     assert response.status_code == status, response.text
     if reason is not None:
-        assert error_of(response)["reason_codes"] == [reason]
+        assert reasons_of(error_of(response)) == [reason]
 
 
 async def test_expired_key_is_refused(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
@@ -115,7 +116,7 @@ async def test_expired_key_is_refused(client: httpx.AsyncClient, running_stack: 
 
     async def expired() -> bool:
         response = await post(client, {"X-API-Key": key})
-        return response.status_code == 401 and error_of(response)["reason_codes"] == ["API_KEY_EXPIRED"]
+        return response.status_code == 401 and reasons_of(error_of(response)) == ["API_KEY_EXPIRED"]
 
     await eventually(expired)
 
@@ -131,8 +132,8 @@ async def test_rate_limit_answers_429_with_retry_after_and_the_limit(
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     error = error_of(refused)
-    assert error["reason_codes"] == ["RATE_LIMITED"]
-    assert error["quota_violations"][0]["subject"] == f"key:{key_id}/requests_per_minute"
+    assert reasons_of(error) == ["RATE_LIMITED"]
+    assert quota_violations_of(error)[0]["subject"] == f"key:{key_id}/requests_per_minute"
 
 
 async def _accepted(client: httpx.AsyncClient, key: str) -> bool:
@@ -160,11 +161,11 @@ async def test_admin_creates_rotates_and_revokes_keys_over_rest(
     assert second["revoked"]["revokedAt"]
     assert await _accepted(client, second["secret"])
     old = await post(client, {"X-API-Key": first["secret"]})
-    assert error_of(old)["reason_codes"] == ["API_KEY_REVOKED"]
+    assert reasons_of(error_of(old)) == ["API_KEY_REVOKED"]
 
     not_admin = await client.get("/v1/admin/keys", headers={"X-API-Key": second["secret"]})
     assert not_admin.status_code == 403
-    assert error_of(not_admin)["reason_codes"] == ["SCOPE_MISSING"]
+    assert reasons_of(error_of(not_admin)) == ["SCOPE_MISSING"]
 
 
 async def test_dry_run_explains_and_records_nothing(client: httpx.AsyncClient, running_stack: RunningStack) -> None:

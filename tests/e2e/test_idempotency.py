@@ -13,6 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.rest_errors import reasons_of, trace_id_of
+
 from .conftest import RunningStack
 from .support import error_of, eventually
 
@@ -82,8 +84,8 @@ async def test_a_key_reused_for_another_request_is_refused(
     other = {**SUMMARIZE, "payload": {"text": "Something else."}}
     refused = await client.post("/v1/process", json=other, headers=headers)
     assert refused.status_code == 400, refused.text
-    assert error_of(refused)["reason_codes"] == ["IDEMPOTENCY_KEY_REUSED"]
-    assert error_of(refused)["trace_id"]
+    assert reasons_of(error_of(refused)) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert trace_id_of(error_of(refused))
 
 
 async def test_keys_are_per_caller(client: httpx.AsyncClient, running_stack: RunningStack, caller: Caller) -> None:
@@ -121,4 +123,4 @@ async def test_an_invalid_key_is_refused_with_a_clear_error(client: httpx.AsyncC
     too_long = {"X-API-Key": caller.secret, "Idempotency-Key": "k" * 256}
     refused = await client.post("/v1/process", json=SUMMARIZE, headers=too_long)
     assert refused.status_code == 400, refused.text
-    assert error_of(refused)["reason_codes"] == ["IDEMPOTENCY_KEY_INVALID"]
+    assert reasons_of(error_of(refused)) == ["IDEMPOTENCY_KEY_INVALID"]

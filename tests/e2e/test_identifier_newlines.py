@@ -7,6 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.rest_errors import field_violations_of, reasons_of, trace_id_of
+
 from .conftest import RunningStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,10 +39,10 @@ async def test_a_trailing_newline_is_400_for_the_restricted_profile_and_not_stor
     response = await client.post("/v1/process", json=body, headers={"X-API-Key": key})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["reason_codes"] == ["INVALID_ARGUMENT"]
+    assert reasons_of(error) == ["INVALID_ARGUMENT"]
     snake = {"contextId": "context_id", "sessionId": "session_id", "action": "action"}[field]
-    assert [v["field"] for v in error["field_violations"]] == [snake]
-    events = await _events(client, running_stack, error["trace_id"])
+    assert [v["field"] for v in field_violations_of(error)] == [snake]
+    events = await _events(client, running_stack, trace_id_of(error))
     assert [(event["kind"], event["result"]) for event in events] == [("DECISION", "DENY")]
     if field != "sessionId":  # the record keeps what was sent, with control characters escaped
         recorded = events[0]["action" if field == "action" else "contextId"]

@@ -8,6 +8,8 @@ import stat
 import httpx
 import pytest
 
+from tests.rest_errors import field_violations_of, reasons_of
+
 from .conftest import RunningStack
 from .support import error_of, eventually
 
@@ -23,7 +25,7 @@ async def test_an_admin_key_revokes_itself_only_when_forced(
     assert refused.status_code == 400, refused.text
     error = error_of(refused)
     assert error["status"] == "FAILED_PRECONDITION"
-    assert error["reason_codes"] == ["SELF_REVOCATION"]
+    assert reasons_of(error) == ["SELF_REVOCATION"]
     assert (await client.get("/v1/admin/keys", headers=headers)).status_code == 200  # still works
 
     revoked = await client.post(f"/v1/admin/keys/{key_id}:revoke", json={"force": True}, headers=headers)
@@ -49,8 +51,8 @@ async def test_an_empty_scope_list_is_refused(client: httpx.AsyncClient, running
         refused = await client.post("/v1/admin/keys", json=body, headers=admin)
         assert refused.status_code == 400, refused.text
         error = error_of(refused)
-        assert error["reason_codes"] == ["INVALID_ARGUMENT"]
-        assert [v["field"] for v in error["field_violations"]] == ["scopes"]
+        assert reasons_of(error) == ["INVALID_ARGUMENT"]
+        assert [v["field"] for v in field_violations_of(error)] == ["scopes"]
     created = await client.post("/v1/admin/keys", json={"name": "reader", "scopes": ["audit:read"]}, headers=admin)
     assert created.status_code == 200, created.text
     assert created.json()["apiKey"]["scopes"] == ["audit:read"]

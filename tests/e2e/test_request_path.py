@@ -7,6 +7,7 @@ import pytest
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.identity import Identity
+from tests.rest_errors import field_violations_of, reasons_of, trace_id_of
 
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of, eventually
@@ -45,9 +46,9 @@ async def test_missing_or_unknown_key_is_401_with_reason(
     response = await client.post("/v1/process", json=SUMMARIZE, headers=headers)
     assert response.status_code == 401
     error = error_of(response)
-    assert error["reason_codes"] == [reason]
+    assert reasons_of(error) == [reason]
     assert error["status"] == "UNAUTHENTICATED"
-    assert error["trace_id"] == response.headers["X-Trace-Id"]
+    assert trace_id_of(error) == response.headers["X-Trace-Id"]
 
 
 async def test_forbidden_action_is_403(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
@@ -55,7 +56,7 @@ async def test_forbidden_action_is_403(client: httpx.AsyncClient, running_stack:
     request = {**SUMMARIZE, "action": "chat", "contextId": "public-1", "payload": {"message": "hi"}}
     response = await client.post("/v1/process", json=request, headers={"X-API-Key": restricted})
     assert response.status_code == 403
-    assert error_of(response)["reason_codes"] == ["ACTION_NOT_ALLOWED"]
+    assert reasons_of(error_of(response)) == ["ACTION_NOT_ALLOWED"]
 
 
 async def test_malformed_body_is_400(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
@@ -65,7 +66,7 @@ async def test_malformed_body_is_400(client: httpx.AsyncClient, running_stack: R
         headers={"X-API-Key": running_stack.key, "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    assert error_of(response)["trace_id"]
+    assert trace_id_of(error_of(response))
 
 
 async def test_audit_trail_holds_the_decision_and_the_outcome(
@@ -126,7 +127,7 @@ async def test_revoked_key_is_refused_after_the_next_key_refresh(
 
     await eventually(refused, within=5)  # the gate's refresh interval is 0.5 s in this stack
     response = await client.post("/v1/process", json=SUMMARIZE, headers={"X-API-Key": secret})
-    assert error_of(response)["reason_codes"] == ["API_KEY_REVOKED"]
+    assert reasons_of(error_of(response)) == ["API_KEY_REVOKED"]
 
 
 async def test_payload_violations_from_the_executor_reach_the_client(
@@ -136,5 +137,5 @@ async def test_payload_violations_from_the_executor_reach_the_client(
     response = await client.post("/v1/process", json=request, headers={"X-API-Key": running_stack.key})
     assert response.status_code == 400
     error = error_of(response)
-    assert error["reason_codes"] == ["PAYLOAD_INVALID"]
-    assert "payload.text" in {v["field"] for v in error["field_violations"]}
+    assert reasons_of(error) == ["PAYLOAD_INVALID"]
+    assert "payload.text" in {v["field"] for v in field_violations_of(error)}

@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.identity import Identity
+from tests.rest_errors import field_violations_of, reasons_of
 
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of
@@ -47,12 +48,12 @@ async def test_failing_provider_opens_the_circuit_and_requests_fail_fast(
 
     failures = [await client.post("/v1/process", json=SUMMARIZE, headers=admin) for _ in range(3)]
     assert [r.status_code for r in failures] == [503, 503, 503]
-    assert {error_of(r)["reason_codes"][0] for r in failures} == {"PROVIDER_UNAVAILABLE"}
+    assert {reasons_of(error_of(r))[0] for r in failures} == {"PROVIDER_UNAVAILABLE"}
     assert await breaker_state(client, admin) == "BREAKER_STATE_OPEN"
 
     fast = await client.post("/v1/process", json=SUMMARIZE, headers=admin)
     assert fast.status_code == 503
-    assert error_of(fast)["reason_codes"] == ["CIRCUIT_OPEN"]
+    assert reasons_of(error_of(fast)) == ["CIRCUIT_OPEN"]
     assert int(fast.headers["Retry-After"]) >= 1
 
     opened_by = failures[-1].headers["X-Trace-Id"]  # the third failure opened the circuit
@@ -80,7 +81,7 @@ async def test_operator_commands_refuse_a_valid_key_without_the_admin_scope(
         await client.get("/v1/admin/breakers", headers=not_admin),
     ]
     assert [r.status_code for r in refused] == [403, 403, 403], [r.text for r in refused]
-    assert [error_of(r)["reason_codes"] for r in refused] == [["SCOPE_MISSING"]] * 3
+    assert [reasons_of(error_of(r)) for r in refused] == [["SCOPE_MISSING"]] * 3
     assert await breaker_state(client, admin) == "BREAKER_STATE_CLOSED"  # nothing was forced nor injected
     assert (await client.post("/v1/process", json=SUMMARIZE, headers=not_admin)).status_code == 200
 
@@ -91,7 +92,7 @@ async def test_forced_open_fails_closed(
     forced = await client.post("/v1/admin/breakers/fake", json={"command": "BREAKER_COMMAND_FORCE_OPEN"}, headers=admin)
     assert forced.json()["breaker"]["state"] == "BREAKER_STATE_FORCED_OPEN"
     response = await client.post("/v1/process", json=SUMMARIZE, headers=admin)
-    assert error_of(response)["reason_codes"] == ["CIRCUIT_OPEN"]
+    assert reasons_of(error_of(response)) == ["CIRCUIT_OPEN"]
 
 
 async def test_invalid_faults_are_refused_with_field_violations(
@@ -99,4 +100,4 @@ async def test_invalid_faults_are_refused_with_field_violations(
 ) -> None:
     response = await client.post("/v1/admin/providers/fake/faults", json={"errorRate": 1.5}, headers=admin)
     assert response.status_code == 400
-    assert "error_rate" in {v["field"].split(".")[-1] for v in error_of(response)["field_violations"]}
+    assert "error_rate" in {v["field"].split(".")[-1] for v in field_violations_of(error_of(response))}

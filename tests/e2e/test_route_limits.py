@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.rest_errors import quota_violations_of, reasons_of
+
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of
 
@@ -38,8 +40,8 @@ def assert_rate_limited(response: httpx.Response, subject: str) -> None:
     assert response.status_code == 429, response.text
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     error = error_of(response)
-    assert error["reason_codes"] == ["RATE_LIMITED"]
-    assert error["quota_violations"][0]["subject"] == subject
+    assert reasons_of(error) == ["RATE_LIMITED"]
+    assert quota_violations_of(error)[0]["subject"] == subject
 
 
 @pytest.mark.parametrize("route", PERSONAL, ids=lambda route: f"{route[0]} {route[1]}")

@@ -8,6 +8,8 @@ import uuid
 import httpx
 import pytest
 
+from tests.rest_errors import field_violations_of, reasons_of
+
 from .conftest import RunningStack
 from .support import SUMMARIZE, error_of
 
@@ -47,7 +49,7 @@ async def test_a_session_is_private_to_its_caller(client: httpx.AsyncClient, run
     }
     refused = await client.post("/v1/process", json=chat, headers=other)
     assert refused.status_code == 404
-    assert error_of(refused)["reason_codes"] == ["SESSION_NOT_FOUND"]
+    assert reasons_of(error_of(refused)) == ["SESSION_NOT_FOUND"]
 
 
 async def test_preferences_are_explicit_validated_exported_and_erased(
@@ -66,7 +68,7 @@ async def test_preferences_are_explicit_validated_exported_and_erased(
     assert stored.json()["preferences"] == wanted
     bad = await client.put("/v1/preferences", json={"tone": "sarcastic"}, headers=headers)
     assert bad.status_code == 400
-    assert "tone" in error_of(bad)["field_violations"][0]["field"]
+    assert "tone" in field_violations_of(error_of(bad))[0]["field"]
 
     await client.post("/v1/sessions", json={}, headers=headers)
     idempotency_key = str(uuid.uuid4())  # the gate keeps this request's full response for repeats

@@ -21,6 +21,7 @@ from techno_edge.bootstrap import EdgeServer
 from techno_gate.domain.keys import generate_key
 from techno_stack.stack import free_port
 from tests.integration.services import InProcess, migrated_sqlite
+from tests.rest_errors import quota_violations_of, reasons_of, trace_id_of
 from tests.tls import connect
 
 POLICY = Path(__file__).resolve().parents[1] / "e2e" / "policy.yaml"
@@ -78,9 +79,9 @@ async def post(stack: Stack, key: str, body: dict[str, Any] = SUMMARIZE) -> http
 def assert_error(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error: dict[str, Any] = response.json()["error"]
-    assert error["reason_codes"] == [reason]
+    assert reasons_of(error) == [reason]
     assert error["code"] == status
-    assert error["trace_id"] == response.headers["X-Trace-Id"]
+    assert trace_id_of(error) == response.headers["X-Trace-Id"]
     return error
 
 
@@ -124,7 +125,7 @@ async def test_too_many_in_flight_is_429(make_stack: StackFactory) -> None:
     first = asyncio.create_task(post(stack, key))
     await _until_in_flight(stack)
     error = assert_error(await post(stack, key), 429, "CONCURRENCY_LIMITED")
-    assert error["quota_violations"][0]["subject"].endswith("/in_flight")
+    assert quota_violations_of(error)[0]["subject"].endswith("/in_flight")
     assert (await first).status_code == 200
     assert (await post(stack, key)).status_code == 200  # the slot was released
 

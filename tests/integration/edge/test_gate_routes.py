@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from techno.gate.v1 import gate_pb2
 from techno_edge.bootstrap import EdgeServer
+from tests.rest_errors import field_violations_of, reasons_of, trace_id_of
 
 from .conftest import GrpcUpstream
 
@@ -112,7 +113,7 @@ async def test_invalid_timeout_header_is_400(client: httpx.AsyncClient, value: s
 async def test_oversize_body_is_413_by_content_length(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/process", content=b"{" + b" " * 2000 + b"}")
     assert response.status_code == 413
-    assert response.json()["error"]["reason_codes"] == ["BODY_TOO_LARGE"]
+    assert reasons_of(response.json()["error"]) == ["BODY_TOO_LARGE"]
 
 
 async def test_oversize_body_is_413_when_streamed_without_length(client: httpx.AsyncClient) -> None:
@@ -139,13 +140,13 @@ async def test_bad_json_is_400(client: httpx.AsyncClient, body: bytes, fragment:
     error = response.json()["error"]
     assert error["status"] == "INVALID_ARGUMENT"
     assert fragment in error["message"]
-    assert error["trace_id"] == response.headers["x-trace-id"]
+    assert trace_id_of(error) == response.headers["x-trace-id"]
 
 
 async def test_unknown_route_is_404_and_wrong_method_405(client: httpx.AsyncClient) -> None:
     missing = await client.get("/v1/nothing")
     assert missing.status_code == 404
-    assert missing.json()["error"]["reason_codes"] == ["ROUTE_NOT_FOUND"]
+    assert reasons_of(missing.json()["error"]) == ["ROUTE_NOT_FOUND"]
     wrong = await client.delete("/v1/process")
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "POST"
@@ -178,13 +179,13 @@ async def test_upstream_status_maps_to_http(client: httpx.AsyncClient, code: str
     error = response.json()["error"]
     assert error["code"] == http
     assert error["status"] == code
-    assert error["reason_codes"] == ["TEST_REASON"]
+    assert reasons_of(error) == ["TEST_REASON"]
     assert error["message"] == f"scripted {code}"
-    assert error["trace_id"] == response.headers["x-trace-id"]
+    assert trace_id_of(error) == response.headers["x-trace-id"]
     if code == "INVALID_ARGUMENT":
-        assert error["field_violations"] == [{"field": "payload.text", "description": "is required"}]
+        assert field_violations_of(error) == [{"field": "payload.text", "description": "is required"}]
     else:
-        assert "field_violations" not in error
+        assert field_violations_of(error) == []
     assert response.headers.get("retry-after") == ("2" if code == "RESOURCE_EXHAUSTED" else None)
 
 

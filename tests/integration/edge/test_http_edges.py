@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno_edge.bootstrap import bootstrap
+from tests.rest_errors import field_violations_of, reasons_of, trace_id_of
 
 from .conftest import GrpcUpstream, edge_settings
 
@@ -22,8 +23,8 @@ ORIGIN = "https://app.example.com"
 def assert_refused(response: httpx.Response, status: int, reason: str) -> dict[str, object]:
     assert response.status_code == status, response.text
     error: dict[str, object] = response.json()["error"]
-    assert error["reason_codes"] == [reason]
-    assert error["trace_id"] == response.headers["x-trace-id"]
+    assert reasons_of(error) == [reason]
+    assert trace_id_of(error) == response.headers["x-trace-id"]
     return error
 
 
@@ -57,7 +58,7 @@ async def test_without_cors_options_is_a_json_405(client: httpx.AsyncClient) -> 
     assert response.headers["allow"] == "POST"
     assert "access-control-allow-origin" not in response.headers
     probe = await client.options("/healthz", headers=preflight)  # untraced, like every probe: no trace id
-    assert (probe.status_code, probe.json()["error"]["reason_codes"]) == (405, ["METHOD_NOT_ALLOWED"])
+    assert (probe.status_code, reasons_of(probe.json()["error"])) == (405, ["METHOD_NOT_ALLOWED"])
     assert "access-control-allow-origin" not in (await client.get("/v1/actions", headers={"Origin": ORIGIN})).headers
 
 
@@ -148,7 +149,7 @@ async def test_json_content_types_are_accepted(client: httpx.AsyncClient, conten
 async def test_query_parameters_on_a_whole_body_method_are_400(client: httpx.AsyncClient, gate: GrpcUpstream) -> None:
     response = await client.post("/v1/process?dryRun=true", content=PROCESS, headers=JSON)
     error = assert_refused(response, 400, "INVALID_ARGUMENT")
-    assert error["field_violations"] == [{"field": "dryRun", "description": "unknown query parameter"}]
+    assert field_violations_of(error) == [{"field": "dryRun", "description": "unknown query parameter"}]
     assert gate.seen.requests == []
 
 

@@ -24,6 +24,7 @@ from techno_edge.entrypoints.asgi import Receive, Scope, Send
 from techno_edge.entrypoints.http_protocol import MESSAGE, JsonErrorHttpToolsProtocol
 from techno_edge.entrypoints.slow_clients import Bounds, ConnectionGuard, guarded_protocol
 from techno_edge.settings import EdgeSettings
+from tests.rest_errors import reasons_of, trace_id_of
 from tests.tls import as_identity
 
 
@@ -80,10 +81,10 @@ async def test_unparsable_request_is_a_json_400_with_a_trace_id(port: int, reque
     assert headers["content-type"] == "application/json"
     assert int(headers["content-length"]) == len(body)
     error = json.loads(body)["error"]
-    assert (error["code"], error["status"], error["reason_codes"]) == (400, "INVALID_ARGUMENT", ["INVALID_ARGUMENT"])
+    assert (error["code"], error["status"], reasons_of(error)) == (400, "INVALID_ARGUMENT", ["INVALID_ARGUMENT"])
     assert error["message"] == MESSAGE
-    assert error["trace_id"] == headers["x-trace-id"]
-    assert len(error["trace_id"]) == 32
+    assert trace_id_of(error) == headers["x-trace-id"]
+    assert len(trace_id_of(error)) == 32
 
 
 async def test_a_valid_request_is_served_as_usual(port: int) -> None:
@@ -102,4 +103,4 @@ async def test_the_edge_itself_answers_an_unparsable_request_with_json(tracer_pr
     finally:
         await edge.stop()
     assert status.startswith(b"HTTP/1.1 400")
-    assert json.loads(body)["error"]["trace_id"] == headers["x-trace-id"]
+    assert trace_id_of(json.loads(body)["error"]) == headers["x-trace-id"]

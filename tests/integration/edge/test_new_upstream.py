@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from techno_edge.bootstrap import bootstrap
+from tests.rest_errors import field_violations_of
 
 from .conftest import ECHO_MODULE, ECHO_SERVICE, GrpcUpstream, Seen, edge_settings, start_upstream
 
@@ -137,7 +138,7 @@ async def test_query_parameters_fill_the_remaining_fields(echo_client: httpx.Asy
 async def test_bad_query_parameters_are_400(echo_client: httpx.AsyncClient, query: dict[str, Any]) -> None:
     response = await echo_client.get("/v1/shelves/s1/things", params=query)
     assert response.status_code == 400
-    assert response.json()["error"]["field_violations"]
+    assert field_violations_of(response.json()["error"])
 
 
 async def test_unknown_body_field_is_400(echo_client: httpx.AsyncClient) -> None:

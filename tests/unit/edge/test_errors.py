@@ -1,15 +1,28 @@
-"""gRPC status → HTTP status and the JSON error body, from a received AioRpcError."""
+"""gRPC status → HTTP status and the AIP-193 JSON error body, from a received AioRpcError or the edge itself."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import grpc
 import pytest
-from google.rpc import status_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
-from techno_core import errors
+from techno_core import errors, grpc_errors
 from techno_core.grpc_errors import to_rpc_status
 from techno_edge.adapters.upstream import http_error_of
-from techno_edge.domain.errors import HTTP_STATUS_BY_GRPC_CODE, http_status_of, method_not_allowed
+from techno_edge.domain.errors import (
+    ERROR_DOMAIN,
+    HTTP_STATUS_BY_GRPC_CODE,
+    HttpError,
+    Violation,
+    http_status_of,
+    method_not_allowed,
+    not_found,
+)
 
 GRPC_GATEWAY_TABLE = {
     grpc.StatusCode.OK: 200,
@@ -48,27 +61,121 @@ def _rpc_error(status: status_pb2.Status) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, status.message, None)
 
 
-def test_error_info_bad_request_and_retry_info_reach_the_body() -> None:
+def _detail(body: dict[str, Any], type_name: str) -> dict[str, Any]:
+    found = [d for d in body["error"]["details"] if d["@type"] == f"type.googleapis.com/google.rpc.{type_name}"]
+    assert len(found) == 1, body
+    detail: dict[str, Any] = found[0]
+    return detail
+
+
+def test_every_detail_of_the_status_reaches_the_body_as_aip_193_json() -> None:
     status = to_rpc_status(
-        errors.InvalidArgument(
-            reason="PAYLOAD_INVALID",
-            message="payload.text is required",
+        errors.ResourceExhausted(
+            reason="RATE_LIMITED",
+            message="rate limit reached",
+            metadata={"scope": "process"},
             violations=[errors.FieldViolation("payload.text", "required")],
             retry_after_seconds=1.2,
+            quota_violations=[errors.QuotaViolation("key/k1/requests", "10 per minute")],
         )
     )
     error = http_error_of(_rpc_error(status))
-    assert error.status == 400
+    assert error.status == 429
     assert error.retry_after_seconds == 2  # rounded up
     assert error.body("abc") == {
         "error": {
-            "code": 400,
-            "status": "INVALID_ARGUMENT",
-            "message": "payload.text is required",
-            "reason_codes": ["PAYLOAD_INVALID"],
-            "trace_id": "abc",
-            "field_violations": [{"field": "payload.text", "description": "required"}],
+            "code": 429,
+            "message": "rate limit reached",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "RATE_LIMITED",
+                    "domain": "techno.dev",
+                    "metadata": {"scope": "process", "traceId": "abc"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": "payload.text", "description": "required"}],
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"subject": "key/k1/requests", "description": "10 per minute"}],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.200s"},
+            ],
         }
+    }
+
+
+def test_the_trace_id_is_added_to_a_copy_of_the_upstream_details() -> None:
+    error = http_error_of(_rpc_error(to_rpc_status(errors.NotFound(reason="SESSION_NOT_FOUND", message="gone"))))
+    first, second = error.body("one"), error.body("two")
+    assert _detail(first, "ErrorInfo")["metadata"] == {"traceId": "one"}
+    assert _detail(second, "ErrorInfo")["metadata"] == {"traceId": "two"}
+
+
+def _packed(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def test_debug_info_and_unknown_details_are_not_passed_through() -> None:
+    status = to_rpc_status(errors.Internal(reason="EXECUTION_FAILED", message="failed"))
+    status.details.append(_packed(error_details_pb2.DebugInfo(stack_entries=["File secret.py, line 1"])))
+    status.details.append(any_pb2.Any(type_url="type.googleapis.com/acme.Secret", value=b"\x0a\x01x"))
+    body = http_error_of(_rpc_error(status)).body("t")
+    assert [d["@type"] for d in body["error"]["details"]] == ["type.googleapis.com/google.rpc.ErrorInfo"]
+    assert "secret" not in json.dumps(body)
+
+
+def test_an_upstream_error_without_error_info_gets_one_named_after_its_code() -> None:
+    status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="no such thing")
+    body = http_error_of(_rpc_error(status)).body("t")
+    assert body["error"]["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "NOT_FOUND",
+            "domain": "techno.dev",
+            "metadata": {"traceId": "t"},
+        }
+    ]
+
+
+def test_the_edges_own_details_are_what_json_format_renders_for_the_same_status() -> None:
+    """The edge builds its own details by hand (the domain stays free of protobuf): they must be exactly what
+    an upstream's identical status renders to."""
+    own = HttpError(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "slow down",
+        ("RATE_LIMITED",),
+        (Violation("body", "must be an object"),),
+        retry_after_seconds=3,
+        quota_violations=(Violation("connections", "too many"),),
+    )
+    status = to_rpc_status(
+        errors.ResourceExhausted(
+            reason="RATE_LIMITED",
+            message="slow down",
+            violations=[errors.FieldViolation("body", "must be an object")],
+            retry_after_seconds=3,
+            quota_violations=[errors.QuotaViolation("connections", "too many")],
+        )
+    )
+    assert own.body("t") == http_error_of(_rpc_error(status)).body("t")
+
+
+def test_the_edges_domain_is_the_gates() -> None:
+    assert ERROR_DOMAIN == grpc_errors.ERROR_DOMAIN
+
+
+def test_an_answer_without_a_trace_has_no_trace_id_metadata() -> None:
+    assert _detail(not_found().body(""), "ErrorInfo") == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "ROUTE_NOT_FOUND",
+        "domain": "techno.dev",
     }
 
 
@@ -82,9 +189,9 @@ def test_transport_failure_hides_the_address() -> None:
     )
     mapped = http_error_of(error)
     assert mapped.status == 503
-    assert "10.0.0.7" not in mapped.message
-    assert mapped.body("t")["error"]["reason_codes"] == ["UPSTREAM_UNAVAILABLE"]
-    assert "field_violations" not in mapped.body("t")["error"]
+    assert "10.0.0.7" not in json.dumps(mapped.body("t"))
+    assert _detail(mapped.body("t"), "ErrorInfo")["reason"] == "UPSTREAM_UNAVAILABLE"
+    assert len(mapped.body("t")["error"]["details"]) == 1
 
 
 def test_service_message_is_kept_when_it_gave_a_reason() -> None:

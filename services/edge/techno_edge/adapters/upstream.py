@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +45,8 @@ _TRANSPORT_FAILURES = {
     "DEADLINE_EXCEEDED": ("the upstream did not answer before the deadline", "DEADLINE_EXCEEDED"),
     "CANCELLED": ("the upstream call was cancelled", "UPSTREAM_CANCELLED"),
 }
+
+_DEBUG_INFO = "type.googleapis.com/" + error_details_pb2.DebugInfo.DESCRIPTOR.full_name
 
 UnaryCall = Any  # grpc.aio.UnaryUnaryMultiCallable; its stubs' generics do not fit a generic message type
 
@@ -96,28 +100,47 @@ async def call(upstream: UnaryCall, request: Message, *, timeout: float, metadat
 
 
 def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:
-    status = rpc_status_of(error)
+    return http_error_of_status(rpc_status_of(error))
+
+
+def http_error_of_status(status: status_pb2.Status) -> HttpError:
+    """The HTTP error a failed call's ``google.rpc.Status`` is answered with: its code, message and details as
+    the service sent them, except for the transport's failures, whose text is replaced."""
     code = _CODE_NAMES.get(status.code, "UNKNOWN")
     details = details_of(status)
     reasons = tuple(details.reasons)
-    message = status.message or code
     if code == _REFUSED_BY_TRANSPORT and not reasons:
         log.error("upstream transport refused the call: %s", status.message)
         return internal()
     if code in _TRANSPORT_CODES and not reasons:
         log.warning("upstream call failed: %s %s", code, status.message)
         message, reason = _TRANSPORT_FAILURES.get(code, _UNAVAILABLE)
-        reasons = (reason,)
+        return HttpError(http_status_of(code), code, message, (reason,))
     return HttpError(
         http_status_of(code),
         code,
-        message,
+        status.message or code,
         reasons=reasons,
         violations=tuple(Violation(v.field, v.description) for v in details.violations),
         quota_violations=tuple(Violation(q.subject, q.description) for q in details.quota),
         # Retry-After is whole seconds; rounding up never invites a retry before the server asked for one.
         retry_after_seconds=None if details.retry_after is None else max(0, math.ceil(details.retry_after)),
+        details=tuple(_json_details(status)),
     )
+
+
+def _json_details(status: status_pb2.Status) -> Iterator[dict[str, Any]]:
+    """Each detail in proto3 JSON (``{"@type": …, "fieldViolations": …}``), as grpc-gateway renders them.
+    DebugInfo (stack entries, by its own definition not for clients) and types this process does not know (it
+    could not tell what they reveal) stay in the log."""
+    for detail in status.details:
+        if detail.type_url == _DEBUG_INFO:
+            log.info("upstream DebugInfo not passed to the client: %s", detail)
+            continue
+        try:
+            yield json_format.MessageToDict(detail)
+        except (TypeError, json_format.Error):
+            log.warning("upstream error detail of unknown type %s not passed to the client", detail.type_url)
 
 
 class Readiness:

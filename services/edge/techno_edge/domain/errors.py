@@ -1,7 +1,19 @@
 """HTTP errors of the edge: the gRPC → HTTP status table and the one JSON error body every failure answers with.
 
-Codes are handled by name (``"NOT_FOUND"``) so this module stays free of grpc; the adapter that receives an
-``AioRpcError`` converts it with ``techno_edge.adapters.upstream.http_error_of``.
+The body is Google's AIP-193 JSON form of a ``google.rpc.Status`` (what Google's REST APIs answer)::
+
+    {"error": {"code": 403, "message": "...", "status": "PERMISSION_DENIED", "details": [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACTION_NOT_ALLOWED",
+         "domain": "techno.dev", "metadata": {"traceId": "4bf9…"}},
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [{"field": …, "description": …}]},
+        …]}}
+
+``code`` is the HTTP status (grpc-gateway's unwrapped form puts the gRPC code there instead), ``status`` the gRPC
+code's name, ``details`` the status details as proto3 JSON: an upstream's are passed through as it sent them
+(rendered by ``techno_edge.adapters.upstream``), the edge's own are built here in the same form. Every body has
+an ErrorInfo, and its metadata carries the request's trace id as ``traceId``.
+
+Codes are handled by name (``"NOT_FOUND"``) so this module stays free of grpc.
 """
 
 from __future__ import annotations
@@ -29,6 +41,16 @@ HTTP_STATUS_BY_GRPC_CODE: dict[str, int] = {
     "UNAVAILABLE": 503,
     "DATA_LOSS": 500,
 }
+
+# The ``@type`` of the google.rpc details the edge builds itself (upstream ones pass through as they come).
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+# The gate's ErrorInfo domain (techno_core.grpc_errors.ERROR_DOMAIN; a unit test keeps them equal): the edge's own
+# reasons are documented beside the gate's, in docs/reason-codes.md, so they share it.
+ERROR_DOMAIN = "techno.dev"
+TRACE_ID_KEY = "traceId"  # lowerCamelCase, as AIP-193 asks of ErrorInfo metadata keys
 
 # Reasons of the failures the edge itself detects, before any upstream is called (ErrorInfo-style names).
 ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
@@ -58,7 +80,12 @@ class Violation:
 
 @dataclass(eq=False)
 class HttpError(Exception):
-    """A failure answered as JSON. ``grpc_code`` is the gRPC code name reported in ``error.status``."""
+    """A failure answered as JSON. ``grpc_code`` is the gRPC code name reported in ``error.status``.
+
+    ``reasons``, ``violations``, ``quota_violations`` and ``retry_after_seconds`` are what the failure says, for
+    whoever reads it in code (the Retry-After header, another API's error shape). ``details``, when set, are an
+    upstream's ``google.rpc`` details already in proto3 JSON and are answered as they are; otherwise the details
+    are built from the fields."""
 
     status: int
     grpc_code: str
@@ -68,6 +95,7 @@ class HttpError(Exception):
     retry_after_seconds: int | None = None
     quota_violations: tuple[Violation, ...] = ()  # field = the limit's subject
     headers: tuple[tuple[str, str], ...] = field(default=())
+    details: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -77,20 +105,44 @@ class HttpError(Exception):
         return cls(http_status_of(grpc_code), grpc_code, message, **details)
 
     def body(self, trace_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {
-            "code": self.status,
-            "status": self.grpc_code,
-            "message": self.message,
-            "reason_codes": list(self.reasons),
-            "trace_id": trace_id,
+        details = list(self.details) if self.details else self._own_details()
+        return {
+            "error": {
+                "code": self.status,
+                "message": self.message,
+                "status": self.grpc_code,
+                "details": _with_trace_id(details, self.reasons or (self.grpc_code,), trace_id),
+            }
         }
+
+    def _own_details(self) -> list[dict[str, Any]]:
+        details: list[dict[str, Any]] = [_error_info(reason) for reason in self.reasons]
         if self.violations:
-            error["field_violations"] = [{"field": v.field, "description": v.description} for v in self.violations]
+            violations = [{"field": v.field, "description": v.description} for v in self.violations]
+            details.append({"@type": BAD_REQUEST, "fieldViolations": violations})
         if self.quota_violations:
-            error["quota_violations"] = [
-                {"subject": v.field, "description": v.description} for v in self.quota_violations
-            ]
-        return {"error": error}
+            quota = [{"subject": v.field, "description": v.description} for v in self.quota_violations]
+            details.append({"@type": QUOTA_FAILURE, "violations": quota})
+        if self.retry_after_seconds is not None:
+            details.append({"@type": RETRY_INFO, "retryDelay": f"{self.retry_after_seconds}s"})
+        return details
+
+
+def _error_info(reason: str) -> dict[str, Any]:
+    return {"@type": ERROR_INFO, "reason": reason, "domain": ERROR_DOMAIN}
+
+
+def _with_trace_id(details: list[dict[str, Any]], reasons: tuple[str, ...], trace_id: str) -> list[dict[str, Any]]:
+    """The trace id goes into the first ErrorInfo's metadata (a copy: an upstream's details are not changed);
+    details without one (an upstream that sent none) get one first, with the failure's reason."""
+    at = next((i for i, detail in enumerate(details) if detail.get("@type") == ERROR_INFO), None)
+    if at is None:
+        details.insert(0, _error_info(reasons[0]))
+        at = 0
+    if trace_id:  # empty for an answer no request was parsed for (a connection shed before its first byte)
+        info = details[at]
+        details[at] = {**info, "metadata": {**info.get("metadata", {}), TRACE_ID_KEY: trace_id}}
+    return details
 
 
 def invalid_argument(message: str, *violations: Violation) -> HttpError:
