@@ -16,11 +16,13 @@ from prometheus_client import CollectorRegistry
 from techno_core.transport import transport_from
 from techno_edge.adapters.bindings import Binding, import_proto_modules, load_bindings, routes_of
 from techno_edge.adapters.metrics import HttpMetrics
+from techno_edge.adapters.openai_compat import GateChat
 from techno_edge.adapters.openapi import build_openapi
 from techno_edge.adapters.upstream import Readiness, Upstreams
 from techno_edge.domain.routing import Router
 from techno_edge.entrypoints.asgi import HEALTHZ, METRICS, READYZ, EdgeApp, Limits, Receive, Scope, Send
 from techno_edge.entrypoints.cors import Cors
+from techno_edge.entrypoints.openai_routes import OpenAIRoutes
 from techno_edge.settings import GATE_SERVICE, EdgeSettings
 
 # Probes and scrapes are not traced: they would be most of the traces and none of the interesting ones.
@@ -61,17 +63,21 @@ def build_app(
     bindings = load_bindings(targets)
     transport = transport_from(settings, targets=list(targets.values()))
     channels = Upstreams(targets, tracer_provider, transport)
+    metrics = HttpMetrics(registry)
+    limits = Limits(settings.edge_request_timeout_seconds, settings.edge_max_body_bytes)
     app = EdgeApp(
         Router(routes_of(bindings)),
         channels,
         Readiness(channels, GATE_SERVICE),  # never ready when the gate is not an upstream
-        HttpMetrics(registry),
+        metrics,
         build_openapi(bindings),
-        Limits(settings.edge_request_timeout_seconds, settings.edge_max_body_bytes),
+        limits,
         Cors.of(settings.edge_cors_allowed_origins),
     )
+    # The OpenAI-compatible routes in front of the generic ones, inside the tracing middleware like them.
+    openai = OpenAIRoutes(app, GateChat(channels), metrics, limits, default_context=settings.edge_openai_context_id)
     asgi = OpenTelemetryMiddleware(
-        app,
+        openai,
         excluded_urls=_UNTRACED,
         tracer_provider=tracer_provider,
         exclude_spans=["receive", "send"],  # one span per request; per-message spans only cost time

@@ -106,6 +106,13 @@ class EdgeSettings(TechnoSettings):
         ),
     )
 
+    edge_openai_context_id: str = Field(
+        "openai",
+        min_length=1,
+        description="Context the policy is evaluated in for the OpenAI-compatible routes (`/v1/chat/completions`) "
+        "when the request has no `X-Techno-Context` header.",
+    )
+
     @field_validator("edge_upstreams", mode="before")
     @classmethod
     def _parse_upstreams(cls, value: Any) -> Any:

@@ -1,0 +1,266 @@
+"""The OpenAI-compatible routes over ASGI (techno_edge.entrypoints.openai_routes), against an in-memory gate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from techno_edge.adapters.metrics import HttpMetrics
+from techno_edge.adapters.openai_compat import CallOptions
+from techno_edge.domain.errors import HttpError
+from techno_edge.domain.openai_chat import ChatRequest, Completion, TextChunk, Usage
+from techno_edge.entrypoints.asgi import Limits, Receive, Scope, Send
+from techno_edge.entrypoints.openai_routes import OpenAIRoutes
+
+KEY = {"Authorization": "Bearer tk_test"}
+CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello"}]}
+JSON = {"Content-Type": "application/json"}
+DONE = Completion("trace-1", "Hello there", "fake", Usage(4, 2, 6))
+
+
+class FakeGate:
+    """Answers with ``DONE``, streamed as ``chunks``; ``refusal`` fails the call before anything is answered,
+    ``failure`` fails a stream after its chunks; ``hold`` keeps a stream waiting after its chunks."""
+
+    def __init__(self) -> None:
+        self.chunks = ["Hello", " ", "there"]
+        self.refusal: HttpError | None = None
+        self.failure: HttpError | None = None
+        self.hold = False
+        self.calls: list[tuple[ChatRequest | None, str, CallOptions]] = []
+        self.stream_cancelled = asyncio.Event()
+
+    async def complete(self, chat: ChatRequest, context_id: str, options: CallOptions) -> Completion:
+        self.calls.append((chat, context_id, options))
+        if self.refusal:
+            raise self.refusal
+        return DONE
+
+    async def stream(
+        self, chat: ChatRequest, context_id: str, options: CallOptions
+    ) -> AsyncGenerator[TextChunk | Completion, None]:
+        self.calls.append((chat, context_id, options))
+        if self.refusal:
+            raise self.refusal
+        try:
+            for text in self.chunks:
+                yield TextChunk("trace-1", text)
+            if self.hold:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stream_cancelled.set()
+            raise
+        if self.failure:
+            raise self.failure
+        yield DONE
+
+    async def models(self, options: CallOptions) -> list[str]:
+        self.calls.append((None, "", options))
+        if self.refusal:
+            raise self.refusal
+        return ["fake", "openai"]
+
+
+async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def gate() -> FakeGate:
+    return FakeGate()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def routes(gate: FakeGate, registry: CollectorRegistry) -> OpenAIRoutes:
+    return OpenAIRoutes(inner_app, gate, HttpMetrics(registry), Limits(30.0, 4096), default_context="openai")
+
+
+@pytest.fixture
+async def client(routes: OpenAIRoutes) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=routes), base_url="http://edge") as client:
+        yield client
+
+
+def counted(registry: CollectorRegistry, method: str, route: str, status: int) -> float:
+    labels = {"method": method, "route": route, "status": str(status)}
+    return registry.get_sample_value("http_requests_total", labels) or 0.0
+
+
+def events_of(body: str) -> list[str]:
+    assert body.endswith("\n\n")
+    return [event.removeprefix("data: ") for event in body[:-2].split("\n\n")]
+
+
+async def test_a_completion_is_answered_in_openais_shape(
+    client: httpx.AsyncClient, gate: FakeGate, registry: CollectorRegistry
+) -> None:
+    headers = {**KEY, "Idempotency-Key": "k-1", "X-Techno-Context": "shop", "X-Request-Timeout": "5"}
+    response = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "chatcmpl-trace-1"
+    assert body["model"] == "fake"
+    assert body["choices"][0]["message"]["content"] == "Hello there"
+    assert body["usage"]["total_tokens"] == 6
+    [(chat, context, options)] = gate.calls
+    assert chat is not None
+    assert (chat.model, chat.message, chat.stream) == ("fake", "Hello", False)
+    assert context == "shop"
+    assert options.metadata == (("authorization", "Bearer tk_test"), ("idempotency-key", "k-1"))
+    assert options.timeout == 5.0
+    assert counted(registry, "POST", "/v1/chat/completions", 200) == 1
+
+
+async def test_the_context_defaults_to_the_configured_one(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=KEY)).status_code == 200
+    assert gate.calls[0][1] == "openai"
+
+
+async def test_a_stream_is_server_sent_events_ending_with_done(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    request = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    response = await client.post("/v1/chat/completions", json=request, headers=KEY)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    *chunks, done = events_of(response.text)
+    assert done == "[DONE]"
+    parsed = [json.loads(chunk) for chunk in chunks]
+    deltas = [c["choices"][0]["delta"] for c in parsed if c["choices"]]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"content": " "},
+        {"content": "there"},
+        {},
+    ]
+    assert parsed[-2]["choices"][0]["finish_reason"] == "stop"
+    assert parsed[-1]["choices"] == []
+    assert parsed[-1]["usage"]["total_tokens"] == 6
+    assert counted(registry, "POST", "/v1/chat/completions", 200) == 1
+
+
+async def test_a_refusal_before_the_stream_is_a_plain_http_error(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    gate.refusal = HttpError(403, "PERMISSION_DENIED", "provider not allowed", ("PROVIDER_NOT_ALLOWED",))
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("permission_error", "PROVIDER_NOT_ALLOWED")
+
+
+async def test_a_failure_mid_stream_is_an_error_event_and_no_done(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    gate.failure = HttpError(503, "UNAVAILABLE", "provider failed", ("PROVIDER_UNAVAILABLE",))
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    assert response.status_code == 200
+    events = events_of(response.text)
+    assert "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "PROVIDER_UNAVAILABLE"
+    assert json.loads(events[-2])["choices"][0]["delta"] == {"content": "there"}
+
+
+async def test_a_rate_limit_is_a_429_with_retry_after(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    gate.refusal = HttpError(429, "RESOURCE_EXHAUSTED", "slow down", ("RATE_LIMITED",), retry_after_seconds=3)
+    response = await client.post("/v1/chat/completions", json=CHAT, headers=KEY)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "param"),
+    [
+        (b"{not json", JSON, 400, "body"),
+        (b'{"model": "fake", "messages": []}', JSON, 400, "messages"),
+        (b"", {}, 400, "body"),
+        (b'{"model": "fake"}', {"Content-Type": "text/plain"}, 415, "Content-Type"),
+        (b'{"model": "fake", "n": 3, "messages": [{"role": "user", "content": "x"}]}', JSON, 400, "n"),
+    ],
+)
+async def test_bad_requests_are_4xx_in_openais_shape_and_never_reach_the_gate(
+    client: httpx.AsyncClient, gate: FakeGate, content: bytes, headers: dict[str, str], status: int, param: str
+) -> None:
+    response = await client.post("/v1/chat/completions", content=content, headers={**KEY, **headers})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert gate.calls == []
+
+
+async def test_a_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
+    response = await client.post("/v1/chat/completions", json=big, headers=KEY)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "BODY_TOO_LARGE"
+
+
+async def test_models_lists_the_providers(client: httpx.AsyncClient, registry: CollectorRegistry) -> None:
+    response = await client.get("/v1/models", headers=KEY)
+    assert response.status_code == 200
+    assert [m["id"] for m in response.json()["data"]] == ["fake", "openai"]
+    assert counted(registry, "GET", "/v1/models", 200) == 1
+
+
+async def test_wrong_methods_are_405_with_allow(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/chat/completions", headers=KEY)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert (await client.post("/v1/models", json={})).headers["allow"] == "GET, HEAD"
+
+
+async def test_a_bad_forwarded_header_is_refused_before_the_gate(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    response = await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer " + "k" * 7000})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert gate.calls == []
+
+
+async def test_other_paths_go_to_the_edge_app(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/process", json={})).status_code == 204
+    assert (await client.get("/v1/models/fake")).status_code == 204  # not ours: the edge app answers its 404
+
+
+async def test_a_client_that_disconnects_mid_stream_cancels_the_gate_call(
+    routes: OpenAIRoutes, gate: FakeGate, registry: CollectorRegistry
+) -> None:
+    gate.hold = True
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    gone = asyncio.Event()
+    sent: list[MutableMapping[str, Any]] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> MutableMapping[str, Any]:
+        if messages:
+            return messages.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+        if b"there" in message.get("body", b""):  # every chunk is out: the client leaves
+            gone.set()
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer tk_test")],
+    }
+    await routes(scope, receive, send)
+    assert gate.stream_cancelled.is_set()
+    assert not any(b"[DONE]" in m.get("body", b"") for m in sent)
+    assert counted(registry, "POST", "/v1/chat/completions", 499) == 1
