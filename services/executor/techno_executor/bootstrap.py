@@ -27,6 +27,7 @@ from techno_executor.adapters.providers import build_providers, close_providers
 from techno_executor.adapters.telemetry import PrometheusExecutionObserver
 from techno_executor.application.context import ContextLoader, ConversationContext
 from techno_executor.application.execute import ExecuteAction
+from techno_executor.application.stream import StreamAction
 from techno_executor.domain.actions import ActionCatalogError
 from techno_executor.domain.breaker import fan_out
 from techno_executor.domain.faults import FaultSwitch
@@ -54,7 +55,7 @@ def _providers(
         faults = {name: getattr(provider, "faults", None) for name, provider in named.items()}
         return named, {name: switch for name, switch in faults.items() if isinstance(switch, FaultSwitch)}
     switch = FaultSwitch(settings.initial_faults())
-    fake = FakeProvider(faults=switch, seed=settings.fake_seed)
+    fake = FakeProvider(faults=switch, seed=settings.fake_seed, stream_shape=settings.stream_shape())
     try:  # fail closed: an unknown or key-less provider on the allowlist refuses to start
         return build_providers(settings, fake=fake), {fake.name: switch}
     except ProviderConfigError as error:
@@ -88,8 +89,8 @@ async def bootstrap(
     memory_channel = transport.channel(settings.memory_target, tracer, Identity.MEMORY)
     memory = memory_pb2_grpc.MemoryServiceStub(memory_channel)
     observer = PrometheusExecutionObserver(registry, settings.executor_id)
-    for name in by_name:
-        observer.provider_registered(name)
+    for name, provider in by_name.items():
+        observer.provider_registered(name, provider.model)
     audit = (
         BreakerAuditWriter(
             memory,
@@ -132,7 +133,7 @@ async def bootstrap(
         clock=clock,
         context=ContextLoader(context, on_failure=lambda what: context_failures.labels(what=what).inc()),
     )
-    servicer = ExecutorServicer(use_case, executor_id=settings.executor_id)
+    servicer = ExecutorServicer(use_case, StreamAction(use_case), executor_id=settings.executor_id)
     admin = ExecutorAdminServicer({name: route.breaker for name, route in use_case.routes.items()}, fault_switches)
 
     async def close() -> None:

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from techno_core.settings import TECHNO_CONFIG
-from techno_executor.domain.faults import FaultProfile
+from techno_executor.domain.faults import FaultProfile, StreamShape
 
 _RATES = ("error_rate", "rate_limit_rate", "timeout_rate", "hang_rate")
 
@@ -50,6 +50,27 @@ class FaultSettings(BaseSettings):
     fake_seed: int | None = Field(
         None, description="Seed of the fake provider's fault draws, for reproducible failures (unset: random)."
     )
+
+    fake_stream_chunk_chars: int = Field(
+        16, ge=1, description="Characters per piece of the fake provider's streamed answers."
+    )
+    fake_stream_chunk_delay_ms: int = Field(
+        0, ge=0, description="Pause between the pieces of the fake provider's streamed answers, in milliseconds."
+    )
+    fake_stream_fault_after_chunks: int = Field(
+        0,
+        ge=0,
+        description="When above 0, a streamed call's injected fault strikes after this many pieces instead of "
+        "before the first (an error or hang mid-stream).",
+    )
+
+    def stream_shape(self) -> StreamShape:
+        """How the fake provider streams its answers."""
+        return StreamShape(
+            chunk_chars=self.fake_stream_chunk_chars,
+            chunk_delay_ms=self.fake_stream_chunk_delay_ms,
+            fault_after_chunks=self.fake_stream_fault_after_chunks,
+        )
 
     def initial_faults(self) -> FaultProfile:
         """The fault profile the fake provider starts with."""

@@ -7,6 +7,10 @@ operator can switch them at run time (``FaultSwitch.replace`` takes effect on th
 from reading the executor's prompt convention (``domain.prompt``) the way a model would read the instructions —
 crude text heuristics, but in the output format the task asked for, so every action can run end to end in
 development and tests.
+
+It streams too (``stream``): the same answer in pieces shaped by a ``StreamShape`` (size, pause between them),
+with the drawn fault striking before the first piece or, when the shape says so, in the middle. ``streams_open``
+and ``chunks_generated`` show whether it is still working, so a test can prove a cancelled caller stopped it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,19 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from techno_executor.domain.faults import FaultProfile, FaultSwitch
+from techno_executor.domain.faults import FaultProfile, FaultSwitch, StreamShape
 from techno_executor.domain.prompt import Prompt, parse_prompt
-from techno_executor.domain.provider import Completion, ProviderRateLimited, ProviderServerError, ProviderTimeout
+from techno_executor.domain.provider import (
+    Completion,
+    ProviderRateLimited,
+    ProviderServerError,
+    ProviderTimeout,
+    StreamEvent,
+    Usage,
+)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"\w+")
@@ -77,6 +88,7 @@ class FakeProvider:
         faults: FaultSwitch | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        stream_shape: StreamShape | None = None,
     ) -> None:
         if faults is not None and (latency_ms or error_rate):
             raise ValueError("pass either faults or latency_ms/error_rate, not both")
@@ -84,7 +96,8 @@ class FakeProvider:
             raise ValueError("pass either rng or seed, not both")
         if faults is None:
             faults = FaultSwitch(FaultProfile(latency_ms=latency_ms, error_rate=error_rate))
-        problems = faults.current.problems()
+        stream_shape = stream_shape or StreamShape()
+        problems = faults.current.problems() + stream_shape.problems()
         if problems:
             raise ValueError("; ".join(f"{field} {why}" for field, why in problems))
         self._name = name
@@ -94,8 +107,11 @@ class FakeProvider:
         # when the latency settings change.
         self._random = rng or random.Random(seed)  # noqa: S311 - simulation, not security
         self._sleep = sleep
+        self._shape = stream_shape
         self.calls = 0
         self.injected: Counter[Fault] = Counter()
+        self.streams_open = 0
+        self.chunks_generated = 0
 
     @property
     def name(self) -> str:
@@ -110,32 +126,59 @@ class FakeProvider:
         return self._faults
 
     async def complete(self, prompt: str, *, timeout: float) -> Completion:
+        fault, delay, profile = self._draw()
+        await self._strike(fault, delay, timeout, profile)
+        text = answer(prompt)
+        return Completion(text=text, input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
+
+    async def stream(self, prompt: str, *, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        fault, delay, profile = self._draw()
+        shape = self._shape
+        mid_stream = shape.fault_after_chunks > 0
+        await self._strike(None if mid_stream else fault, delay, timeout, profile)
+        text = answer(prompt)
+        self.streams_open += 1
+        try:
+            for index in range(0, len(text), shape.chunk_chars):
+                if mid_stream and index == shape.fault_after_chunks * shape.chunk_chars:
+                    await self._strike(fault, 0.0, timeout, profile)
+                if index and shape.chunk_delay_ms:
+                    await self._sleep(shape.chunk_delay_ms / 1000)
+                self.chunks_generated += 1
+                yield text[index : index + shape.chunk_chars]
+            yield Usage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
+        finally:  # also when the caller closes the stream early or is cancelled
+            self.streams_open -= 1
+
+    def _draw(self) -> tuple[Fault | None, float, FaultProfile]:
         self.calls += 1
         profile = self._faults.current  # read per call: a replace() applies from the next call on
         fault = pick_fault(profile, self._random.random())
         delay = latency_seconds(profile, self._random.random())
         if fault is not None:
             self.injected[fault] += 1
+        return fault, delay, profile
+
+    async def _strike(self, fault: Fault | None, delay: float, timeout: float, profile: FaultProfile) -> None:
+        """Wait ``delay`` and play ``fault`` (None: none), within ``timeout`` as a vendor would."""
         if fault == "hang":
             # Never answers: only the caller's timeout or deadline, by cancelling, ends the wait.
             await asyncio.Event().wait()
         elif fault == "timeout":
             # Answers too late; the caller's own timeout fires first (not ProviderTimeout raised here).
             await self._sleep(timeout + TIMEOUT_FAULT_MARGIN_SECONDS)
-        else:
-            if delay >= timeout:
-                await self._sleep(timeout)
-                raise ProviderTimeout(f"{self._name} did not answer within {timeout:.3f}s")
-            if delay:
-                await self._sleep(delay)
-            if fault == "rate_limit":
-                raise ProviderRateLimited(
-                    f"{self._name} throttled the call (simulated)", retry_after=profile.retry_after_seconds
-                )
-            if fault == "error":
-                raise ProviderServerError(f"{self._name} failed (simulated)", status=SERVER_ERROR_STATUS)
-        text = answer(prompt)
-        return Completion(text=text, input_tokens=count_tokens(prompt), output_tokens=count_tokens(text))
+            return
+        if delay >= timeout:
+            await self._sleep(timeout)
+            raise ProviderTimeout(f"{self._name} did not answer within {timeout:.3f}s")
+        if delay:
+            await self._sleep(delay)
+        if fault == "rate_limit":
+            raise ProviderRateLimited(
+                f"{self._name} throttled the call (simulated)", retry_after=profile.retry_after_seconds
+            )
+        if fault == "error":
+            raise ProviderServerError(f"{self._name} failed (simulated)", status=SERVER_ERROR_STATUS)
 
 
 def count_tokens(text: str) -> int:

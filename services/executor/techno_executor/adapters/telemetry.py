@@ -18,6 +18,11 @@ from techno_executor.domain.retry import AttemptReport
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Time to first token: what a streaming user waits before anything shows; finer at the low end.
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+# A whole streamed answer: seconds to minutes.
+STREAM_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+STREAM_RESULTS = ("completed", "failed", "cancelled")
 CIRCUIT_OPEN = "circuit_open"
 
 
@@ -62,9 +67,40 @@ class PrometheusExecutionObserver:
             registry=registry,
         )
 
-    def provider_registered(self, provider: str) -> None:
+        self._first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Time from a StreamExecute call's arrival to its first piece of text (retries and fallbacks included).",
+            ["provider", "model"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self._stream_seconds = Histogram(
+            "llm_stream_duration_seconds",
+            "Duration of StreamExecute calls that reached a provider, from arrival to their end, whatever the result.",
+            ["provider", "model"],
+            buckets=STREAM_BUCKETS,
+            registry=registry,
+        )
+        self._streams = Counter(
+            "llm_streams_total",
+            "StreamExecute calls that reached a provider, by result (completed|failed|cancelled by the caller).",
+            ["provider", "model", "result"],
+            registry=registry,
+        )
+
+    def provider_registered(self, provider: str, model: str = "") -> None:
         """Show a provider's breaker as closed from the start, not only after its first transition."""
         self._breaker.labels(provider=provider).set(CircuitState.CLOSED.gauge_value)
+        if model:  # stream results show as 0 from the start, so rate() and alerts see the first one
+            for result in STREAM_RESULTS:
+                self._streams.labels(provider=provider, model=model, result=result)
+
+    def first_chunk(self, provider: str, model: str, seconds: float) -> None:
+        self._first_token.labels(provider=provider, model=model).observe(seconds, exemplar=trace_exemplar())
+
+    def stream_finished(self, provider: str, model: str, seconds: float, result: str) -> None:
+        self._stream_seconds.labels(provider=provider, model=model).observe(seconds)
+        self._streams.labels(provider=provider, model=model, result=result).inc()
 
     def call_received(self) -> None:
         self._calls.labels(executor=self._executor_id).inc()

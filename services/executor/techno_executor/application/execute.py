@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from techno_core.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
 from techno_executor.application.context import ContextLoader
 from techno_executor.application.ports import ExecutionObserver
 from techno_executor.domain.actions import Action, ActionCatalogue, ActionOutputInvalid
-from techno_executor.domain.breaker import CircuitBreaker, CircuitOpenError, CircuitState
+from techno_executor.domain.breaker import CircuitBreaker, CircuitOpenError, CircuitState, Permit
 from techno_executor.domain.provider import Completion, Provider, ProviderError, ProviderRateLimited, ProviderTimeout
 from techno_executor.domain.retry import RETRYABLE, AttemptReport, GaveUp, RetryBudget, RetryPolicy, StopReason
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,30 @@ class ProviderRoute:
         return self.provider.name
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A validated command ready for its providers: the action, its inputs, the chain and the prompt."""
+
+    action: Action
+    inputs: Mapping[str, Any]
+    chain: tuple[ProviderRoute, ...]
+    prompt: str
+    remaining: Callable[[], float | None]
+
+
+@dataclass(frozen=True)
+class Governed(Generic[T]):
+    """What a governed provider call gave: its value, the breaker permit still to be handed back, how long the
+    last attempt took, and whether the caller's deadline bounded it."""
+
+    value: T
+    permit: Permit
+    seconds: float | None
+    cut_by_deadline: bool
+
+
 @dataclass
-class _Progress:
+class Progress:
     """What is known so far about one execution, reported to the observer however it ends."""
 
     provider: str | None = None
@@ -88,7 +112,7 @@ class _Progress:
     breaker_state: CircuitState | None = None
 
 
-class _Next(Exception):
+class NextProvider(Exception):
     """This provider could not answer; try the next one (``error`` is the answer if none can)."""
 
     def __init__(self, error: DomainError) -> None:
@@ -127,6 +151,14 @@ class ExecuteAction:
         self._context = context or ContextLoader(None)
 
     @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @property
+    def observer(self) -> ExecutionObserver:
+        return self._observer
+
+    @property
     def routes(self) -> Mapping[str, ProviderRoute]:
         """Every configured provider's route, by name (the admin API reads the breakers from here)."""
         return self._routes
@@ -135,7 +167,7 @@ class ExecuteAction:
         """Run ``command`` within ``timeout`` seconds (None: no deadline, only the provider timeout)."""
         self._observer.call_received()
         started = self._clock()
-        progress = _Progress()
+        progress = Progress()
         succeeded = False
         try:
             execution = await self._execute(command, started, None if timeout is None else started + timeout, progress)
@@ -166,9 +198,9 @@ class ExecuteAction:
             )
         return chosen
 
-    async def _execute(
-        self, command: ExecuteCommand, started: float, deadline: float | None, progress: _Progress
-    ) -> Execution:
+    async def prepare(self, command: ExecuteCommand, deadline: float | None) -> Prepared:
+        """Validate ``command``, choose its providers, read its context and render its prompt (shared with the
+        streamed execution): bad input never costs a provider call."""
         action = self._catalogue.get(command.action)
         inputs = action.validate(command.payload)
         chain = self.chain(command.providers)
@@ -185,27 +217,38 @@ class ExecuteAction:
         prompt = action.prompt(inputs, history=context.history, preferences=context.preferences)
         if deadline is not None and deadline <= self._clock():
             raise DeadlineExceeded(reason="DEADLINE_EXCEEDED", message="the deadline passed before the provider call")
+        return Prepared(action, inputs, chain, prompt, remaining)
 
+    async def remember(self, command: ExecuteCommand, prepared: Prepared, result: Mapping[str, Any]) -> None:
+        """Append a conversational action's exchange to the caller's session. Never raises: a failed write is
+        logged and counted, and the caller still gets the reply."""
+        await self._context.remember(
+            principal_id=command.principal_id,
+            session_id=command.session_id,
+            turn=prepared.action.turn(prepared.inputs, result),
+            remaining=prepared.remaining,
+        )
+
+    async def _execute(
+        self, command: ExecuteCommand, started: float, deadline: float | None, progress: Progress
+    ) -> Execution:
+        prepared = await self.prepare(command, deadline)
         rejected: list[CircuitOpenError] = []
         last_error: DomainError | None = None
-        for route in chain:
+        for route in prepared.chain:
             if last_error is not None and deadline is not None and deadline <= self._clock():
                 break  # no time left to fall back: the last provider's failure is the answer
             try:
-                completion, result = await self._try(route, action, inputs, prompt, deadline, progress)
+                completion, result = await self._try(
+                    route, prepared.action, prepared.inputs, prepared.prompt, deadline, progress
+                )
             except CircuitOpenError as refusal:
                 rejected.append(refusal)
                 continue
-            except _Next as skipped:
+            except NextProvider as skipped:
                 last_error = skipped.error
                 continue
-            # Never raises: a failed write is logged and counted, and the caller still gets the reply.
-            await self._context.remember(
-                principal_id=command.principal_id,
-                session_id=command.session_id,
-                turn=action.turn(inputs, result),
-                remaining=remaining,
-            )
+            await self.remember(command, prepared, result)
             return Execution(
                 result=result,
                 provider=route.provider.name,
@@ -215,28 +258,19 @@ class ExecuteAction:
                 execution_time_ms=round((self._clock() - started) * 1000),
                 attempts=progress.attempts,
             )
-        if last_error is not None:
-            raise last_error
-        first = min(rejected, key=lambda refusal: refusal.retry_after)
-        names = ",".join(refusal.name for refusal in rejected)
-        raise Unavailable(
-            reason="CIRCUIT_OPEN",
-            message=f"every allowed provider is failing ({names}); none was called",
-            metadata={"provider": first.name, "providers": names[:512]},
-            retry_after_seconds=first.retry_after,
-        ) from first
+        raise no_provider_answered(rejected, last_error)
 
-    async def _try(
+    async def governed(
         self,
         route: ProviderRoute,
-        action: Action,
-        inputs: Mapping[str, Any],
-        prompt: str,
+        call: Callable[[float], Awaitable[T]],
         deadline: float | None,
-        progress: _Progress,
-    ) -> tuple[Completion, dict[str, Any]]:
-        """One provider of the chain: its result, or ``CircuitOpenError`` / ``_Next`` to move on, or a domain
-        error that ends the execution."""
+        progress: Progress,
+    ) -> Governed[T]:
+        """``call(timeout)`` under ``route``'s breaker and retry policy and the provider timeout (lowered to the
+        caller's deadline). The breaker's permit is handed back with the result: the caller gives the verdict
+        when it knows it. Raises ``CircuitOpenError`` or ``NextProvider`` to move on, or a domain error that ends
+        the execution."""
         provider, breaker = route.provider, route.breaker
         progress.provider, progress.model = provider.name, provider.model
         try:
@@ -245,24 +279,20 @@ class ExecuteAction:
             progress.breaker_state = breaker.state
             self._observer.circuit_rejected(provider.name)
             raise
-
         # Set by each attempt: whether the caller's deadline, not the provider timeout, bounded it. A timeout
         # forced by a caller in a hurry says nothing about the provider's health and must not trip its breaker.
         cut_by_deadline = False
         last_seconds: float | None = None
 
-        async def attempt() -> Completion:
+        async def attempt() -> T:
             nonlocal cut_by_deadline, last_seconds
-            timeout = self._provider_timeout
-            cut_by_deadline = False
-            if deadline is not None and deadline - self._clock() < timeout:
-                timeout, cut_by_deadline = deadline - self._clock(), True
+            timeout, cut_by_deadline = self.attempt_timeout(deadline)
             if timeout <= 0:
                 raise ProviderTimeout("no time left for another provider call")
             progress.attempts += 1
             begun = self._clock()
             try:
-                return await self._call(provider, prompt, timeout)
+                return await call(timeout)
             finally:
                 last_seconds = self._clock() - begun
 
@@ -282,13 +312,38 @@ class ExecuteAction:
             failure = _failure(gave_up, provider.name)
             if timed_out and cut_by_deadline:
                 raise failure from gave_up
-            raise _Next(failure) from gave_up
+            raise NextProvider(failure) from gave_up
         except BaseException:  # cancelled, or a bug: no verdict on the provider, but free a probe slot
             breaker.release(permit)
             raise
-        breaker.record_success(permit, seconds=last_seconds)
+        return Governed(attempted.value, permit, last_seconds, cut_by_deadline)
+
+    def attempt_timeout(self, deadline: float | None) -> tuple[float, bool]:
+        """The provider timeout, or what is left of the caller's deadline if less (then True: cut by it)."""
+        if deadline is not None and deadline - self._clock() < self._provider_timeout:
+            return deadline - self._clock(), True
+        return self._provider_timeout, False
+
+    async def _try(
+        self,
+        route: ProviderRoute,
+        action: Action,
+        inputs: Mapping[str, Any],
+        prompt: str,
+        deadline: float | None,
+        progress: Progress,
+    ) -> tuple[Completion, dict[str, Any]]:
+        """One provider of the chain: its result, or ``CircuitOpenError`` / ``NextProvider`` to move on, or a
+        domain error that ends the execution."""
+        provider, breaker = route.provider, route.breaker
+
+        def call(timeout: float) -> Awaitable[Completion]:
+            return self._call(provider, prompt, timeout)
+
+        governed = await self.governed(route, call, deadline, progress)
+        breaker.record_success(governed.permit, seconds=governed.seconds)
         progress.breaker_state = breaker.state
-        completion = progress.completion = attempted.value
+        completion = progress.completion = governed.value
 
         try:
             return completion, action.parse(completion.text, inputs)
@@ -297,7 +352,11 @@ class ExecuteAction:
         # An answer in the wrong shape: ask the same provider once more (one call, outside the retry policy; the
         # breaker's verdict was already given: the provider answered). A second bad answer moves on.
         try:
-            completion = progress.completion = await attempt()
+            timeout, cut_by_deadline = self.attempt_timeout(deadline)
+            if timeout <= 0:
+                raise ProviderTimeout("no time left for another provider call")
+            progress.attempts += 1
+            completion = progress.completion = await self._call(provider, prompt, timeout)
             return completion, action.parse(completion.text, inputs)
         except ActionOutputInvalid as error:
             problem = error
@@ -314,7 +373,7 @@ class ExecuteAction:
             message=f"provider {provider.name} gave no valid answer in two tries: {problem}",
             metadata={"provider": provider.name, "action": action.name},
         )
-        raise _Next(invalid) from problem
+        raise NextProvider(invalid) from problem
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
         begun = self._clock()
@@ -331,6 +390,21 @@ class ExecuteAction:
             raise
         finally:
             self._observer.attempt_finished(provider.name, provider.model, self._clock() - begun, error_type)
+
+
+def no_provider_answered(rejected: Sequence[CircuitOpenError], last_error: DomainError | None) -> DomainError:
+    """The error when no provider of the chain answered: the last one's failure, or CIRCUIT_OPEN when every
+    provider's breaker refused (with the soonest ``retry_after``)."""
+    if last_error is not None:
+        return last_error
+    first = min(rejected, key=lambda refusal: refusal.retry_after)
+    names = ",".join(refusal.name for refusal in rejected)
+    return Unavailable(
+        reason="CIRCUIT_OPEN",
+        message=f"every allowed provider is failing ({names}); none was called",
+        metadata={"provider": first.name, "providers": names[:512]},
+        retry_after_seconds=first.retry_after,
+    )
 
 
 def _failure(gave_up: GaveUp, provider: str) -> DomainError:

@@ -38,6 +38,15 @@ class ExecutionObserver(Protocol):
 
     def breaker_state_changed(self, provider: str, old: CircuitState, new: CircuitState) -> None: ...
 
+    def first_chunk(self, provider: str, model: str, seconds: float) -> None:
+        """A streamed execution's first piece of text arrived ``seconds`` after the call was received."""
+        ...
+
+    def stream_finished(self, provider: str, model: str, seconds: float, result: str) -> None:
+        """A stream that reached a provider ended: ``result`` is completed, failed or cancelled (by the caller);
+        ``seconds`` since the call was received."""
+        ...
+
 
 class NullObserver:
     """Reports nothing; for tests that do not look at telemetry."""
@@ -68,4 +77,10 @@ class NullObserver:
         pass
 
     def breaker_state_changed(self, provider: str, old: CircuitState, new: CircuitState) -> None:
+        pass
+
+    def first_chunk(self, provider: str, model: str, seconds: float) -> None:
+        pass
+
+    def stream_finished(self, provider: str, model: str, seconds: float, result: str) -> None:
         pass

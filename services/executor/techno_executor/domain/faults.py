@@ -34,6 +34,25 @@ class FaultProfile:
         return found
 
 
+@dataclass(frozen=True)
+class StreamShape:
+    """How a fake provider streams: pieces of ``chunk_chars`` characters, ``chunk_delay_ms`` apart. With
+    ``fault_after_chunks`` > 0 the fault drawn for a call strikes after that many pieces instead of before the
+    first: an error or a hang in the middle of an answer, the failure streaming callers must survive."""
+
+    chunk_chars: int = 16
+    chunk_delay_ms: int = 0
+    fault_after_chunks: int = 0
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [("chunk_chars", "must be at least 1")] if self.chunk_chars < 1 else []
+        return found + [
+            (name, "must not be negative")
+            for name in ("chunk_delay_ms", "fault_after_chunks")
+            if getattr(self, name) < 0
+        ]
+
+
 class FaultSwitch:
     """The faults in force for one fake provider; ``replace`` takes effect on the next call."""
 

@@ -6,6 +6,7 @@ into the four ``ProviderError`` kinds below, so retry and circuit-breaker decisi
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,27 @@ class Provider(Protocol):
     def model(self) -> str: ...
 
     async def complete(self, prompt: str, *, timeout: float) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The token usage a streamed answer ends with."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+# What a stream yields: the answer's text pieces in order, then one ``Usage``, then nothing.
+StreamEvent = str | Usage
+
+
+class StreamingProvider(Provider, Protocol):
+    """A provider that can also stream its answer. ``stream`` must give up with ``ProviderTimeout`` when
+    ``timeout`` seconds pass without the next piece (each read, not the whole answer: an answer takes the
+    time it takes, the caller's deadline bounds it). Closing the iterator early (``aclose``, or cancelling the
+    task reading it) must end the vendor's work: the HTTP call is closed, nothing keeps generating."""
+
+    def stream(self, prompt: str, *, timeout: float) -> AsyncGenerator[StreamEvent, None]: ...
 
 
 class ProviderError(Exception):

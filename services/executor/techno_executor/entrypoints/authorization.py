@@ -7,7 +7,15 @@ from techno_core.authorization import callers
 from techno_core.identity import Identity
 
 CALLERS = {
-    **callers({"Execute": frozenset({Identity.GATE})}, "techno.executor.v1.ExecutorService"),
+    **callers(
+        {
+            "Execute": frozenset({Identity.GATE}),
+            "StreamExecute": frozenset({Identity.GATE}),
+            # The gate answers ListModels from it; operators may ask which providers an executor runs.
+            "ListProviders": frozenset({Identity.GATE, Identity.OPERATOR}),
+        },
+        "techno.executor.v1.ExecutorService",
+    ),
     **callers(
         {
             "SetFaults": frozenset({Identity.GATE, Identity.OPERATOR}),

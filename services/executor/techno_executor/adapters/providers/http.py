@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC
 from typing import Any
 
 import httpx
 
+from techno_executor.adapters.providers.sse import ServerSentEvent, parse_sse
 from techno_executor.domain.provider import (
     ProviderConnectionError,
     ProviderError,
@@ -105,6 +107,11 @@ def _error_code(response: httpx.Response) -> str | None:
         body = response.json()
     except ValueError:
         return None
+    return error_code(body)
+
+
+def error_code(body: Any) -> str | None:
+    """The sanitised code of an error object ``{"error": {...}}`` (an error body, or an error event of a stream)."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return None
@@ -185,6 +192,40 @@ class JsonHttpProvider:
             return response.json()
         except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
             raise ProviderBadResponse(f"{self._name} answered with malformed JSON") from error
+
+    async def post_sse(self, path: str, body: Mapping[str, Any], *, timeout: float) -> AsyncIterator[Any]:
+        """POST ``body`` and yield the decoded JSON ``data`` of each server-sent event of the answer, as
+        (event name, data) pairs. ``timeout`` bounds each read (the wait for the next piece), not the whole
+        answer; the caller bounds that. Leaving the iteration early closes the response, and with it the
+        connection: the vendor sees the disconnect and stops generating."""
+        if timeout <= 0:
+            raise ProviderTimeout(f"{self._name} had no time left for the call")
+        try:
+            async with self._client.stream("POST", path, json=body, timeout=httpx.Timeout(timeout)) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_for_status(self._name, response)
+                async for event in parse_sse(response.aiter_lines()):
+                    yield event.event, self._decoded(event)
+        except (TimeoutError, httpx.TimeoutException) as error:
+            raise ProviderTimeout(f"{self._name} sent nothing for {timeout:.3f}s") from error
+        except httpx.TransportError as error:  # refused, reset, or closed before the end of the answer
+            raise ProviderConnectionError(f"{self._name} stream broke ({type(error).__name__})") from error
+        except httpx.DecodingError as error:
+            raise ProviderBadResponse(f"{self._name} sent an undecodable stream") from error
+
+    def _decoded(self, event: ServerSentEvent) -> Any:
+        if event.data == "[DONE]":  # OpenAI's end marker, not JSON
+            return event.data
+        try:
+            return json.loads(event.data)
+        except ValueError as error:
+            raise ProviderBadResponse(f"{self._name} streamed malformed JSON") from error
+
+    def stream_failed(self, body: Any) -> ProviderServerError:
+        """An error event in the middle of an answer (overloaded, internal error): the vendor gave up on it."""
+        code = error_code(body)
+        return ProviderServerError(f"{self._name} failed mid-stream{f': {code}' if code else ''}")
 
     def bad_response(self, what: str) -> ProviderBadResponse:
         return ProviderBadResponse(f"{self._name} answered without {what}")

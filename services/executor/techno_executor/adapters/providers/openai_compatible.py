@@ -2,17 +2,20 @@
 the model and the key differ.
 
 ``POST {base_url}/chat/completions`` with a bearer key; the answer is ``choices[0].message.content`` and the
-usage ``usage.prompt_tokens`` / ``usage.completion_tokens``.
+usage ``usage.prompt_tokens`` / ``usage.completion_tokens``. Streamed (``stream: true``), each ``data:`` event
+carries ``choices[0].delta.content``; with ``stream_options.include_usage`` a last event with empty ``choices``
+carries the usage; ``data: [DONE]`` ends the stream. An event with an ``error`` object is a failure mid-stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
 from techno_executor.adapters.providers.http import JsonHttpProvider, require_int
-from techno_executor.domain.provider import Completion
+from techno_executor.domain.provider import Completion, StreamEvent, Usage
 
 
 class OpenAICompatibleProvider(JsonHttpProvider):
@@ -37,6 +40,45 @@ class OpenAICompatibleProvider(JsonHttpProvider):
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
         answer = await self.post_json("/chat/completions", body, timeout=timeout)
         return self._completion(answer)
+
+    async def stream(self, prompt: str, *, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        usage: Usage | None = None
+        async for _, data in self.post_sse("/chat/completions", body, timeout=timeout):
+            if data == "[DONE]":
+                if usage is None:
+                    raise self.bad_response("usage at the end of the stream")
+                yield usage
+                return
+            if not isinstance(data, dict) or "error" in data:
+                raise self.stream_failed(data)
+            text = self._delta(data)
+            if text:
+                yield text
+            if data.get("usage"):
+                usage = self._usage(data["usage"])
+        raise self.bad_response("the [DONE] end of the stream")
+
+    def _delta(self, data: dict[str, Any]) -> str | None:
+        try:
+            choices = data["choices"]
+            text = choices[0].get("delta", {}).get("content") if choices else None
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            raise self.bad_response("choices[].delta") from error
+        if text is not None and not isinstance(text, str):
+            raise self.bad_response("a text delta")
+        return text
+
+    def _usage(self, usage: Any) -> Usage:
+        try:
+            return Usage(require_int(usage["prompt_tokens"]), require_int(usage["completion_tokens"]))
+        except (KeyError, TypeError) as error:
+            raise self.bad_response("usage") from error
 
     def _completion(self, answer: Any) -> Completion:
         try:
