@@ -35,10 +35,12 @@ from techno_gate.application.audit_query import AuditTrail
 from techno_gate.application.authenticate import Authenticator
 from techno_gate.application.idempotency import Idempotency
 from techno_gate.application.limits import LimitGate, RouteLimits
+from techno_gate.application.models import Models
 from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.personal import PersonalData
 from techno_gate.application.policy_reload import PolicyReloads
 from techno_gate.application.process import Gatekeeper
+from techno_gate.application.providers import ProviderCatalogue
 from techno_gate.entrypoints.admin_grpc import GateAdminServicer
 from techno_gate.entrypoints.authorization import CALLERS
 from techno_gate.entrypoints.grpc import GateServicer
@@ -78,15 +80,18 @@ async def bootstrap(
     audit = MemoryAuditLog(memory, timeout_seconds=settings.gate_audit_timeout_seconds)
     outbox = OutcomeOutbox(audit, OutboxMetrics(registry, lambda: outbox.size), capacity=settings.gate_outbox_capacity)
     rates, concurrency, close_limits = build_limiters(settings)
+    executor = GrpcExecutor(executor_pb2_grpc.ExecutorServiceStub(executor_channel))
+    providers = ProviderCatalogue(executor.providers)
     gatekeeper = Gatekeeper(
         authenticator=Authenticator(keys, tokens),
         policies=policies,
         audit=audit,
-        executor=GrpcExecutor(executor_pb2_grpc.ExecutorServiceStub(executor_channel)),
+        executor=executor,
         observer=observer,
         limits=LimitGate(rates, concurrency, observer, fail_open=settings.gate_limits_on_store_unavailable == "allow"),
         max_payload_bytes=settings.gate_max_payload_bytes,
         outbox=outbox,
+        providers=providers,
     )
     admin_audit = AdminAudit(audit, observer, trace_id=current_trace_id)
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, lambda: set(policies.current.document.profiles), admin_audit)
@@ -99,6 +104,7 @@ async def bootstrap(
         gatekeeper,
         personal,
         idempotency,
+        Models(policies, providers),
         limits=route_limits,
         executor_timeout_seconds=settings.gate_executor_timeout_seconds,
     )

@@ -116,6 +116,22 @@ class Idempotency:
     ) -> bytes:
         """The response of the key's one execution: ``work``'s, if this call wins the claim, else the winner's.
         ``trace_id`` is this request's, kept with its claim."""
+        stored = await self.begin(principal_id, key, fingerprint, timeout=timeout, trace_id=trace_id)
+        if stored is not None:
+            return stored
+        try:
+            response = await work()
+        except BaseException:
+            await self.abandon(principal_id, key)
+            raise
+        await self.finish(principal_id, key, response)
+        return response
+
+    async def begin(
+        self, principal_id: str, key: str, fingerprint: str, *, timeout: float, trace_id: str = ""
+    ) -> bytes | None:
+        """The stored response of the key's execution to answer with, or None when this call won the claim: it
+        then runs the request and ends with ``finish`` (its response) or ``abandon`` (it failed)."""
         deadline = self.clock() + timeout
         delay = self.first_poll_seconds
         lease = timeout + LEASE_MARGIN_SECONDS
@@ -123,7 +139,7 @@ class Idempotency:
             claim = await self.store.claim(principal_id, key, fingerprint, lease_seconds=lease, trace_id=trace_id)
             if claim.state is ClaimState.CLAIMED:
                 self.observer.idempotent("executed")
-                return await self._execute(principal_id, key, work)
+                return None
             if claim.state is ClaimState.COMPLETED:
                 self.observer.idempotent("replayed")
                 return claim.response
@@ -146,18 +162,17 @@ class Idempotency:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_poll_seconds)
 
-    async def _execute(self, principal_id: str, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
-        try:
-            response = await work()
-        except BaseException:
-            # Nothing succeeded: let a retry run. If the release itself fails the lease still frees the key.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(principal_id, key))
-            raise
+    async def finish(self, principal_id: str, key: str, response: bytes) -> None:
+        """Keep the claimed execution's response for the key's repeats."""
         try:
             await self.store.complete(principal_id, key, response)
         except errors.DomainError as failure:
             # The work is done and is answered; a duplicate arriving after the lease learns that it may have run
             # (IDEMPOTENCY_OUTCOME_UNKNOWN) and does not run it again.
             log.error("idempotent response not stored", extra={"error": failure.reason})
-        return response
+
+    async def abandon(self, principal_id: str, key: str) -> None:
+        """The claimed execution failed (or was cancelled): nothing succeeded, so let a retry run. If the release
+        itself fails the lease still frees the key."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.store.release(principal_id, key))

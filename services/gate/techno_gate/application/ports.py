@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -52,8 +53,32 @@ class Execution:
     attempts: int = 1  # provider calls it took: more than one means retries (or a fallback)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The next piece of a streamed answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A provider the executor is configured with, and the model it runs."""
+
+    name: str
+    model: str
+
+
 class Executor(Protocol):
     async def execute(self, command: ExecuteCommand, *, timeout: float) -> Execution: ...
+
+    def stream(self, command: ExecuteCommand, *, timeout: float) -> AsyncGenerator[Chunk | Execution, None]:
+        """Chunks as the provider produces them, then the ``Execution``. Leaving the iteration early (closing
+        it) cancels the executor's call, and with it the provider's."""
+        ...
+
+    async def providers(self) -> tuple[ProviderInfo, ...]:
+        """The executor's configured providers, in its order."""
+        ...
 
 
 class PolicySource(Protocol):

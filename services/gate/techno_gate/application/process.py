@@ -1,17 +1,25 @@
 """The governed request path: authenticate → check scope and shape → policy → declared input → limits →
 record the decision → execute → record the outcome.
 
-``evaluate`` is the whole decision without side effects, shared by ``process`` and ``dry_run`` so a dry run
-can never disagree with the real thing. Fail closed: nothing executes unless its ALLOW decision has been
-committed to the audit trail.
+Two ways to run an action share every governed step: ``admit`` (everything up to the committed decision,
+holding the caller's limits) is the same for ``process`` (one answer) and ``stream`` (the answer's text as the
+provider produces it, then the whole result); only the run and the outcome it records differ. A stream's
+in-flight slot is held until it ends, and its outcome says whether it completed, failed or was cancelled.
+
+``evaluate`` is the whole decision without side effects, shared by ``admit`` and ``dry_run`` so a dry run can
+never disagree with the real thing. Fail closed: nothing executes unless its ALLOW decision has been committed
+to the audit trail.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from techno_core import errors
@@ -20,12 +28,14 @@ from techno_gate.application.limits import Admission, LimitGate
 from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.ports import (
     AuditLog,
+    Chunk,
     DecisionObserver,
     ExecuteCommand,
     Execution,
     Executor,
     PolicySource,
 )
+from techno_gate.application.providers import ProviderCatalogue
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.inputs import payload_violations
 from techno_gate.domain.principal import Principal, Scope
@@ -41,6 +51,7 @@ _POLICY_ERRORS: dict[Reason, tuple[type[errors.DomainError], str]] = {
     Reason.PROVIDER_NOT_ALLOWED: (errors.PermissionDenied, "no provider of this action is allowed for the profile"),
     Reason.ACTION_UNKNOWN: (errors.InvalidArgument, "the action does not exist"),
 }
+_PROVIDER_REFUSED = "the requested provider is not one this action may run on for this profile (see ListModels)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class ProcessCommand:
     session_id: str
     payload: Any  # the received protobuf Struct (read through a mapping view), or None when absent
     payload_bytes: int
+    provider: str = ""  # run on exactly this provider; empty: the policy's order of preference
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,43 @@ class Evaluation:
         return dataclasses.replace(self, allowed=False, reason=error.reason, rule=rule, error=error)
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """An allowed request: its ALLOW decision is committed and it holds its limits (``release`` when it ends)."""
+
+    command: ProcessCommand
+    evaluation: Evaluation
+    decision: AuditRecord
+    admission: Admission | None
+
+    def execute_command(self) -> ExecuteCommand:
+        assert self.evaluation.principal is not None
+        return ExecuteCommand(
+            action=self.command.action,
+            context_id=self.command.context_id,
+            session_id=self.command.session_id,
+            profile=self.evaluation.profile,
+            payload=self.command.payload,
+            providers=self.evaluation.providers,
+            principal_id=self.evaluation.principal.id,
+        )
+
+    async def release(self) -> None:
+        if self.admission is not None:
+            await self.admission.release()
+
+
+@dataclass
+class _Streamed:
+    """What a stream delivered so far: an outcome's attributes when it ends before its result."""
+
+    chunks: int = 0
+    characters: int = 0
+
+    def attributes(self, ending: str) -> dict[str, Any]:
+        return {"stream": ending, "chunks": self.chunks, "streamed_characters": self.characters}
+
+
 @dataclass
 class Gatekeeper:
     authenticator: Authenticator
@@ -87,12 +136,22 @@ class Gatekeeper:
     # Where an outcome memory could not commit waits to be sent again; without one the gap is only logged and
     # counted (memory's reconciler then closes the decision as UNKNOWN).
     outbox: OutcomeOutbox | None = None
+    # The executor's providers, which ``*`` in an action's providers stands for; without it ``*`` matches none.
+    providers: ProviderCatalogue | None = None
+    # Outcome writes that outlive a cancelled request (kept referenced until they finish).
+    _settling: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def authenticate(self, credentials: Credentials) -> Principal:
         return self.authenticator.authenticate(credentials)
 
-    def evaluate(self, command: ProcessCommand, principal: Principal | None = None) -> Evaluation:
-        """The decision without limits and without side effects."""
+    def evaluate(
+        self,
+        command: ProcessCommand,
+        principal: Principal | None = None,
+        configured: Sequence[str] | errors.DomainError = (),
+    ) -> Evaluation:
+        """The decision without limits and without side effects. ``configured``: the executor's providers (or
+        why they could not be had), for an action whose providers name ``*``."""
         policy = self.policies.current
         denied = Evaluation(principal, False, Reason.CREDENTIALS_MISSING, "", policy.version)
         try:
@@ -100,9 +159,15 @@ class Gatekeeper:
             denied = dataclasses.replace(denied, principal=principal)
             require(principal, Scope.PROCESS)
             self._check_shape(command)
-            decision = policy.evaluate(principal.profile, command.action, command.context_id)
+            if isinstance(configured, errors.DomainError):
+                raise configured
+            decision = policy.evaluate(
+                principal.profile, command.action, command.context_id, provider=command.provider, configured=configured
+            )
             if not decision.allowed:
                 cls, message = _POLICY_ERRORS[decision.reason]
+                if decision.reason is Reason.PROVIDER_NOT_ALLOWED and command.provider:
+                    message = _PROVIDER_REFUSED
                 return denied.denied_by(cls(reason=decision.reason, message=message), decision.rule)
             spec = policy.action(command.action)
             violations = payload_violations(command.payload, spec.input) if spec else []
@@ -119,7 +184,7 @@ class Gatekeeper:
     async def dry_run(self, command: ProcessCommand) -> Evaluation:
         """What ``process`` would decide for the caller's own request: no execution, no record, no quota."""
         principal = self.authenticate(command.credentials)  # a caller we cannot identify gets no explanation
-        evaluation = self.evaluate(command, principal)
+        evaluation = self.evaluate(command, principal, await self._configured(command.action))
         if not evaluation.allowed:
             return evaluation
         spec = self.policies.current.document.profiles[principal.profile].limits
@@ -127,8 +192,10 @@ class Gatekeeper:
             evaluation, remaining=await self.limits.remaining(principal, principal.profile, spec)
         )
 
-    async def process(self, command: ProcessCommand, *, timeout: float) -> Execution:
-        evaluation = self.evaluate(command)
+    async def admit(self, command: ProcessCommand) -> Admitted:
+        """Every governed step before anything runs: the decision (recorded either way), the limits (held by the
+        returned ``Admitted``) and the committed ALLOW. A denial is recorded, then raised."""
+        evaluation = self.evaluate(command, configured=await self._configured(command.action))
         admission: Admission | None = None
         if evaluation.allowed and evaluation.principal is not None:
             limits = self.policies.current.document.profiles[evaluation.profile].limits
@@ -144,10 +211,29 @@ class Gatekeeper:
             raise evaluation.error
         try:
             decision = await self._record_allow(command, evaluation)
-            return await self._execute(command, evaluation, decision, timeout)
-        finally:
+        except BaseException:
             if admission is not None:
                 await admission.release()
+            raise
+        return Admitted(command, evaluation, decision, admission)
+
+    async def process(self, command: ProcessCommand, *, timeout: float) -> Execution:
+        admitted = await self.admit(command)
+        try:
+            return await self._execute(admitted, timeout)
+        finally:
+            await admitted.release()
+
+    async def stream(self, command: ProcessCommand, *, timeout: float) -> AsyncGenerator[Chunk | Execution, None]:
+        """The answer's chunks as the provider produces them, then its ``Execution`` (after the outcome is
+        recorded). Closing the iteration early cancels the executor's call and records the outcome CANCELLED."""
+        admitted = await self.admit(command)
+        try:
+            async with contextlib.aclosing(self._stream(admitted, timeout)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await admitted.release()
 
     def _check_shape(self, command: ProcessCommand) -> None:
         violations = request_violations(
@@ -163,43 +249,57 @@ class Gatekeeper:
                 reason=Reason.INVALID_ARGUMENT, message="the request is invalid", violations=violations
             )
 
-    async def _execute(
-        self, command: ProcessCommand, evaluation: Evaluation, decision: AuditRecord, timeout: float
-    ) -> Execution:
-        assert evaluation.principal is not None
-        execute = ExecuteCommand(
-            action=command.action,
-            context_id=command.context_id,
-            session_id=command.session_id,
-            profile=evaluation.profile,
-            payload=command.payload,
-            providers=evaluation.providers,
-            principal_id=evaluation.principal.id,
-        )
+    async def _configured(self, action: str) -> tuple[str, ...] | errors.DomainError:
+        """The executor's providers when the action's providers name ``*`` (else none are needed)."""
+        if self.providers is None or not self.policies.current.needs_configured_providers(action):
+            return ()
         try:
-            execution = await self.executor.execute(execute, timeout=timeout)
+            return await self.providers.names()
+        except errors.DomainError as error:
+            return error
+
+    async def _execute(self, admitted: Admitted, timeout: float) -> Execution:
+        try:
+            execution = await self.executor.execute(admitted.execute_command(), timeout=timeout)
         except errors.DomainError as failure:
-            await self._record_outcome(
-                command, evaluation, decision, "FAILED", (failure.reason,), {"message": failure.message}
-            )
+            await self._record_failure(admitted, failure, {})
             raise
-        await self._record_outcome(
-            command,
-            evaluation,
-            decision,
-            "SUCCEEDED",
-            (),
-            {
-                "executor_id": execution.executor_id,
-                "provider": execution.provider,
-                "model": execution.model,
-                "input_tokens": execution.input_tokens,
-                "output_tokens": execution.output_tokens,
-                "execution_time_ms": execution.execution_time_ms,
-                "attempts": execution.attempts,
-            },
-        )
+        await self._record_outcome(admitted, "SUCCEEDED", (), _execution_attributes(execution))
         return execution
+
+    async def _stream(self, admitted: Admitted, timeout: float) -> AsyncGenerator[Chunk | Execution, None]:
+        streamed = _Streamed()
+        execution: Execution | None = None
+        try:
+            async with contextlib.aclosing(self.executor.stream(admitted.execute_command(), timeout=timeout)) as events:
+                async for event in events:
+                    if isinstance(event, Execution):
+                        execution = event  # answered once the stream has ended well and its outcome is recorded
+                        continue
+                    streamed.chunks += 1
+                    streamed.characters += len(event.text)
+                    yield event
+            if execution is None:
+                raise errors.Unavailable(
+                    reason=Reason.EXECUTOR_UNAVAILABLE, message="the executor's stream ended without its result"
+                )
+        except errors.DomainError as failure:
+            await self._settle(self._record_failure(admitted, failure, streamed.attributes("failed")))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away (GeneratorExit: between messages)
+            await self._settle(self._record_outcome(admitted, "CANCELLED", (), streamed.attributes("cancelled")))
+            raise
+        attributes = {**_execution_attributes(execution), **streamed.attributes("completed")}
+        await self._settle(self._record_outcome(admitted, "SUCCEEDED", (), attributes))
+        yield execution
+
+    async def _settle(self, write: Awaitable[None]) -> None:
+        """``write`` finishes even when this request is cancelled while it runs (the outcome of a request whose
+        client left must still be recorded); the caller waits for it unless cancelled itself."""
+        task = asyncio.ensure_future(write)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
 
     async def _record_allow(self, command: ProcessCommand, evaluation: Evaluation) -> AuditRecord:
         record = _decision_record(command, evaluation)
@@ -224,26 +324,26 @@ class Gatekeeper:
             self.observer.audit_failed(AuditKind.DECISION)
             log.error("denial not recorded", extra={"error": type(failure).__name__})
 
+    async def _record_failure(
+        self, admitted: Admitted, failure: errors.DomainError, attributes: dict[str, Any]
+    ) -> None:
+        await self._record_outcome(admitted, "FAILED", (failure.reason,), {"message": failure.message, **attributes})
+
     async def _record_outcome(
-        self,
-        command: ProcessCommand,
-        evaluation: Evaluation,
-        decision: AuditRecord,
-        result: str,
-        reasons: tuple[str, ...],
-        attributes: dict[str, Any],
+        self, admitted: Admitted, result: str, reasons: tuple[str, ...], attributes: dict[str, Any]
     ) -> None:
         """The outcome names its decision (``decision_event_id``): a trace may hold several requests' events
         (a client may reuse a ``traceparent``), and memory's reconciler closes exactly the decisions left open."""
+        command, principal = admitted.command, admitted.evaluation.principal
         record = AuditRecord(
             trace_id=command.trace_id,
             kind=AuditKind.OUTCOME,
-            principal_id=evaluation.principal.id if evaluation.principal else "",
+            principal_id=principal.id if principal else "",
             action=command.action,
             context_id=command.context_id,
             result=result,
             reason_codes=reasons,
-            attributes={**attributes, "decision_event_id": decision.event_id},
+            attributes={**attributes, "decision_event_id": admitted.decision.event_id},
         )
         try:
             await self.audit.record(record)
@@ -269,6 +369,18 @@ class Gatekeeper:
         )
 
 
+def _execution_attributes(execution: Execution) -> dict[str, Any]:
+    return {
+        "executor_id": execution.executor_id,
+        "provider": execution.provider,
+        "model": execution.model,
+        "input_tokens": execution.input_tokens,
+        "output_tokens": execution.output_tokens,
+        "execution_time_ms": execution.execution_time_ms,
+        "attempts": execution.attempts,
+    }
+
+
 def _decision_record(command: ProcessCommand, evaluation: Evaluation) -> AuditRecord:
     """Everything needed to explain the decision later: who, what, under which policy, which rule, why."""
     principal = evaluation.principal
@@ -279,6 +391,8 @@ def _decision_record(command: ProcessCommand, evaluation: Evaluation) -> AuditRe
         "credential": principal.kind.value if principal else "",
         "providers": list(evaluation.providers),
     }
+    if command.provider:
+        attributes["requested_provider"] = _as_recorded(command.provider)
     if evaluation.remaining is not None:
         attributes["remaining_requests"] = evaluation.remaining
     return AuditRecord(

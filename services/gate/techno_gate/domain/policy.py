@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,9 @@ from techno_gate.domain.reasons import Reason
 _NAME = r"[a-z][a-z0-9_]{0,63}"  # matched against the whole name (re.fullmatch): no trailing newline
 _FIELD = r"[a-z][a-z0-9_]{0,63}"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+# In an action's providers: every provider the executor is configured with (its ListProviders), in its order.
+EVERY_PROVIDER = "*"
 
 FieldType = Literal["string", "number", "integer", "boolean", "array", "object"]
 
@@ -41,7 +45,12 @@ class ActionSpec(BaseModel):
     model_config = _STRICT
 
     description: str = Field(min_length=1)
-    providers: tuple[str, ...] = Field(("fake",), min_length=1, description="Providers to try, in order.")
+    providers: tuple[str, ...] = Field(
+        ("fake",),
+        min_length=1,
+        description=f"Providers to try, in order; {EVERY_PROVIDER!r} stands for every provider the executor has, "
+        "in its order, that is not named before it.",
+    )
     input: dict[str, InputField] = Field(default_factory=dict)
 
 
@@ -94,6 +103,12 @@ def glob_matches(value: str, pattern: str) -> bool:
     return value.isprintable() and fnmatch.fnmatchcase(value, pattern)
 
 
+def _listed(action: ActionSpec, configured: Sequence[str]) -> tuple[str, ...]:
+    """The action's providers in order, ``*`` standing for the configured ones not named before it."""
+    named = (p for entry in action.providers for p in ((entry,) if entry != EVERY_PROVIDER else configured))
+    return tuple(dict.fromkeys(named))
+
+
 @dataclass(frozen=True)
 class PolicyDecision:
     allowed: bool
@@ -123,7 +138,22 @@ class Policy:
             return []
         return [(name, self.document.actions[name].description) for name in spec.actions]
 
-    def evaluate(self, profile: str, action: str, context_id: str) -> PolicyDecision:
+    def needs_configured_providers(self, action: str) -> bool:
+        """Whether deciding on ``action`` needs the executor's configured providers (its list holds ``*``)."""
+        spec = self.document.actions.get(action)
+        return spec is not None and EVERY_PROVIDER in spec.providers
+
+    def providers_for(
+        self, profile: ProfileSpec, action: ActionSpec, configured: Sequence[str] = ()
+    ) -> tuple[str, ...]:
+        """The action's providers the profile may use, in the action's order, ``*`` expanded to ``configured``."""
+        return tuple(p for p in _listed(action, configured) if any(glob_matches(p, g) for g in profile.providers))
+
+    def evaluate(
+        self, profile: str, action: str, context_id: str, *, provider: str = "", configured: Sequence[str] = ()
+    ) -> PolicyDecision:
+        """``provider``: the one the caller asked to run on (empty: any the policy allows, in its order);
+        ``configured``: the executor's providers, which ``*`` in the action's list stands for."""
         spec = self.document.profiles.get(profile)
         if spec is None:
             return PolicyDecision(False, Reason.PROFILE_UNKNOWN, f"profiles.{profile}")
@@ -134,9 +164,13 @@ class Policy:
             return PolicyDecision(False, Reason.ACTION_NOT_ALLOWED, f"profiles.{profile}.actions")
         if not any(glob_matches(context_id, pattern) for pattern in spec.contexts):
             return PolicyDecision(False, Reason.CONTEXT_NOT_ALLOWED, f"profiles.{profile}.contexts")
-        providers = tuple(
-            p for p in action_spec.providers if any(glob_matches(p, pattern) for pattern in spec.providers)
-        )
+        providers = self.providers_for(spec, action_spec, configured)
+        if provider:
+            if provider not in providers:  # the rule that excludes it: the action's list, or the profile's globs
+                listed = provider in _listed(action_spec, configured)
+                rule = f"profiles.{profile}.providers" if listed else f"actions.{action}.providers"
+                return PolicyDecision(False, Reason.PROVIDER_NOT_ALLOWED, rule)
+            providers = (provider,)
         if not providers:
             return PolicyDecision(False, Reason.PROVIDER_NOT_ALLOWED, f"profiles.{profile}.providers")
         return PolicyDecision(True, Reason.ALLOWED, f"profiles.{profile}", providers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -16,7 +16,9 @@ from techno_core.tracing import current_trace_id
 from techno_gate.application.authenticate import Credentials
 from techno_gate.application.idempotency import Idempotency, request_hash, validate_key
 from techno_gate.application.limits import RouteFamily, RouteLimits
+from techno_gate.application.models import Models
 from techno_gate.application.personal import IdempotencyRecordView, PersonalData, PreferencesView, SessionView
+from techno_gate.application.ports import Chunk, Execution
 from techno_gate.application.process import Gatekeeper, ProcessCommand
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,6 +56,24 @@ def process_command(request: gate_pb2.ProcessRequest, context: Context) -> Proce
         session_id=request.session_id,
         payload=request.payload if has_payload else None,
         payload_bytes=request.payload.ByteSize() if has_payload else 0,
+        provider=request.provider,
+    )
+
+
+def process_response(trace_id: str, execution: Execution) -> gate_pb2.ProcessResponse:
+    return gate_pb2.ProcessResponse(
+        trace_id=trace_id,
+        status=gate_pb2.EXECUTION_STATUS_SUCCEEDED,
+        result=execution.result,
+        executor_id=execution.executor_id,
+        provider=execution.provider,
+        model=execution.model,
+        usage=gate_pb2.TokenUsage(
+            input_tokens=execution.input_tokens,
+            output_tokens=execution.output_tokens,
+            total_tokens=execution.input_tokens + execution.output_tokens,
+        ),
+        execution_time_ms=execution.execution_time_ms,
     )
 
 
@@ -90,6 +110,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         gatekeeper: Gatekeeper,
         personal: PersonalData,
         idempotency: Idempotency,
+        models: Models,
         *,
         limits: RouteLimits,
         executor_timeout_seconds: float,
@@ -98,6 +119,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         self._gatekeeper = gatekeeper
         self._personal = personal
         self._idempotency = idempotency
+        self._models = models
         self._executor_timeout = executor_timeout_seconds
 
     @contextlib.asynccontextmanager
@@ -169,40 +191,80 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
     async def Process(self, request: gate_pb2.ProcessRequest, context: Context) -> gate_pb2.ProcessResponse:
         command = process_command(request, context)
         timeout = downstream_timeout(context, self._executor_timeout)
-        key = idempotency_key(context)
-        if key is None:
+        claim = self._idempotent(request, command, context)
+        if claim is None:
             return await self._process(command, timeout)
-        validate_key(key)
-        try:
-            principal = self._gatekeeper.authenticate(command.credentials)
-        except errors.DomainError:
-            return await self._process(command, timeout)  # denied and recorded there, as without a key
 
         async def execute() -> bytes:
             return (await self._process(command, timeout)).SerializeToString()
 
-        fingerprint = request_hash(request.SerializeToString(deterministic=True))
-        response = await self._idempotency.run(
-            principal.id, key, fingerprint, execute, timeout=timeout, trace_id=command.trace_id
-        )
+        response = await self._idempotency.run(*claim, execute, timeout=timeout, trace_id=command.trace_id)
         return gate_pb2.ProcessResponse.FromString(response)
 
     async def _process(self, command: ProcessCommand, timeout: float) -> gate_pb2.ProcessResponse:
-        execution = await self._gatekeeper.process(command, timeout=timeout)
-        return gate_pb2.ProcessResponse(
-            trace_id=command.trace_id,
-            status=gate_pb2.EXECUTION_STATUS_SUCCEEDED,
-            result=execution.result,
-            executor_id=execution.executor_id,
-            provider=execution.provider,
-            model=execution.model,
-            usage=gate_pb2.TokenUsage(
-                input_tokens=execution.input_tokens,
-                output_tokens=execution.output_tokens,
-                total_tokens=execution.input_tokens + execution.output_tokens,
-            ),
-            execution_time_ms=execution.execution_time_ms,
-        )
+        return process_response(command.trace_id, await self._gatekeeper.process(command, timeout=timeout))
+
+    async def StreamProcess(
+        self, request: gate_pb2.StreamProcessRequest, context: Context
+    ) -> AsyncIterator[gate_pb2.StreamProcessResponse]:
+        """With an Idempotency-Key, a repeat of a stream that completed is answered with its stored result as a
+        single ``done`` message (no chunks): it never runs twice. A stream that failed or was cancelled releases
+        its key, as a failed Process does, so a retry runs again."""
+        command = process_command(request.request, context)
+        timeout = downstream_timeout(context, self._executor_timeout)
+        claim = self._idempotent(request.request, command, context)
+        if claim is None:
+            async with contextlib.aclosing(self._stream(command, timeout)) as messages:
+                async for message in messages:
+                    yield message
+            return
+        stored = await self._idempotency.begin(*claim, timeout=timeout, trace_id=command.trace_id)
+        if stored is not None:
+            replayed = gate_pb2.ProcessResponse.FromString(stored)
+            yield gate_pb2.StreamProcessResponse(trace_id=replayed.trace_id, done=replayed)
+            return
+        principal_id, key, _ = claim
+        finished = False
+        try:
+            async with contextlib.aclosing(self._stream(command, timeout)) as messages:
+                async for message in messages:
+                    if message.HasField("done"):  # kept before it is answered: no window where it could run again
+                        await self._idempotency.finish(principal_id, key, message.done.SerializeToString())
+                        finished = True
+                    yield message
+        except BaseException:
+            if not finished:
+                await self._idempotency.abandon(principal_id, key)
+            raise
+
+    async def _stream(
+        self, command: ProcessCommand, timeout: float
+    ) -> AsyncGenerator[gate_pb2.StreamProcessResponse, None]:
+        async with contextlib.aclosing(self._gatekeeper.stream(command, timeout=timeout)) as events:
+            async for event in events:
+                if isinstance(event, Chunk):
+                    yield gate_pb2.StreamProcessResponse(
+                        trace_id=command.trace_id, chunk=gate_pb2.TextChunk(text=event.text)
+                    )
+                else:
+                    yield gate_pb2.StreamProcessResponse(
+                        trace_id=command.trace_id, done=process_response(command.trace_id, event)
+                    )
+
+    def _idempotent(
+        self, request: gate_pb2.ProcessRequest, command: ProcessCommand, context: Context
+    ) -> tuple[str, str, str] | None:
+        """(caller, key, request fingerprint) of a request sent with an Idempotency-Key; None without one, or when
+        the caller cannot be authenticated (the request is then denied and recorded as without a key)."""
+        key = idempotency_key(context)
+        if key is None:
+            return None
+        validate_key(key)
+        try:
+            principal = self._gatekeeper.authenticate(command.credentials)
+        except errors.DomainError:
+            return None
+        return principal.id, key, request_hash(request.SerializeToString(deterministic=True))
 
     async def ListActions(self, request: gate_pb2.ListActionsRequest, context: Context) -> gate_pb2.ListActionsResponse:
         principal = self._gatekeeper.authenticate(presented_credentials(context))
@@ -212,4 +274,12 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
             actions=[gate_pb2.Action(name=n, description=d) for n, d in policy.actions_for(principal.profile)],
             policy_version=policy.version,
             trace_id=current_trace_id(),
+        )
+
+    async def ListModels(self, request: gate_pb2.ListModelsRequest, context: Context) -> gate_pb2.ListModelsResponse:
+        principal = self._gatekeeper.authenticate(presented_credentials(context))
+        async with self._limits.admitted(principal, RouteFamily.CATALOG):
+            models = await self._models.for_action(principal, request.action)
+        return gate_pb2.ListModelsResponse(
+            models=[gate_pb2.Model(provider=m.name, model=m.model) for m in models], trace_id=current_trace_id()
         )
