@@ -20,16 +20,22 @@ TraceExporter = Literal["none", "otlp", "console"]
 
 
 class TechnoSettings(BaseSettings):
-    """Base of every service's settings: the ``TECHNO_`` prefix and the observability options."""
+    """Base of every service's settings: the ``TECHNO_`` prefix and the observability options. Tracing is set by
+    the standard ``OTEL_*`` variables, read in ``techno_core.tracing``; the two trace fields here are their
+    deprecated spellings, still honoured."""
 
     model_config = TECHNO_CONFIG
 
     log_level: LogLevel = Field("INFO", description="Minimum level of the JSON logs written to stderr.")
-    trace_exporter: TraceExporter = Field(
-        "none", description="Where finished spans go: `otlp` (OTLP/HTTP), `console` (stderr) or `none`."
+    trace_exporter: TraceExporter | None = Field(
+        None,
+        description="Deprecated: set `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`; default `none`), which "
+        "wins when both are set. Tracing follows the standard `OTEL_*` variables (docs/operations.md).",
     )
     otlp_endpoint: str = Field(
-        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint used when the exporter is `otlp`."
+        "",
+        description="Deprecated: set `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, which "
+        "win when set. Empty: the SDK's default, `http://localhost:4318/v1/traces`.",
     )
     shutdown_grace_seconds: float = Field(
         5.0, gt=0, description="On SIGTERM, how long in-flight calls may take to finish before they are cancelled."
