@@ -1,0 +1,135 @@
+"""The official OpenAI Python SDK against the real stack (mutual TLS inside), pointed at the edge by base_url:
+models, a completion, a streamed one, its refusals, and the audit trail every one of them leaves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
+
+from .conftest import RunningStack
+from .support import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+HELLO: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Tell me about governed AI."},
+]
+
+
+def sdk(running_stack: RunningStack, key: str | None = None) -> openai.OpenAI:
+    # No retries: a refusal must reach the test as it was answered, once.
+    return openai.OpenAI(base_url=f"{running_stack.url}/v1", api_key=key or running_stack.key, max_retries=0)
+
+
+async def audit_kinds(client: httpx.AsyncClient, running_stack: RunningStack, trace_id: str) -> list[str]:
+    page = await client.get("/v1/audit/events", params={"traceId": trace_id}, headers={"X-API-Key": running_stack.key})
+    assert page.status_code == 200, page.text
+    return [event["kind"] for event in page.json()["events"]]
+
+
+async def assert_audited(client: httpx.AsyncClient, running_stack: RunningStack, completion_id: str) -> None:
+    trace_id = completion_id.removeprefix("chatcmpl-")
+
+    async def decided_and_done() -> bool:  # a stream's OUTCOME is recorded as it ends, maybe after [DONE]
+        return await audit_kinds(client, running_stack, trace_id) == ["DECISION", "OUTCOME"]
+
+    await eventually(decided_and_done)
+
+
+async def test_models_are_the_providers_the_profile_allows(running_stack: RunningStack) -> None:
+    models = await asyncio.to_thread(lambda: list(sdk(running_stack).models.list()))
+    assert [model.id for model in models] == ["fake"]  # the e2e default profile: providers [fake]
+    assert {model.owned_by for model in models} == {"techno"}
+
+
+async def test_a_completion_is_governed_and_audited(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
+    def create() -> Any:
+        return sdk(running_stack).chat.completions.with_raw_response.create(model="fake", messages=HELLO)
+
+    raw = await asyncio.to_thread(create)
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.model == "fake"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert raw.headers["x-trace-id"] == completion.id.removeprefix("chatcmpl-")
+    await assert_audited(client, running_stack, completion.id)
+
+
+async def test_a_stream_arrives_in_chunks_that_add_up(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
+    def stream() -> list[Any]:
+        chunks = sdk(running_stack).chat.completions.create(
+            model="fake", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+        return list(chunks)
+
+    chunks = await asyncio.to_thread(stream)
+    *with_choices, usage_chunk = chunks
+    texts = [chunk.choices[0].delta.content for chunk in with_choices if chunk.choices[0].delta.content]
+    assert len(texts) > 1, "the answer arrived in one piece"
+    assert with_choices[0].choices[0].delta.role == "assistant"
+    assert with_choices[-1].choices[0].finish_reason == "stop"
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage is not None
+    assert usage_chunk.usage.completion_tokens > 0
+    assert len({chunk.id for chunk in chunks}) == 1
+
+    # The same request unstreamed gives the same reply (the fake provider answers deterministically).
+    whole = await asyncio.to_thread(lambda: sdk(running_stack).chat.completions.create(model="fake", messages=HELLO))
+    assert "".join(texts) == whole.choices[0].message.content
+    await assert_audited(client, running_stack, chunks[0].id)
+
+
+async def test_a_model_the_profile_does_not_allow_is_refused_with_its_reason(running_stack: RunningStack) -> None:
+    def create(**extra: Any) -> Any:
+        return sdk(running_stack).chat.completions.create(model="openai", messages=HELLO, **extra)
+
+    for stream in (False, True):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            await asyncio.to_thread(create, stream=stream)
+        assert refused.value.status_code == 403
+        assert refused.value.code == "PROVIDER_NOT_ALLOWED"
+        assert refused.value.response.headers["x-trace-id"]
+
+
+async def test_a_bad_key_is_an_authentication_error(running_stack: RunningStack) -> None:
+    client = sdk(running_stack, key="tk_not-a-real-key")
+    with pytest.raises(openai.AuthenticationError) as refused:
+        await asyncio.to_thread(lambda: client.chat.completions.create(model="fake", messages=HELLO))
+    assert refused.value.code == "invalid_api_key"
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["reason_codes"] in (["API_KEY_INVALID"], ["TOKEN_INVALID"])
+    with pytest.raises(openai.AuthenticationError):
+        await asyncio.to_thread(lambda: list(client.models.list()))
+
+
+async def test_what_the_chat_action_cannot_do_is_a_bad_request(running_stack: RunningStack) -> None:
+    tool: ChatCompletionFunctionToolParam = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object"}},
+    }
+    with pytest.raises(openai.BadRequestError) as refused:
+        await asyncio.to_thread(
+            lambda: sdk(running_stack).chat.completions.create(model="fake", messages=HELLO, tools=[tool])
+        )
+    assert refused.value.param == "tools"
+
+
+async def test_an_idempotency_key_answers_a_repeat_with_the_first_completion(running_stack: RunningStack) -> None:
+    def create() -> Any:
+        return sdk(running_stack).chat.completions.create(
+            model="fake", messages=HELLO, extra_headers={"Idempotency-Key": "openai-sdk-e2e-1"}
+        )
+
+    first, again = await asyncio.to_thread(create), await asyncio.to_thread(create)
+    assert again.id == first.id  # the stored response's trace: the request ran once
+    assert again.choices[0].message.content == first.choices[0].message.content
