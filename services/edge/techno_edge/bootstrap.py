@@ -102,7 +102,7 @@ class EdgeServer:
             http=guarded_protocol(self._guard, JsonErrorHttpToolsProtocol),
             ws="none",
             lifespan="off",  # the Edge object is started and closed here, explicitly
-            loop="none",  # the loop is the running one; __main__ chose it (see there)
+            loop="none",  # the loop is the running one: uvloop, which techno_core.runner runs every service on
             log_config=None,  # logging is techno_core's JSON set-up
             access_log=False,  # metrics and traces cover requests; a log line each would cost throughput
             # X-Forwarded-* from a client is not to be trusted by default; a deployment behind a proxy that

@@ -1,0 +1,76 @@
+"""The shared runner serves on uvloop: a real gRPC app over mutual TLS, started by ``techno_core.runner.run``,
+answers a call on that loop, with the caller's trace id reaching the servicer though nothing is recorded
+(no exporter), and stops on SIGTERM with exit status 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from techno.executor.v1 import executor_pb2, executor_pb2_grpc
+from techno_core.authorization import callers
+from techno_core.identity import Identity
+from techno_core.runner import run
+from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
+from techno_core.settings import TechnoSettings
+from techno_core.tracing import build_tracer_provider, current_trace_id
+from techno_core.transport import Transport
+from tests.tls import certificate_files, connect
+
+SERVICE = "techno.executor.v1.ExecutorService"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+class Echo(executor_pb2_grpc.ExecutorServiceServicer):
+    """Answers with the loop it runs on and the trace id current while it serves."""
+
+    async def Execute(self, request: executor_pb2.ExecuteRequest, context: Any) -> executor_pb2.ExecuteResponse:
+        loop = type(asyncio.get_running_loop()).__module__
+        return executor_pb2.ExecuteResponse(executor_id=loop, provider=current_trace_id())
+
+
+class CallsItselfThenStops:
+    """Starts the app, makes one call to it as the gate, then signals its own process to stop."""
+
+    def __init__(self, app: GrpcApp) -> None:
+        self.app = app
+        self.answer: executor_pb2.ExecuteResponse | None = None
+
+    async def start(self) -> None:
+        await self.app.start()
+        async with connect(self.app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
+            traceparent = (("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-00"),)
+            stub = executor_pb2_grpc.ExecutorServiceStub(channel)
+            self.answer = await stub.Execute(executor_pb2.ExecuteRequest(action="a"), metadata=traceparent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def stop(self) -> None:
+        await self.app.stop()
+
+
+def test_a_service_serves_on_uvloop_and_keeps_the_callers_trace_id() -> None:
+    built: list[CallsItselfThenStops] = []
+
+    async def build() -> CallsItselfThenStops:
+        definition = ServiceDefinition(
+            name="echo",
+            registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(Echo(), server)],
+            service_names=[SERVICE],
+            callers=callers({"Execute": frozenset({Identity.GATE})}, SERVICE),
+        )
+        tracer = build_tracer_provider("echo", "echo-0", TechnoSettings())
+        options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)))
+        app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer, CollectorRegistry(), options)
+        built.append(CallsItselfThenStops(app))
+        return built[0]
+
+    assert run(build) == 0
+    answer = built[0].answer
+    assert answer is not None
+    assert answer.executor_id == uvloop.Loop.__module__
+    assert answer.provider == TRACE_ID
