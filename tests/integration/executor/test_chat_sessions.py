@@ -251,3 +251,22 @@ async def test_a_failed_remember_still_returns_the_reply(start_executor: StartEx
     assert json_format.MessageToDict(answer.result)["reply"]
     assert running.memory.sessions["s-1"] == (ALICE, [])
     assert failures(running.app, "remember") == 1
+
+
+async def test_a_completed_chat_stream_is_remembered_in_the_session(start_executor: StartExecutor) -> None:
+    running = await start_executor()
+    running.memory.open("s-2", ALICE)
+    inner = executor_pb2.ExecuteRequest(
+        action="chat", context_id="ctx", profile="default", session_id="s-2", principal_id=ALICE
+    )
+    json_format.ParseDict({"message": "My name is Ada."}, inner.payload)
+    async with connect(running.app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
+        call = executor_pb2_grpc.ExecutorServiceStub(channel).StreamExecute(
+            executor_pb2.StreamExecuteRequest(request=inner), timeout=5
+        )
+        received = [message async for message in call]
+    text = "".join(m.chunk.text for m in received if m.WhichOneof("event") == "chunk")
+    reply = json_format.MessageToDict(received[-1].done.result)["reply"]
+    assert reply == text.strip()
+    _, stored = running.memory.sessions["s-2"]
+    assert [(m.role, m.content) for m in stored] == [("user", "My name is Ada."), ("assistant", reply)]
