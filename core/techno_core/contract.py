@@ -167,3 +167,29 @@ IDEMPOTENT_METHODS = frozenset({"techno.gate.v1.GateService.Process"})
 # Message fields the server explains rather than enforces: a dry run answers 200 with the violations of the request
 # it evaluates, so that request is described with its types only, none of the rules above.
 EXPLAINED_FIELDS = frozenset({("techno.gate.v1.DryRunRequest", "request")})
+# The scope each method needs besides valid credentials (full proto method names; "" for any authenticated caller):
+# an API key's scopes, or a bearer token's `scope`/`scp` claim. The gate enforces it; the edge's OpenAPI document
+# states it per operation from here; tests/integration/test_generated_client.py checks the two agree.
+METHOD_SCOPES: dict[str, str] = {
+    _GATE + "GateService.Process": "process",
+    _GATE + "GateService.StreamProcess": "process",
+    _GATE + "GateService.ListActions": "",
+    _GATE + "GateService.ListModels": "",
+    _GATE + "GateService.CreateSession": "process",
+    _GATE + "GateService.GetSession": "process",
+    _GATE + "GateService.DeleteSession": "process",
+    _GATE + "GateService.GetPreferences": "process",
+    _GATE + "GateService.UpdatePreferences": "process",
+    _GATE + "GateService.ExportMyData": "process",
+    _GATE + "GateService.DeleteMyData": "process",
+    _GATE + "GateAdminService.CreateApiKey": "admin",
+    _GATE + "GateAdminService.ListApiKeys": "admin",
+    _GATE + "GateAdminService.RevokeApiKey": "admin",
+    _GATE + "GateAdminService.RotateApiKey": "admin",
+    _GATE + "GateAdminService.SetProviderFaults": "admin",
+    _GATE + "GateAdminService.ListCircuitBreakers": "admin",
+    _GATE + "GateAdminService.SetCircuitBreaker": "admin",
+    # A dry run explains the caller's own request: a caller without "process" is answered DENY SCOPE_MISSING.
+    _GATE + "GateAdminService.DryRun": "",
+    _GATE + "GateAdminService.ListAuditEvents": "audit:read",
+}

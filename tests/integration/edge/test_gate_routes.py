@@ -217,7 +217,8 @@ async def test_openapi_validates_and_lists_the_gate(client: httpx.AsyncClient) -
     assert "get" in document["paths"]["/v1/actions"]
     schemas = document["components"]["schemas"]
     request = schemas["techno.gate.v1.ProcessRequest"]
-    assert request["properties"]["payload"] == {"type": "object", "additionalProperties": True}
+    payload = {"type": "object", "additionalProperties": True, "description": "The action's input, as a JSON object."}
+    assert request["properties"]["payload"] == payload  # described by its proto comment
     assert set(request["required"]) == {"action", "contextId", "payload"}
     assert schemas["techno.gate.v1.ExecutionStatus"]["enum"][1] == "EXECUTION_STATUS_SUCCEEDED"
     assert set(document["components"]["securitySchemes"]) == {"ApiKeyAuth", "BearerAuth"}

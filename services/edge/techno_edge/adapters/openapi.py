@@ -3,7 +3,14 @@
 Schemas follow the proto3 JSON mapping the transcoder speaks: lowerCamelCase (``json_name``) properties, 64-bit
 integers as strings, enums as their value names, well-known types in their JSON form (Struct → object,
 Timestamp → date-time string …), repeated → array, map → object, other messages → ``$ref`` components named by
-their full proto name. Generated descriptors carry no source info, so proto comments are not available here.
+their full proto name.
+
+It documents as well as it constrains: descriptions are the proto comments (``proto_docs``: services become tags,
+an RPC's comment its operation's summary and description, message, field and enum value comments their schemas'),
+every operation names the scope it needs (``techno_core.contract.METHOD_SCOPES``, the table the gate's behaviour
+is tested against) in its security requirement, carries a hand-written request and response example
+(``openapi_examples``) and lists the AIP-193 error responses (``openapi_errors``). A server-streaming method is
+documented as the Server-Sent Events it is served as.
 
 The document is as strict as the server, so a client generated from it neither sends what is refused nor refuses
 what is sent: unknown properties are refused (``additionalProperties: false``, as the transcoder does), the
@@ -20,8 +27,19 @@ from typing import Any
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from techno_core.contract import EXPLAINED_FIELDS, FIELDS, IDEMPOTENCY_KEY, IDEMPOTENT_METHODS, REQUEST_TIMEOUT
+from techno_core.contract import (
+    EXPLAINED_FIELDS,
+    FIELDS,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT_METHODS,
+    METHOD_SCOPES,
+    REQUEST_TIMEOUT,
+)
+from techno_edge.adapters import openapi_errors
 from techno_edge.adapters.bindings import Binding
+from techno_edge.adapters.openapi_errors import ERROR, TRACE_HEADER
+from techno_edge.adapters.openapi_examples import Examples, OperationExamples
+from techno_edge.adapters.proto_docs import ProtoDocs
 
 JsonSchema = dict[str, Any]
 _REF = "#/components/schemas/"
@@ -76,45 +94,6 @@ _WELL_KNOWN: dict[str, JsonSchema] = {
     "google.protobuf.BytesValue": _nullable(_SCALARS[FieldDescriptor.TYPE_BYTES]),
 }
 
-_ERROR_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "status", "message", "reason_codes", "trace_id"],
-            "properties": {
-                "code": {"type": "integer", "description": "The HTTP status code."},
-                "status": {"type": "string", "description": "The gRPC status code name, e.g. PERMISSION_DENIED."},
-                "message": {"type": "string"},
-                "reason_codes": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Machine-readable reasons (google.rpc.ErrorInfo), e.g. API_KEY_INVALID.",
-                },
-                "trace_id": {"type": "string", "description": "W3C trace id of the request."},
-                "field_violations": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["field", "description"],
-                        "properties": {"field": {"type": "string"}, "description": {"type": "string"}},
-                    },
-                },
-                "quota_violations": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["subject", "description"],
-                        "properties": {"subject": {"type": "string"}, "description": {"type": "string"}},
-                    },
-                },
-            },
-        }
-    },
-}
-_TRACE_HEADER = {"description": "W3C trace id of the request.", "schema": {"type": "string"}}
-
 
 def _behaviors(field: FieldDescriptor) -> list[int]:
     return list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
@@ -142,7 +121,10 @@ class _Schemas:
     required fields, no contract rules), under names ending in ``.Explained``, for requests the server explains
     rather than refuses (``EXPLAINED_FIELDS``)."""
 
-    def __init__(self, components: dict[str, JsonSchema] | None = None, *, checked: bool = True) -> None:
+    def __init__(
+        self, docs: ProtoDocs, components: dict[str, JsonSchema] | None = None, *, checked: bool = True
+    ) -> None:
+        self.docs = docs
         self.components: dict[str, JsonSchema] = {} if components is None else components
         self._checked = checked
         self._explained: _Schemas | None = None
@@ -164,8 +146,21 @@ class _Schemas:
         if descriptor.full_name == "google.protobuf.NullValue":
             return {"type": "null"}
         if descriptor.full_name not in self.components:
-            self.components[descriptor.full_name] = {"type": "string", "enum": [v.name for v in descriptor.values]}
+            self.components[descriptor.full_name] = self._enum(descriptor)
         return {"$ref": _REF + descriptor.full_name}
+
+    def _enum(self, descriptor: EnumDescriptor) -> JsonSchema:
+        # JSON Schema has no place for a description per enum value: they go into the description as a list, and
+        # into x-enum-descriptions (in value order) for the generators that read it.
+        values = [(value.name, self.docs.of(f"{descriptor.full_name}.{value.name}")) for value in descriptor.values]
+        schema: JsonSchema = {"type": "string", "enum": [name for name, _ in values]}
+        listed = "\n".join(f"- `{name}`: {' '.join(text.split())}" for name, text in values if text)
+        description = "\n\n".join(part for part in (self.docs.of(descriptor.full_name), listed) if part)
+        if description:
+            schema["description"] = description
+        if listed:
+            schema["x-enum-descriptions"] = [" ".join(text.split()) for _, text in values]
+        return schema
 
     def _required(self, field: FieldDescriptor) -> bool:
         message = field.containing_type
@@ -180,12 +175,12 @@ class _Schemas:
         # that is not required may be null: the proto3 JSON mapping reads null as the default value.
         schema: JsonSchema = {
             "type": "object",
-            "properties": {
-                field.json_name: self.field(field) if self._required(field) else _or_null(self.field(field))
-                for field in descriptor.fields
-            },
+            "properties": {field.json_name: self.property(field) for field in descriptor.fields},
             "additionalProperties": False,
         }
+        description = self.docs.of(descriptor.full_name)
+        if description:
+            schema["description"] = description
         required = [f.json_name for f in descriptor.fields if self._required(f)]
         if required:
             schema["required"] = required
@@ -205,6 +200,19 @@ class _Schemas:
                 del schema["required"]
         return schema
 
+    def property(self, field: FieldDescriptor) -> JsonSchema:
+        """``field`` as a property of its message's object: described, and nullable unless required."""
+        schema = self.field(field) if self._required(field) else _or_null(self.field(field))
+        return self.described(schema, field)
+
+    def described(self, schema: JsonSchema, field: FieldDescriptor) -> JsonSchema:
+        """``schema`` with the field's proto comment before the contract's own description, if any."""
+        comment = self.docs.of(field.full_name)
+        if not comment:
+            return schema
+        rule = schema.get("description", "")
+        return {**schema, "description": comment if rule in ("", comment) else f"{comment}\n\n{rule}"}
+
     def single(self, field: FieldDescriptor) -> JsonSchema:
         """The schema of one value of ``field`` (an item, for a repeated field)."""
         if field.message_type is not None:
@@ -215,7 +223,7 @@ class _Schemas:
 
     def _explaining(self) -> _Schemas:
         if self._explained is None:
-            self._explained = _Schemas(self.components, checked=False)
+            self._explained = _Schemas(self.docs, self.components, checked=False)
         return self._explained
 
     def field(self, field: FieldDescriptor) -> JsonSchema:
@@ -254,58 +262,153 @@ def _query_parameters(
             continue
         if message is not None and message.full_name in {"google.protobuf.Struct", "google.protobuf.Value"}:
             continue  # no query-string form
-        parameters.append({"name": name, "in": "query", "required": False, "schema": schemas.field(field)})
+        parameter = {"name": name, "in": "query", "required": False, "schema": schemas.field(field)}
+        parameters.append(_described(parameter, schemas.docs.of(field.full_name)))
     return parameters
 
 
 def _path_parameter(schemas: _Schemas, binding: Binding, name: str, segments: tuple[str, ...]) -> JsonSchema:
-    schema = schemas.field(binding.path_fields[name][-1])
+    field = binding.path_fields[name][-1]
+    schema = schemas.field(field)
     if schema.get("type") == "string":
         schema.setdefault("minLength", 1)  # an empty segment matches no route
     if segments != ("*",) and schema.get("type") == "string":
         pattern = "/".join({"*": "[^/]+", "**": ".+"}.get(s, s) for s in segments)
         schema["pattern"] = f"^{pattern}$"
-    return {"name": name, "in": "path", "required": True, "schema": schema}
+    return _described(
+        {"name": name, "in": "path", "required": True, "schema": schema}, schemas.docs.of(field.full_name)
+    )
 
 
-def _operation(schemas: _Schemas, binding: Binding) -> JsonSchema:
-    request, response = binding.method.input_type, binding.method.output_type
+def _described(item: JsonSchema, description: str) -> JsonSchema:
+    return {**item, "description": description} if description else item
+
+
+def _parameters(schemas: _Schemas, binding: Binding, examples: dict[str, Any]) -> list[JsonSchema]:
     parameters = [_path_parameter(schemas, binding, v.name, v.segments) for v in binding.template.variables]
     if binding.body != "*":
         excluded = set(binding.path_fields) | ({binding.body} if binding.body else set())
-        parameters.extend(_query_parameters(schemas, request, excluded))
+        parameters.extend(_query_parameters(schemas, binding.method.input_type, excluded))
+    for parameter in parameters:
+        if parameter["name"] in examples:
+            parameter["example"] = examples[parameter["name"]]
     parameters.append({"$ref": "#/components/parameters/RequestTimeout"})
     if binding.method.full_name in IDEMPOTENT_METHODS:
         parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
-    operation: JsonSchema = {
-        "operationId": binding.operation_id,
-        "tags": [binding.method.containing_service.name],
-        "summary": f"{binding.service}.{binding.method.name}",
-        "parameters": parameters,
+    return parameters
+
+
+def _summary(comment: str) -> str:
+    """The comment's first sentence, without its full stop."""
+    first = " ".join(comment.split("\n\n", 1)[0].split())
+    end = first.find(". ")
+    return (first if end < 0 else first[:end]).rstrip(".")
+
+
+def _scope_text(scope: str) -> str:
+    if not scope:
+        return "**Required scope:** none: any valid API key or bearer token."
+    return (
+        f"**Required scope:** `{scope}`: an API key created with it, or a bearer token whose `scope` claim lists it; "
+        "without it the answer is 403 with reason SCOPE_MISSING."
+    )
+
+
+def _texts(docs: ProtoDocs, binding: Binding) -> JsonSchema:
+    method = binding.method
+    comment = docs.of(method.full_name)
+    scope = METHOD_SCOPES.get(method.full_name)
+    parts = [comment, "" if scope is None else _scope_text(scope), f"gRPC: `{binding.grpc_path}`."]
+    return {
+        "summary": _summary(comment) or f"{binding.service}.{method.name}",
+        "description": "\n\n".join(part for part in parts if part),
     }
-    if binding.body:
-        if binding.body == "*":
-            path_fields = {chain[0].name for chain in binding.path_fields.values() if len(chain) == 1}
-            body_schema = schemas.request_body(request, path_fields)
-            # An absent body is the empty message, which is enough unless a field is required.
-            required = schemas.required(f for f in request.fields if f.name not in path_fields)
-        else:
-            # One field as the body: null (or no body) is that field's default, as for any field.
-            body_schema, required = _or_null(schemas.field(request.fields_by_name[binding.body])), False
-        operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": body_schema}}}
-    response_schema = (
+
+
+def _security(binding: Binding) -> JsonSchema:
+    """The operation's scope as OpenAPI 3.1 states it: the list of a security requirement is the scopes (OAuth) or,
+    for other schemes such as an API key, the "role names required for the execution". ``x-required-scopes``
+    repeats it for tools that only read scopes of OAuth schemes. An upstream's method the table does not know
+    keeps the document-wide requirement (credentials, no known scope)."""
+    scope = METHOD_SCOPES.get(binding.method.full_name)
+    if scope is None:
+        return {}
+    scopes = [scope] if scope else []
+    return {"security": [{"ApiKeyAuth": scopes}, {"BearerAuth": scopes}], "x-required-scopes": scopes}
+
+
+def _with_example(content: JsonSchema, name: str, example: Any) -> JsonSchema:
+    return content if example is None else {**content, "examples": {name: {"value": example}}}
+
+
+def _request_body(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema | None:
+    request = binding.method.input_type
+    if binding.body == "*":
+        path_fields = {chain[0].name for chain in binding.path_fields.values() if len(chain) == 1}
+        schema = schemas.request_body(request, path_fields)
+        # An absent body is the empty message, which is enough unless a field is required.
+        required = schemas.required(f for f in request.fields if f.name not in path_fields)
+    elif binding.body:
+        # One field as the body: no body (or null) is that field's default, refused only when the field is
+        # required and its default, the empty message, lacks required fields of its own.
+        field = request.fields_by_name[binding.body]
+        message = field.message_type
+        required = schemas.required([field]) and message is not None and schemas.required(message.fields)
+        schema = schemas.described(schemas.field(field) if required else _or_null(schemas.field(field)), field)
+    else:
+        return None
+    content = _with_example({"schema": schema}, binding.method.name, example)
+    return {"required": required, "content": {"application/json": content}}
+
+
+def _event_stream(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema:
+    """A server-streaming method, served as Server-Sent Events: each message of the stream is one event."""
+    response = binding.method.output_type
+    schemas.message(response)  # the events' data schema, among the components
+    events = f"{_REF}{response.full_name}"
+    schema = {
+        "type": "string",
+        "description": f"Server-Sent Events. `chunk` events, in order, then one `done` event; the `data` of each is "
+        f"one `{response.full_name}` in JSON ({events}) with its `chunk` or its `done` set. A failure after the "
+        f"stream has started ends it with an `error` event whose `data` is an `Error` body ({_REF}{ERROR}); one "
+        "before it started is an ordinary error response.",
+    }
+    content = {"schema": schema, "x-sse-events": {"chunk": events, "done": events, "error": _REF + ERROR}}
+    return {
+        "description": schemas.docs.of(response.full_name) or "OK",
+        "headers": {"X-Trace-Id": TRACE_HEADER},
+        "content": {"text/event-stream": _with_example(content, binding.method.name, example)},
+    }
+
+
+def _success(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema:
+    if binding.method.server_streaming:
+        return _event_stream(schemas, binding, example)
+    response = binding.method.output_type
+    schema = (
         schemas.field(response.fields_by_name[binding.response_body])
         if binding.response_body
         else schemas.message(response)
     )
-    operation["responses"] = {
-        "200": {
-            "description": "OK",
-            "headers": {"X-Trace-Id": _TRACE_HEADER},
-            "content": {"application/json": {"schema": response_schema}},
-        },
-        "default": {"$ref": "#/components/responses/Error"},
+    return {
+        "description": schemas.docs.of(response.full_name) or "OK",
+        "headers": {"X-Trace-Id": TRACE_HEADER},
+        "content": {"application/json": _with_example({"schema": schema}, binding.method.name, example)},
     }
+
+
+def _operation(schemas: _Schemas, binding: Binding, examples: OperationExamples) -> JsonSchema:
+    operation: JsonSchema = {
+        "operationId": binding.operation_id,
+        "tags": [binding.method.containing_service.name],
+        **_texts(schemas.docs, binding),
+        "parameters": _parameters(schemas, binding, examples.parameters),
+        **_security(binding),
+    }
+    body = _request_body(schemas, binding, examples.request)
+    if body is not None:
+        operation["requestBody"] = body
+    operation["responses"] = {"200": _success(schemas, binding, examples.response), **openapi_errors.operation_errors()}
     return operation
 
 
@@ -316,59 +419,92 @@ def _version() -> str:
         return "0"
 
 
-def build_openapi(bindings: Iterable[Binding], *, title: str = "Techno API") -> dict[str, Any]:
-    schemas = _Schemas()
+_DESCRIPTION = """REST/JSON front door of the Techno gateway, generated from the gRPC services' `google.api.http` \
+annotations and proto comments.
+
+**Authentication.** Every operation needs credentials: an API key in `X-API-Key`, or a bearer token (JWT) in \
+`Authorization: Bearer …`. Each operation states the scope it needs besides (`process`, `audit:read` or `admin`) in \
+its security requirement, its `x-required-scopes` and its description.
+
+**Errors.** Every 4xx and 5xx answers an `Error` body (AIP-193): `{"error": {"code", "message", "status", \
+"details"}}`, whose details always include a `google.rpc.ErrorInfo` with the machine-readable `reason` and the \
+request's `traceId`, and, as the case may be, `BadRequest` field violations, `QuotaFailure` and `RetryInfo` (also \
+sent as `Retry-After`). Every response carries `X-Trace-Id`.
+
+**Deadlines and retries.** `X-Request-Timeout` lowers the deadline; `POST /v1/process` honours `Idempotency-Key`."""
+
+_SECURITY_SCHEMES: JsonSchema = {
+    "ApiKeyAuth": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key (tk_…), made by POST /v1/admin/keys or techno-keys, with the scopes given then.",
+    },
+    "BearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A JWT from the configured issuer; its `scope` (or `scp`) claim lists its scopes.",
+    },
+}
+
+
+def _components(schemas: _Schemas, examples: Examples) -> JsonSchema:
+    openapi_errors.add_error_schemas(schemas.components, schemas.message, schemas.docs)
+    return {
+        "schemas": dict(sorted(schemas.components.items())),
+        "responses": openapi_errors.error_responses(examples.errors),
+        "parameters": {
+            "RequestTimeout": {
+                "name": "X-Request-Timeout",
+                "in": "header",
+                "required": False,
+                "description": REQUEST_TIMEOUT.description,
+                "schema": {k: v for k, v in REQUEST_TIMEOUT.json_schema().items() if k != "description"},
+            },
+            "IdempotencyKey": {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "A unique value per distinct request (e.g. a UUID). POST /v1/process runs at most "
+                "once per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h). "
+                "Printable ASCII without spaces, at most 255 characters.",
+                "schema": IDEMPOTENCY_KEY.json_schema(),
+            },
+        },
+        "securitySchemes": _SECURITY_SCHEMES,
+    }
+
+
+SERVERS = ({"url": "/", "description": "The edge serving this document (a URL relative to it)."},)
+
+
+def build_openapi(
+    bindings: Iterable[Binding],
+    *,
+    title: str = "Techno API",
+    docs: ProtoDocs | None = None,
+    examples: Examples | None = None,
+    servers: Iterable[JsonSchema] = SERVERS,
+) -> dict[str, Any]:
+    """``docs`` and ``examples`` default to the packaged ones (the protos' comments, the hand-written examples)."""
+    schemas = _Schemas(ProtoDocs.packaged() if docs is None else docs)
+    examples = Examples.packaged() if examples is None else examples
     paths: dict[str, dict[str, Any]] = {}
+    tags: dict[str, str] = {}
     for binding in bindings:
+        service = binding.method.containing_service
+        tags.setdefault(service.name, schemas.docs.of(service.full_name))
         item = paths.setdefault(binding.template.openapi_path(), {})
         method = binding.http_method.lower()
         if method in {"get", "put", "post", "delete", "patch", "options", "head", "trace"} and method not in item:
-            item[method] = _operation(schemas, binding)
+            item[method] = _operation(schemas, binding, examples.of(binding.operation_id))
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": title,
-            "version": _version(),
-            "description": "REST/JSON front door of the Techno gateway, generated from the gRPC annotations.",
-        },
+        "info": {"title": title, "version": _version(), "description": _DESCRIPTION},
+        "servers": [dict(server) for server in servers],
+        "tags": [_described({"name": name}, description) for name, description in tags.items()],
         "paths": paths,
         "security": [{"ApiKeyAuth": []}, {"BearerAuth": []}],
-        "components": {
-            "schemas": {**dict(sorted(schemas.components.items())), "Error": _ERROR_SCHEMA},
-            "responses": {
-                "Error": {
-                    "description": "An error, with the gRPC status it maps from.",
-                    "headers": {
-                        "X-Trace-Id": _TRACE_HEADER,
-                        "Retry-After": {
-                            "description": "Seconds to wait before retrying, when the service said so.",
-                            "schema": {"type": "integer"},
-                        },
-                    },
-                    "content": {"application/json": {"schema": {"$ref": _REF + "Error"}}},
-                }
-            },
-            "parameters": {
-                "RequestTimeout": {
-                    "name": "X-Request-Timeout",
-                    "in": "header",
-                    "required": False,
-                    "description": REQUEST_TIMEOUT.description,
-                    "schema": {k: v for k, v in REQUEST_TIMEOUT.json_schema().items() if k != "description"},
-                },
-                "IdempotencyKey": {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "description": "A unique value per distinct request (e.g. a UUID). POST /v1/process runs at most "
-                    "once per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h). "
-                    "Printable ASCII without spaces, at most 255 characters.",
-                    "schema": IDEMPOTENCY_KEY.json_schema(),
-                },
-            },
-            "securitySchemes": {
-                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "BearerAuth": {"type": "http", "scheme": "bearer"},
-            },
-        },
+        "components": _components(schemas, examples),
     }

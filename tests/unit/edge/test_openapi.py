@@ -1,0 +1,264 @@
+"""The OpenAPI document of the gate's routes, built offline: valid, described from the proto comments, with an
+example that fits its own schema, the scope and the error responses on every operation, and the error schema
+matching the bodies the edge renders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from google.protobuf import descriptor_pb2, message_factory
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from openapi_spec_validator import validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from techno.gate.v1 import admin_pb2, gate_pb2
+from techno_core.contract import API_KEY_SCOPES, METHOD_SCOPES
+from techno_edge.adapters.bindings import Binding, load_bindings
+from techno_edge.adapters.openapi import build_openapi
+from techno_edge.adapters.openapi_errors import RESPONSES
+from techno_edge.adapters.openapi_examples import Examples
+from techno_edge.adapters.proto_docs import PACKAGED, ProtoDocs
+from techno_edge.domain import errors
+from techno_edge.domain.templates import parse_template
+from techno_edge.settings import GATE_SERVICES
+
+_METHODS = ("get", "put", "post", "delete", "patch")
+_URI = "urn:techno:openapi"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(scope="module")
+def bindings() -> list[Binding]:
+    return load_bindings(GATE_SERVICES)
+
+
+@pytest.fixture(scope="module")
+def document(bindings: list[Binding]) -> dict[str, Any]:
+    return build_openapi(bindings)
+
+
+def _operations(document: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """operationId → (JSON pointer of the operation, the operation)."""
+    return {
+        operation["operationId"]: (f"/paths/{path.replace('~', '~0').replace('/', '~1')}/{method}", operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in _METHODS
+    }
+
+
+def _validator(document: dict[str, Any], pointer: str) -> Draft202012Validator:
+    """A validator of the schema at ``pointer`` whose ``#/components/…`` references resolve in ``document``."""
+    registry: Registry[Any] = Registry().with_resource(
+        _URI, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator({"$ref": f"{_URI}#{pointer}"}, registry=registry)
+
+
+def _assert_fits(document: dict[str, Any], pointer: str, value: Any) -> None:
+    failures = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(document, pointer).iter_errors(value)
+    ]
+    assert not failures, f"{pointer}: {failures}"
+
+
+def _assert_events_fit(document: dict[str, Any], stream: dict[str, Any], example: str) -> None:
+    """Each event of a Server-Sent Events example fits the schema its event name is documented with."""
+    events = [dict(line.split(": ", 1) for line in block.splitlines()) for block in example.strip().split("\n\n")]
+    assert [e["event"] for e in events][-1] == "done"
+    for event in events:
+        _assert_fits(document, stream["x-sse-events"][event["event"]].removeprefix("#"), json.loads(event["data"]))
+
+
+def _streaming_binding() -> Binding:
+    """StreamProcess bound as its annotation says, whether or not this edge's bindings serve streams yet."""
+    method = gate_pb2.DESCRIPTOR.services_by_name["GateService"].methods_by_name["StreamProcess"]
+    return Binding(
+        service="techno.gate.v1.GateService",
+        method=method,
+        http_method="POST",
+        template=parse_template("/v1/process:stream"),
+        body="request",
+        response_body="",
+        path_fields={},
+        request_class=message_factory.GetMessageClass(method.input_type),
+        response_class=message_factory.GetMessageClass(method.output_type),
+    )
+
+
+def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    assert document["servers"] == [{"url": "/", "description": document["servers"][0]["description"]}]
+
+
+def test_every_gate_method_has_one_scope_in_the_table() -> None:
+    services = [
+        gate_pb2.DESCRIPTOR.services_by_name["GateService"],
+        admin_pb2.DESCRIPTOR.services_by_name["GateAdminService"],
+    ]
+    methods = {method.full_name for service in services for method in service.methods}
+    assert set(METHOD_SCOPES) == methods
+    assert set(METHOD_SCOPES.values()) <= {"", *API_KEY_SCOPES}
+
+
+def test_every_operation_is_described_scoped_and_lists_the_errors(
+    document: dict[str, Any], bindings: list[Binding]
+) -> None:
+    methods = {binding.operation_id: binding.method for binding in bindings}
+    docs = ProtoDocs.packaged()
+    for operation_id, (_, operation) in _operations(document).items():
+        method = methods[operation_id]
+        comment = docs.of(method.full_name)
+        assert comment, f"{method.full_name} has no proto comment"
+        assert operation["description"].startswith(comment)
+        assert operation["summary"] in " ".join(comment.split())
+        assert not operation["summary"].endswith(".")
+        scope = METHOD_SCOPES[method.full_name]
+        scopes = [scope] if scope else []
+        assert operation["x-required-scopes"] == scopes, operation_id
+        assert operation["security"] == [{"ApiKeyAuth": scopes}, {"BearerAuth": scopes}]
+        assert (f"`{scope}`" if scope else "none") in operation["description"]
+        assert {k: v["$ref"] for k, v in operation["responses"].items() if k != "200"} == {
+            status: f"#/components/responses/{name}" for status, (name, _) in RESPONSES.items()
+        }
+
+
+def test_every_operation_has_examples_that_fit_their_schemas(document: dict[str, Any]) -> None:
+    operations = _operations(document)
+    assert set(Examples.packaged().operations) >= set(operations)  # SetProviderFaults … included
+    for operation_id, (pointer, operation) in operations.items():
+        ((media_type, success),) = operation["responses"]["200"]["content"].items()
+        (example,) = success["examples"].values()
+        if media_type == "text/event-stream":
+            _assert_events_fit(document, success, example["value"])
+        else:
+            _assert_fits(document, f"{pointer}/responses/200/content/application~1json/schema", example["value"])
+        body = operation.get("requestBody")
+        if body is not None:
+            (example,) = body["content"]["application/json"]["examples"].values()
+            _assert_fits(document, f"{pointer}/requestBody/content/application~1json/schema", example["value"])
+        for index, parameter in enumerate(operation["parameters"]):
+            if "$ref" not in parameter:
+                assert parameter["in"] == "query" or "example" in parameter, (operation_id, parameter["name"])
+                if "example" in parameter:
+                    _assert_fits(document, f"{pointer}/parameters/{index}/schema", parameter["example"])
+
+
+def test_every_error_response_has_an_example_of_the_error_schema(document: dict[str, Any]) -> None:
+    for name, response in document["components"]["responses"].items():
+        (example,) = response["content"]["application/json"]["examples"].values()
+        _assert_fits(document, "/components/schemas/Error", example["value"])
+        assert name in {name for name, _ in RESPONSES.values()}
+
+
+def test_an_example_that_breaks_its_schema_is_caught(document: dict[str, Any]) -> None:
+    pointer, _ = _operations(document)["GateService_Process"]
+    schema = f"{pointer}/requestBody/content/application~1json/schema"
+    assert list(_validator(document, schema).iter_errors({"action": "summarize", "payload": {}}))  # no contextId
+    assert list(_validator(document, "/components/schemas/Error").iter_errors({"error": {"code": 400}}))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.invalid_argument("bad", errors.Violation("payload.text", "required")),
+        errors.not_found(),
+        errors.HttpError(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "rate limit",
+            ("RATE_LIMITED",),
+            retry_after_seconds=2,
+            quota_violations=(errors.Violation("key", "60 per minute"),),
+        ),
+        errors.HttpError(503, "UNAVAILABLE", "down", details=({"@type": errors.RETRY_INFO, "retryDelay": "1.500s"},)),
+    ],
+)
+def test_the_error_bodies_the_edge_renders_fit_the_error_schema(
+    document: dict[str, Any], error: errors.HttpError
+) -> None:
+    _assert_fits(document, "/components/schemas/Error", error.body(TRACE_ID))
+
+
+def test_proto_comments_describe_tags_schemas_fields_and_enum_values(document: dict[str, Any]) -> None:
+    tags = {tag["name"]: tag.get("description", "") for tag in document["tags"]}
+    assert tags["GateService"].startswith("GateService is the governed, public entry point")
+    assert tags["GateAdminService"].startswith("GateAdminService manages API keys")
+    schemas = document["components"]["schemas"]
+    request = schemas["techno.gate.v1.ProcessRequest"]
+    assert request["description"] == "ProcessRequest asks for one action to be run."
+    assert "PROVIDER_NOT_ALLOWED" in request["properties"]["provider"]["description"]
+    reasons = schemas["techno.gate.v1.ReasonCode"]
+    assert "- `REASON_CODE_SCOPE_MISSING`: The credentials lack the scope this method needs." in reasons["description"]
+    assert len(reasons["x-enum-descriptions"]) == len(reasons["enum"])
+    reason = schemas["google.rpc.ErrorInfo"]["properties"]["reason"]["description"]
+    assert "- `SCOPE_MISSING`: The credentials lack the scope this method needs." in reason
+    assert "`ALLOWED`" not in reason  # an audit-trail reason, never an error's
+
+
+def test_a_field_keeps_its_contract_description_after_its_comment(document: dict[str, Any]) -> None:
+    parameters = _operations(document)["GateAdminService_ListAuditEvents"][1]["parameters"]
+    page_size = next(p for p in parameters if p.get("name") == "pageSize")
+    assert page_size["description"].startswith("At most this many events per page")
+    assert "1000 at most" in page_size["schema"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "required"),
+    [
+        ("GateService_Process", True),  # action, contextId and payload are required
+        ("GateAdminService_CreateApiKey", True),
+        ("GateService_CreateSession", False),  # nothing to send
+        ("GateService_UpdatePreferences", False),  # no body is empty preferences, which the server accepts
+        ("GateAdminService_DryRun", False),  # the dry run explains an empty request, with 200
+    ],
+)
+def test_a_body_is_required_when_its_absence_is_refused(
+    document: dict[str, Any], operation_id: str, required: bool
+) -> None:
+    assert _operations(document)[operation_id][1]["requestBody"]["required"] is required
+
+
+def test_a_server_stream_is_documented_as_server_sent_events(bindings: list[Binding]) -> None:
+    others = [b for b in bindings if b.method.name != "StreamProcess"]
+    document = build_openapi([*others, _streaming_binding()])
+    validate(document)
+    operation = document["paths"]["/v1/process:stream"]["post"]
+    assert operation["x-required-scopes"] == ["process"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/techno.gate.v1.ProcessRequest"
+    stream = operation["responses"]["200"]["content"]["text/event-stream"]
+    assert stream["schema"]["type"] == "string"
+    assert set(stream["x-sse-events"]) == {"chunk", "done", "error"}
+    for event in ("chunk", "done", "error"):
+        assert f"`{event}`" in stream["schema"]["description"]
+    (example,) = stream["examples"].values()
+    assert example["value"].startswith("event: chunk\ndata: {")
+    _assert_events_fit(document, stream, example["value"])
+    assert "techno.gate.v1.StreamProcessResponse" in document["components"]["schemas"]
+
+
+def test_without_source_info_the_document_is_still_valid_only_less_helpful(bindings: list[Binding]) -> None:
+    files = descriptor_pb2.FileDescriptorSet()
+    gate_pb2.DESCRIPTOR.CopyToProto(files.file.add())  # a _pb2 module's descriptor has no comments
+    docs = ProtoDocs.from_descriptor_set(files.SerializeToString())
+    assert len(docs) == 0
+    document = build_openapi(bindings, docs=docs, examples=Examples())
+    validate(document)
+    operation = _operations(document)["GateService_Process"][1]
+    assert operation["summary"] == "techno.gate.v1.GateService.Process"
+    assert "examples" not in operation["requestBody"]["content"]["application/json"]
+
+
+def test_the_packaged_descriptor_set_carries_the_comments() -> None:
+    docs = ProtoDocs.packaged()
+    assert PACKAGED == ("techno", "descriptors.binpb")
+    assert docs.of("techno.gate.v1.GateService.ListModels").startswith("ListModels lists the providers")
+    assert docs.of("techno.gate.v1.ReasonCode.REASON_CODE_ALLOWED") == "The request passed every check."
+    assert docs.of("techno.executor.v1.FaultProfile")  # every proto of the repository, not only the gate's
+    assert docs.of("techno.gate.v1.NoSuchMessage") == ""
