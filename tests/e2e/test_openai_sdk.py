@@ -133,3 +133,27 @@ async def test_an_idempotency_key_answers_a_repeat_with_the_first_completion(run
     first, again = await asyncio.to_thread(create), await asyncio.to_thread(create)
     assert again.id == first.id  # the stored response's trace: the request ran once
     assert again.choices[0].message.content == first.choices[0].message.content
+
+
+async def test_the_routes_are_traced_and_counted_like_every_other(
+    client: httpx.AsyncClient, running_stack: RunningStack
+) -> None:
+    def stream() -> str:
+        chunks = sdk(running_stack).chat.completions.create(model="fake", messages=HELLO, stream=True)
+        [only] = {chunk.id for chunk in chunks}  # read to the end: the request is then counted, as answered
+        return only
+
+    trace_id = (await asyncio.to_thread(stream)).removeprefix("chatcmpl-")
+
+    async def traced_through_the_stack() -> bool:
+        return running_stack.receiver.services_in_trace(trace_id) >= {"edge", "gate", "executor"}
+
+    await eventually(traced_through_the_stack)
+    edge_spans = {s.name for s in running_stack.receiver.spans if s.trace_id == trace_id and s.service == "edge"}
+    assert "POST /v1/chat/completions" in edge_spans
+
+    async def counted() -> bool:  # counted once the answer's last byte is sent, which the client saw first
+        metrics = (await client.get("/metrics")).text
+        return 'http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in metrics
+
+    await eventually(counted)
