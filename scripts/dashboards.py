@@ -311,6 +311,7 @@ def llm() -> model.Dashboard:
     sel = 'provider=~"$provider"'
     rows: Rows = [
         ("Latency and traffic", _llm_traffic(sel)),
+        ("Streaming", _llm_streaming(sel)),
         ("Errors", _llm_errors(sel)),
         ("Circuit breakers", _breakers(sel)),
     ]
@@ -326,6 +327,30 @@ def _llm_traffic(sel: str) -> list[PanelBuilder]:
         ),
         timeseries("LLM attempts/s by provider", "reqps", [attempts]),
         timeseries("Tokens/s by type", "short", [tokens], width=24),
+    ]
+
+
+def _llm_streaming(sel: str) -> list[PanelBuilder]:
+    results = Query(or_zero(rate("llm_streams_total", sel, "provider, result")), "{{provider}} {{result}}")
+    return [
+        latency(
+            "Time to first token by provider (p50/p95/p99)",
+            "llm_time_to_first_token_seconds",
+            sel,
+            "provider",
+            "{{provider}}",
+        ),
+        latency(
+            "Stream duration by provider (p50/p95/p99)", "llm_stream_duration_seconds", sel, "provider", "{{provider}}"
+        ),
+        timeseries(
+            "Streams/s by result",
+            "reqps",
+            [results],
+            description="Streams that reached a provider: completed, failed (before or after the first token), or "
+            "cancelled by the caller.",
+            width=24,
+        ),
     ]
 
 

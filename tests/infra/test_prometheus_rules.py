@@ -39,6 +39,7 @@ CONTRACT: dict[str, tuple[str, str | None, str | None]] = {
     "TechnoEdgeHighRequestVolume": ("warning", "edge", "5m"),
     "TechnoLLMHighLatency": ("warning", "executor", "2m"),
     "TechnoLLMHighErrorRate": ("warning", "executor", "5m"),
+    "TechnoLLMSlowFirstToken": ("warning", "executor", "5m"),
     "TechnoCircuitBreakerOpen": ("critical", "executor", "1m"),
     "TechnoProviderDown": ("critical", "executor", None),
     "TechnoAuditWritesFailing": ("critical", None, "1m"),
