@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from techno_core import errors
-from techno_gate.application.ports import ExecuteCommand, Execution
+from techno_gate.application.ports import Chunk, ExecuteCommand, Execution, ProviderInfo
 from techno_gate.domain.audit import AuditRecord
 from techno_gate.domain.keys import ApiKeyRecord, NewApiKey, generate_key
 from techno_gate.domain.policy import Policy
@@ -36,11 +38,22 @@ class FakeAudit:
             self.journal.append(f"audit:{record.kind}")
 
 
+EXECUTION = Execution({"summary": "ok"}, "executor-1", "fake", "fake-1", 3, 2, 1)
+
+
 @dataclass
 class FakeExecutor:
+    """``execute`` answers ``EXECUTION`` (or raises ``failure``); ``stream`` yields ``chunks``, then raises
+    ``failure``, or ends without its result (``result=False``), or yields ``EXECUTION``. ``closed`` is set when a
+    stream's iteration ends, however it ends (the real adapter cancels the executor's call then)."""
+
     commands: list[ExecuteCommand] = field(default_factory=list)
     failure: errors.DomainError | None = None
     journal: list[str] | None = None
+    chunks: tuple[str, ...] = ("He", "llo")
+    result: bool = True
+    configured: tuple[ProviderInfo, ...] = (ProviderInfo("fake", "fake-1"),)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def execute(self, command: ExecuteCommand, *, timeout: float) -> Execution:
         if self.journal is not None:
@@ -48,7 +61,24 @@ class FakeExecutor:
         self.commands.append(command)
         if self.failure is not None:
             raise self.failure
-        return Execution({"summary": "ok"}, "executor-1", "fake", "fake-1", 3, 2, 1)
+        return EXECUTION
+
+    async def stream(self, command: ExecuteCommand, *, timeout: float) -> AsyncGenerator[Chunk | Execution, None]:
+        if self.journal is not None:
+            self.journal.append("stream")
+        self.commands.append(command)
+        try:
+            for text in self.chunks:
+                yield Chunk(text)
+            if self.failure is not None:
+                raise self.failure
+            if self.result:
+                yield EXECUTION
+        finally:
+            self.closed.set()
+
+    async def providers(self) -> tuple[ProviderInfo, ...]:
+        return self.configured
 
 
 @dataclass
