@@ -4,15 +4,20 @@ models, a completion, a streamed one, its refusals, and the audit trail every on
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import pytest_asyncio
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
+from techno_stack.stack import Stack
+
 from .conftest import RunningStack
-from .support import eventually
+from .support import eventually, started_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -27,10 +32,15 @@ def sdk(running_stack: RunningStack, key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{running_stack.url}/v1", api_key=key or running_stack.key, max_retries=0)
 
 
-async def audit_kinds(client: httpx.AsyncClient, running_stack: RunningStack, trace_id: str) -> list[str]:
-    page = await client.get("/v1/audit/events", params={"traceId": trace_id}, headers={"X-API-Key": running_stack.key})
+async def audit_events(client: httpx.AsyncClient, key: str, trace_id: str) -> list[dict[str, Any]]:
+    page = await client.get("/v1/audit/events", params={"traceId": trace_id}, headers={"X-API-Key": key})
     assert page.status_code == 200, page.text
-    return [event["kind"] for event in page.json()["events"]]
+    events: list[dict[str, Any]] = page.json()["events"]
+    return events
+
+
+async def audit_kinds(client: httpx.AsyncClient, running_stack: RunningStack, trace_id: str) -> list[str]:
+    return [event["kind"] for event in await audit_events(client, running_stack.key, trace_id)]
 
 
 async def assert_audited(client: httpx.AsyncClient, running_stack: RunningStack, completion_id: str) -> None:
@@ -157,3 +167,68 @@ async def test_the_routes_are_traced_and_counted_like_every_other(
         return 'http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in metrics
 
     await eventually(counted)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def slow_stream_stack(
+    create_postgres_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """A stack whose fake provider streams 4 characters every 0.2 s and fails every stream after 3 pieces."""
+    env = {
+        "TECHNO_FAKE_STREAM_CHUNK_CHARS": "4",
+        "TECHNO_FAKE_STREAM_CHUNK_DELAY_MS": "200",
+        "TECHNO_FAKE_STREAM_FAULT_AFTER_CHUNKS": "3",
+        "TECHNO_FAKE_ERROR_RATE": "1",
+    }
+    async with started_stack(tmp_path_factory.mktemp("openai-slow"), create_postgres_database(), env=env) as stack:
+        yield stack
+
+
+def slow_sdk(stack: Stack) -> tuple[openai.OpenAI, str]:
+    key = Path(stack.config.key_file).read_text().strip()
+    return openai.OpenAI(base_url=f"{stack.edge_url}/v1", api_key=key, max_retries=0), key
+
+
+async def outcome_of(stack: Stack, key: str, trace_id: str) -> str | None:
+    async with httpx.AsyncClient(base_url=stack.edge_url, timeout=10) as client:
+        events = await audit_events(client, key, trace_id)
+    return next((event["result"] for event in events if event["kind"] == "OUTCOME"), None)
+
+
+async def test_closing_a_stream_cancels_the_call_and_the_audit_says_so(slow_stream_stack: Stack) -> None:
+    client, key = slow_sdk(slow_stream_stack)
+
+    def read_one_piece_and_leave() -> str:
+        with client.chat.completions.create(model="fake", messages=HELLO, stream=True) as chunks:
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    return chunk.id.removeprefix("chatcmpl-")  # leaving the block closes the connection
+        raise AssertionError("the stream ended before its first piece")
+
+    trace_id = await asyncio.to_thread(read_one_piece_and_leave)
+
+    async def cancelled() -> bool:
+        return await outcome_of(slow_stream_stack, key, trace_id) == "CANCELLED"
+
+    await eventually(cancelled)
+
+
+async def test_a_failure_mid_stream_reaches_the_sdk_as_an_api_error(slow_stream_stack: Stack) -> None:
+    client, key = slow_sdk(slow_stream_stack)
+    pieces: list[str] = []
+
+    def read_until_it_fails() -> None:
+        pieces.extend(chunk.id for chunk in client.chat.completions.create(model="fake", messages=HELLO, stream=True))
+
+    with pytest.raises(openai.APIError) as failed:
+        await asyncio.to_thread(read_until_it_fails)
+    assert len(pieces) > 1  # the role and at least one piece came before the failure
+    assert isinstance(failed.value.body, dict)
+    assert failed.value.body["type"] == "api_error"
+    assert failed.value.body["reason_codes"]
+    trace_id = pieces[0].removeprefix("chatcmpl-")
+
+    async def failed_outcome() -> bool:
+        return await outcome_of(slow_stream_stack, key, trace_id) == "FAILED"
+
+    await eventually(failed_outcome)
