@@ -12,6 +12,12 @@ request ran, so memory reads the holder's audit trail: if the request was allowe
 before anything runs) and did not fail, it may have run and its response is lost. It is then never run again:
 the duplicate is refused with 409 ``IDEMPOTENCY_OUTCOME_UNKNOWN`` naming the earlier trace, and the client learns
 what happened from the audit trail. Only a holder that stopped before its request was allowed is taken over.
+
+A streamed request (``StreamProcess``) uses the same claim through ``begin``/``finish``/``abandon``: its final
+result (the ``ProcessResponse`` of its ``done`` message) is stored before that message is sent, so there is no
+moment when the client has its answer and a repeat could run again; a repeat gets that result as a single
+``done`` message. The fingerprint is the ``ProcessRequest``'s, so a key sent with the same request to ``Process``
+and to ``StreamProcess`` is one request: whichever came second gets the first one's result.
 """
 
 from __future__ import annotations
