@@ -13,9 +13,10 @@ is added beside them rather than woven into their wrapper.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ from techno_core import errors
 from techno_core.interceptors import UNDECODABLE, _abort, _tolerant
 from techno_core.tracing import current_trace_id
 
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +50,7 @@ class StreamErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore
 def map_stream_errors(behavior: StreamBehavior, method: str) -> StreamBehavior:
     """``behavior`` whose domain errors and crashes end the stream with a status (see the module doc)."""
 
-    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
         if request is UNDECODABLE:
             log.info("undecodable request to %s", method)
             await _abort(
@@ -60,8 +61,11 @@ def map_stream_errors(behavior: StreamBehavior, method: str) -> StreamBehavior:
                 ),
             )
         try:
-            async for response in behavior(request, context):
-                yield response
+            # aclosing: when the call is cancelled the servicer's generator is closed now (its provider call with
+            # it), not whenever the garbage collector finalises it.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
         except errors.DomainError as error:
             await _abort(context, error)
         except Exception:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncGenerator, Iterable, Sequence
 
-from techno_executor.domain.provider import Completion, ProviderError
+from techno_executor.domain.provider import Completion, ProviderError, StreamEvent, Usage
 
 
 class FakeClock:
@@ -52,3 +53,44 @@ class ScriptedProvider:
         if isinstance(step, ProviderError):
             raise step
         return Completion(text=step, input_tokens=7, output_tokens=3)
+
+
+# A streamed answer: its events in order; a ProviderError raised where it stands, HANG waits until cancelled.
+HANG = "<hang>"
+Script = Sequence[str | Usage | ProviderError]
+
+
+class StreamingProvider:
+    """Streams from a script: each call takes the next answer (the last repeats). An answer that is a
+    ``ProviderError`` fails before the first piece. ``open`` counts the streams not yet closed."""
+
+    name = "streaming"
+    model = "streaming-1"
+
+    def __init__(self, *answers: Script | ProviderError, clock: FakeClock | None = None, cost: float = 0.0) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+        self.open = 0
+        self._clock = clock
+        self._cost = cost
+
+    async def complete(self, prompt: str, *, timeout: float) -> Completion:
+        raise AssertionError("a streamed execution must not call complete")
+
+    async def stream(self, prompt: str, *, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        self.calls += 1
+        answer = self.answers[min(self.calls, len(self.answers)) - 1]
+        if self._clock is not None:
+            self._clock.advance(self._cost)
+        if isinstance(answer, ProviderError):
+            raise answer
+        self.open += 1
+        try:
+            for event in answer:
+                if isinstance(event, ProviderError):
+                    raise event
+                if event == HANG:
+                    await asyncio.Event().wait()
+                yield event
+        finally:
+            self.open -= 1

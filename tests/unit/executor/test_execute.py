@@ -44,6 +44,12 @@ class RecordingObserver:
     def breaker_state_changed(self, provider: str, old: CircuitState, new: CircuitState) -> None:
         self.events.append(("breaker", new))
 
+    def first_chunk(self, provider: str, model: str, seconds: float) -> None:
+        self.events.append(("first_chunk", seconds))
+
+    def stream_finished(self, provider: str, model: str, seconds: float, result: str) -> None:
+        self.events.append(("stream", result))
+
 
 @dataclass
 class Harness:

@@ -20,7 +20,7 @@ passes) closes the provider's stream, which closes the vendor's HTTP call, and g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -86,8 +86,11 @@ class StreamAction:
         run = _Run(command, started, None if timeout is None else started + timeout, Progress())
         result = "cancelled"  # unless it completes or fails: the caller went away (GeneratorExit, cancellation)
         try:
-            async for output in self._run(run):
-                yield output
+            # aclosing at every level: a generator left by ``async for`` is only closed when the garbage
+            # collector finalises it, and the provider's HTTP call must end when the caller goes away.
+            async with aclosing(self._run(run)) as outputs:
+                async for output in outputs:
+                    yield output
             result = "completed"
         except Exception:
             result = "failed"
@@ -109,7 +112,7 @@ class StreamAction:
         if progress.provider is not None and progress.model is not None:
             self._observer.stream_finished(progress.provider, progress.model, self._clock() - run.started, result)
 
-    async def _run(self, run: _Run) -> AsyncIterator[StreamOutput]:
+    async def _run(self, run: _Run) -> AsyncGenerator[StreamOutput, None]:
         prepared = await self._execute.prepare(run.command, run.deadline)
         rejected: list[CircuitOpenError] = []
         last_error: DomainError | None = None
@@ -129,8 +132,9 @@ class StreamAction:
             except NextProvider as skipped:
                 last_error = skipped.error
                 continue
-            async for output in self._relay(route, governed, prepared, run):
-                yield output
+            async with aclosing(self._relay(route, governed, prepared, run)) as outputs:
+                async for output in outputs:
+                    yield output
             return
         raise no_provider_answered(rejected, last_error)
 
@@ -161,7 +165,7 @@ class StreamAction:
 
     async def _relay(
         self, route: ProviderRoute, governed: Governed[_Opened], prepared: Prepared, run: _Run
-    ) -> AsyncIterator[StreamOutput]:
+    ) -> AsyncGenerator[StreamOutput, None]:
         """Pass the opened stream on to the end, then validate, give the breaker its verdict, remember the turn
         and yield the ``Execution``."""
         provider, breaker, permit = route.provider, route.breaker, governed.permit
