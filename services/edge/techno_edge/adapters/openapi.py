@@ -361,19 +361,29 @@ def _request_body(schemas: _Schemas, binding: Binding, example: Any) -> JsonSche
     return {"required": required, "content": {"application/json": content}}
 
 
+def _event_names(message: Descriptor) -> list[str]:
+    """The events a stream of ``message`` is served as (``techno_edge.adapters.sse``): one per field of its one
+    oneof, named by the field; ``message`` (the default event name) for a message without one. A proto3
+    ``optional`` field's synthetic oneof (its name begins with "_") does not count."""
+    oneofs = [oneof for oneof in message.oneofs if not oneof.name.startswith("_")]
+    return [field.json_name for field in oneofs[0].fields] if len(oneofs) == 1 else ["message"]
+
+
 def _event_stream(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema:
     """A server-streaming method, served as Server-Sent Events: each message of the stream is one event."""
     response = binding.method.output_type
     schemas.message(response)  # the events' data schema, among the components
-    events = f"{_REF}{response.full_name}"
+    data = f"{_REF}{response.full_name}"
+    names = _event_names(response)
     schema = {
         "type": "string",
-        "description": f"Server-Sent Events. `chunk` events, in order, then one `done` event; the `data` of each is "
-        f"one `{response.full_name}` in JSON ({events}) with its `chunk` or its `done` set. A failure after the "
+        "description": f"Server-Sent Events: {', '.join(f'`{name}`' for name in names)}, each with one "
+        f"`{response.full_name}` in JSON as its `data` ({data}), the field of its name set. A failure after the "
         f"stream has started ends it with an `error` event whose `data` is an `Error` body ({_REF}{ERROR}); one "
-        "before it started is an ordinary error response.",
+        "before it started is an ordinary error response. Comment lines (`: keep-alive`) keep a quiet stream open.",
     }
-    content = {"schema": schema, "x-sse-events": {"chunk": events, "done": events, "error": _REF + ERROR}}
+    events = {**dict.fromkeys(names, data), "error": _REF + ERROR}
+    content = {"schema": schema, "x-sse-events": events}
     return {
         "description": schemas.docs.of(response.full_name) or "OK",
         "headers": {"X-Trace-Id": TRACE_HEADER},
