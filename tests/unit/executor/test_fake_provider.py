@@ -19,13 +19,14 @@ from techno_executor.adapters.fake_provider import (
     latency_seconds,
     pick_fault,
 )
-from techno_executor.domain.faults import FaultProfile, FaultSwitch
+from techno_executor.domain.faults import FaultProfile, FaultSwitch, StreamShape
 from techno_executor.domain.provider import (
     Completion,
     ProviderError,
     ProviderRateLimited,
     ProviderServerError,
     ProviderTimeout,
+    Usage,
 )
 
 PAYLOADS: dict[str, dict[str, Any]] = {
@@ -309,3 +310,66 @@ def test_fault_bands_are_cumulative_in_order() -> None:
     ]
     assert pick_fault(FaultProfile(), 0.0) is None
     assert pick_fault(FaultProfile(error_rate=1.0), 0.9999999) == "error"
+
+
+async def _streamed(provider: FakeProvider, prompt: str, received: list[object]) -> None:
+    async for event in provider.stream(prompt, timeout=5.0):
+        received.append(event)  # noqa: PERF401 - one by one: a failing stream keeps what came first
+
+
+async def test_a_stream_is_the_same_answer_in_pieces_of_the_configured_size_then_its_usage() -> None:
+    prompt = shipped_catalogue().get("summarize").prompt(PAYLOADS["summarize"])
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    provider = FakeProvider(stream_shape=StreamShape(chunk_chars=5, chunk_delay_ms=30), sleep=sleep)
+    whole = await provider.complete(prompt, timeout=5.0)
+    received: list[object] = []
+    await _streamed(provider, prompt, received)
+
+    *pieces, usage = received
+    assert "".join(str(piece) for piece in pieces) == whole.text
+    assert all(len(str(piece)) == 5 for piece in pieces[:-1])
+    assert usage == Usage(whole.input_tokens, whole.output_tokens)
+    assert sleeps == [0.03] * (len(pieces) - 1)  # between pieces, not before the first
+    assert (provider.chunks_generated, provider.streams_open) == (len(pieces), 0)
+
+
+async def test_a_fault_strikes_mid_stream_after_the_configured_pieces() -> None:
+    provider = FakeProvider(
+        faults=FaultSwitch(FaultProfile(error_rate=1.0)), stream_shape=StreamShape(chunk_chars=3, fault_after_chunks=2)
+    )
+    received: list[object] = []
+    with pytest.raises(ProviderServerError):
+        await _streamed(provider, "Tell me a story about cats.", received)
+    assert len(received) == 2
+    assert provider.streams_open == 0
+
+
+async def test_a_fault_strikes_before_the_first_piece_by_default() -> None:
+    provider = FakeProvider(faults=FaultSwitch(FaultProfile(rate_limit_rate=1.0)))
+    received: list[object] = []
+    with pytest.raises(ProviderRateLimited):
+        await _streamed(provider, "Tell me a story.", received)
+    assert received == []
+    assert provider.chunks_generated == 0
+
+
+async def test_closing_a_stream_early_stops_generating() -> None:
+    provider = FakeProvider(stream_shape=StreamShape(chunk_chars=1))
+    stream = provider.stream("Tell me a long story about cats.", timeout=5.0)
+    assert await anext(stream) == "R"
+    assert provider.streams_open == 1
+    await stream.aclose()
+    assert (provider.streams_open, provider.chunks_generated) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "field"),
+    [(StreamShape(chunk_chars=0), "chunk_chars"), (StreamShape(chunk_delay_ms=-1), "chunk_delay_ms")],
+)
+def test_an_invalid_stream_shape_is_refused_naming_it(shape: StreamShape, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        FakeProvider(stream_shape=shape)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from techno_executor.domain.faults import FaultProfile
+from techno_executor.domain.faults import FaultProfile, StreamShape
 from techno_executor.fault_settings import FaultSettings
 
 
@@ -83,3 +84,16 @@ def test_every_field_is_described() -> None:
     undescribed = [name for name, info in FaultSettings.model_fields.items() if not info.description]
     assert undescribed == []
     assert all(name.startswith("fake_") for name in FaultSettings.model_fields)
+
+
+def test_environment_variables_shape_the_fake_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert FaultSettings().stream_shape() == StreamShape()
+    for name, value in {"CHUNK_CHARS": "4", "CHUNK_DELAY_MS": "25", "FAULT_AFTER_CHUNKS": "3"}.items():
+        monkeypatch.setenv(f"TECHNO_FAKE_STREAM_{name}", value)
+    assert FaultSettings().stream_shape() == StreamShape(chunk_chars=4, chunk_delay_ms=25, fault_after_chunks=3)
+
+
+def test_an_empty_stream_piece_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TECHNO_FAKE_STREAM_CHUNK_CHARS", "0")
+    with pytest.raises(ValidationError, match="fake_stream_chunk_chars"):
+        FaultSettings()

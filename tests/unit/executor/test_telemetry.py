@@ -56,3 +56,20 @@ def test_errors_are_counted_by_type_and_tokens_by_direction() -> None:
     assert registry.get_sample_value("llm_tokens_total", {"provider": "fake", "model": "m", "type": "input"}) == 10
     assert registry.get_sample_value("llm_tokens_total", {"provider": "fake", "model": "m", "type": "output"}) == 4
     assert registry.get_sample_value("action_results_total", {"status": "succeeded"}) == 1
+
+
+def test_streams_record_time_to_first_token_duration_and_result() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusExecutionObserver(registry, "executor-a")
+    observer.provider_registered("fake", "m")
+    labels = {"provider": "fake", "model": "m"}
+    assert registry.get_sample_value("llm_streams_total", {**labels, "result": "cancelled"}) == 0
+    observer.first_chunk("fake", "m", 0.4)
+    observer.stream_finished("fake", "m", 2.0, "completed")
+    observer.stream_finished("fake", "m", 0.7, "cancelled")
+    assert registry.get_sample_value("llm_time_to_first_token_seconds_bucket", {**labels, "le": "0.5"}) == 1
+    assert registry.get_sample_value("llm_time_to_first_token_seconds_bucket", {**labels, "le": "0.25"}) == 0
+    assert registry.get_sample_value("llm_stream_duration_seconds_count", labels) == 2
+    assert registry.get_sample_value("llm_streams_total", {**labels, "result": "completed"}) == 1
+    assert registry.get_sample_value("llm_streams_total", {**labels, "result": "cancelled"}) == 1
+    assert registry.get_sample_value("llm_streams_total", {**labels, "result": "failed"}) == 0
