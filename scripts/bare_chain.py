@@ -7,8 +7,8 @@ transport as the shipped services, so the difference between the two is what Tec
 - the gRPC hops are mutual TLS with the development PKI (``techno_stack.certs``), the servers' credentials and
   the clients' built by ``techno_core.tls`` exactly as the services build theirs, each process presenting the
   certificate of the service it stands in for (http: edge, a: gate, b: memory, c: executor);
-- the HTTP process runs uvicorn with the edge's settings: uvloop, httptools, no lifespan, no access log, no
-  proxy headers, no server header; the gRPC processes run on asyncio's default loop, as the services do.
+- every process runs on uvloop, as every service does (``techno_core.runner``); the HTTP process runs uvicorn
+  with the edge's settings: httptools, no lifespan, no access log, no proxy headers, no server header.
 
 The messages are bytes (no protobuf): a handler receives the body and answers a fixed small JSON document.
 Each role is one process: ``python scripts/bare_chain.py <role> --port P ...``; it prints ``READY`` on stdout
@@ -164,11 +164,11 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.call) != len(CALLS[args.role]):
         sys.exit(f"bare_chain: {args.role} calls {CALLS[args.role]}: give one --call each")
-    if args.role == "http":
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # as the edge; the gRPC services keep the default
-        asyncio.run(serve_http(args.port, args.tls_dir, args.call))
-    else:
-        asyncio.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, args.latency_ms))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the services' loop (techno_core.runner)
+        if args.role == "http":
+            runner.run(serve_http(args.port, args.tls_dir, args.call))
+        else:
+            runner.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, args.latency_ms))
 
 
 if __name__ == "__main__":

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-from bench_support import add_stack_options, bench_stack, cpu_seconds, database_name, service_pids
+from bench_support import add_stack_options, bench_stack, cpu_seconds, database_name, service_pids, wrk
 
 LUA = r"""
 wrk.method = "POST"
@@ -43,24 +40,16 @@ end
 """
 
 
-def _wrk(url: str, key: str, *, connections: int, seconds: int, script: Path) -> dict[str, float]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
-    finished = subprocess.run(command, capture_output=True, text=True, env={"TECHNO_BENCH_KEY": key}, check=True)
-    line = next(x for x in finished.stderr.splitlines() if x.startswith("BENCH "))
-    figures: dict[str, float] = json.loads(line.removeprefix("BENCH "))
-    return figures
-
-
 async def _bench(connections: int, seconds: int, extra_env: dict[str, str], database_url: str) -> dict[str, float]:
     async with bench_stack(database_url, extra_env) as (stack, scratch):
         key = stack.config.key_file.read_text().strip()
         script = scratch / "process.lua"
         script.write_text(LUA)
         url = f"{stack.edge_url}/v1/process"
-        await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=3, script=script)  # warm-up
+        await asyncio.to_thread(wrk, url, key, connections=connections, seconds=3, script=script)  # warm-up
         pids = service_pids(stack)
         cpu_before = cpu_seconds(pids)
-        figures = await asyncio.to_thread(_wrk, url, key, connections=connections, seconds=seconds, script=script)
+        figures = await asyncio.to_thread(wrk, url, key, connections=connections, seconds=seconds, script=script)
         figures["cpu_us_per_request"] = (cpu_seconds(pids) - cpu_before) * 1e6 / max(1.0, figures["requests"])
         return figures
 

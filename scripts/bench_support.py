@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -54,6 +56,30 @@ def identity_channel(tls_dir: Path, address: str, *, server: Identity, as_: Iden
     files = CertificateFiles(tls_dir / f"{as_}.crt", tls_dir / f"{as_}.key", tls_dir / "ca.crt")
     options = [("grpc.ssl_target_name_override", server.value)]
     return grpc.aio.secure_channel(address, channel_credentials(files.read()), options=options)
+
+
+def wrk(
+    url: str, key: str, *, connections: int, seconds: int, script: Path, timeout_seconds: float = 10.0
+) -> dict[str, float]:
+    """One wrk run (one thread) with the Lua ``script`` that prints its figures as a ``BENCH {json}`` line
+    (``bench.LUA``); ``key`` is sent as the API key. A request unanswered after ``timeout_seconds`` counts as a
+    socket error."""
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        f"{timeout_seconds:g}s",
+        "-s",
+        str(script),
+    ]
+    finished = subprocess.run(
+        [*command, url], capture_output=True, text=True, env={"TECHNO_BENCH_KEY": key}, check=True
+    )
+    line = next(x for x in finished.stderr.splitlines() if x.startswith("BENCH "))
+    figures: dict[str, float] = json.loads(line.removeprefix("BENCH "))
+    return figures
 
 
 def cpu_seconds(pids: list[int]) -> float:
