@@ -4,7 +4,7 @@ cancelled caller that must close the vendor's HTTP call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.faults import FaultProfile, FaultSwitch, StreamShape
-from techno_executor.domain.provider import Provider
+from techno_executor.domain.provider import Completion, Provider, StreamEvent
 from tests.integration.executor.scripted_vendor import serve
 from tests.integration.executor.streaming_vendor import EVENTS, Stream, StreamingVendor
 from tests.integration.executor.test_executor_service import PAYLOADS, reason_of, settings
@@ -255,3 +255,28 @@ async def test_a_hang_mid_stream_ends_with_provider_timeout(start: Start, vendor
     assert reason_of(error) == "PROVIDER_TIMEOUT"
     assert chunks(received) == ["Le chat"]
     await stand_in.wait_for_hang_up(0)  # the executor hung up on the silent vendor
+
+
+class CrashingProvider:
+    """Streams one piece, then fails with a bug (not a ProviderError) whose text must not reach the caller."""
+
+    name = "crashing"
+    model = "crashing-1"
+
+    async def complete(self, prompt: str, *, timeout: float) -> Completion:
+        raise AssertionError("not called by streams")
+
+    async def stream(self, prompt: str, *, timeout: float) -> AsyncGenerator[StreamEvent, None]:
+        yield "A "
+        raise RuntimeError("bug reading /srv/secret/config")
+
+
+async def test_a_crash_mid_stream_is_internal_with_a_generic_message(start: Start) -> None:
+    app = await start(providers=[CrashingProvider()])
+    received: list[executor_pb2.StreamExecuteResponse] = []
+    error = await stream_failure(app, "summarize", PAYLOADS["summarize"], received)
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert reason_of(error) == "INTERNAL"
+    assert "secret" not in (error.details() or "")
+    assert "trace id" in (error.details() or "")
+    assert chunks(received) == ["A "]
