@@ -31,7 +31,7 @@ class PrometheusExecutionObserver:
         self._executor_id = executor_id
         self._latency = Histogram(
             "llm_request_latency_seconds",
-            "Duration of one provider call (each attempt), failed ones included.",
+            "Duration of one provider call (each attempt), failed ones included; for a stream, until its first piece.",
             ["provider", "model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
