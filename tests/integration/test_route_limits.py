@@ -38,12 +38,28 @@ METHODS: list[MethodDescriptor] = [
 
 
 def request_for(method: MethodDescriptor) -> Any:
-    """An empty request, except for Process, whose request is judged before its limits and must be allowed."""
-    if method.name == "Process":
+    """An empty request, except for Process and StreamProcess, whose request is judged before its limits and must
+    be allowed."""
+    if method.name in ("Process", "StreamProcess"):
         payload = struct_pb2.Struct()
         payload.update({"text": "limited"})
-        return gate_pb2.ProcessRequest(action="summarize", context_id="it", payload=payload)
+        request = gate_pb2.ProcessRequest(action="summarize", context_id="it", payload=payload)
+        return request if method.name == "Process" else gate_pb2.StreamProcessRequest(request=request)
     return message_factory.GetMessageClass(method.input_type)()
+
+
+def caller_of(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
+    """An awaitable call of ``method`` whatever its kind (a streamed answer is read to its end)."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    options: dict[str, Any] = {"request_serializer": lambda m: m.SerializeToString(), "response_deserializer": bytes}
+    if not method.server_streaming:
+        return channel.unary_unary(path, **options)
+    stream = channel.unary_stream(path, **options)
+
+    async def read_all(request: Any, **kwargs: Any) -> list[bytes]:
+        return [message async for message in stream(request, **kwargs)]
+
+    return read_all
 
 
 async def create_keys(stack: Stack, count: int, *, profile: str) -> list[tuple[str, str]]:
@@ -87,11 +103,7 @@ async def test_every_authenticated_rpc_is_rate_limited(make_stack: StackFactory)
     unlimited = []
     async with connect(stack.gate.address, identity=Identity.EDGE, server=Identity.GATE) as channel:
         for method, (key_id, secret) in zip(METHODS, keys, strict=True):
-            call = channel.unary_unary(
-                f"/{method.containing_service.full_name}/{method.name}",
-                request_serializer=lambda message: message.SerializeToString(),
-                response_deserializer=lambda data: data,
-            )
+            call = caller_of(channel, method)
             codes = []
             for _ in range(6):
                 try:
