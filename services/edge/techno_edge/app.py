@@ -64,7 +64,12 @@ def build_app(
     transport = transport_from(settings, targets=list(targets.values()))
     channels = Upstreams(targets, tracer_provider, transport)
     metrics = HttpMetrics(registry)
-    limits = Limits(settings.edge_request_timeout_seconds, settings.edge_max_body_bytes)
+    limits = Limits(
+        settings.edge_request_timeout_seconds,
+        settings.edge_max_body_bytes,
+        settings.edge_stream_timeout_seconds,
+        settings.edge_stream_keepalive_seconds,
+    )
     app = EdgeApp(
         Router(routes_of(bindings)),
         channels,

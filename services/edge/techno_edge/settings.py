@@ -46,7 +46,21 @@ class EdgeSettings(TechnoSettings):
     edge_request_timeout_seconds: float = Field(
         30.0,
         gt=0,
-        description="Deadline of every upstream gRPC call. A client may lower it with `X-Request-Timeout: <seconds>`.",
+        description="Deadline of every unary upstream gRPC call (streams: `TECHNO_EDGE_STREAM_TIMEOUT_SECONDS`). A "
+        "client may lower it with `X-Request-Timeout: <seconds>`.",
+    )
+    edge_stream_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Deadline of a streamed answer (Server-Sent Events, e.g. `POST /v1/process:stream`), its whole "
+        "stream included: one still running then ends with an `error` event (DEADLINE_EXCEEDED). A client may lower "
+        "it with `X-Request-Timeout`.",
+    )
+    edge_stream_keepalive_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="While a streamed answer waits for its next event, a comment line (`: keep-alive`) is sent this "
+        "often, so proxies and clients do not close the quiet connection as idle.",
     )
     edge_max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest accepted request body; a larger one is answered 413."

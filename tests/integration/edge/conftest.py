@@ -117,6 +117,9 @@ class Seen:
     metadata: list[dict[str, str]] = field(default_factory=list)
     time_remaining: list[float | None] = field(default_factory=list)
     requests: list[Any] = field(default_factory=list)
+    # Streams: the test lets a held stream go on, and sees a stream the client left end cancelled.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _status(code: grpc.StatusCode, *, reason: str = "TEST_REASON", violations: bool = False) -> status_pb2.Status:
@@ -167,6 +170,28 @@ class ScriptedGate(gate_pb2_grpc.GateServiceServicer):
         )
         response.result.update(result)
         return response
+
+    async def StreamProcess(self, request: gate_pb2.StreamProcessRequest, context: Any) -> AsyncIterator[Any]:
+        """``request.action`` scripts the stream: "error:<CODE>" (refused before any chunk), "chunks:<n>" (n chunks,
+        then held until ``seen.release``, then done), "fail:<CODE>" (a chunk, then that error), "hold" (a chunk,
+        then nothing until cancelled or released)."""
+        self._record(request, context)
+        action = request.request.action
+        kind, _, argument = action.partition(":")
+        if kind == "error":
+            await context.abort_with_status(rpc_status.to_status(_status(grpc.StatusCode[argument])))
+        try:
+            for n in range(int(argument) if kind == "chunks" else 1):
+                yield gate_pb2.StreamProcessResponse(trace_id="from-gate", chunk=gate_pb2.TextChunk(text=f"part {n} "))
+            if kind == "fail":
+                await context.abort_with_status(rpc_status.to_status(_status(grpc.StatusCode[argument])))
+            await self.seen.release.wait()
+        except asyncio.CancelledError:
+            self.seen.stream_cancelled.set()
+            raise
+        done = gate_pb2.ProcessResponse(trace_id="from-gate", status=gate_pb2.EXECUTION_STATUS_SUCCEEDED)
+        done.result.update({"text": "whole answer"})
+        yield gate_pb2.StreamProcessResponse(trace_id="from-gate", done=done)
 
     async def ListActions(self, request: gate_pb2.ListActionsRequest, context: Any) -> gate_pb2.ListActionsResponse:
         self._record(request, context)

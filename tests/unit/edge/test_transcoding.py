@@ -80,3 +80,31 @@ def test_settings_accept_pairs_list_and_json() -> None:
 
 def test_every_setting_is_described() -> None:
     assert all(field.description for field in EdgeSettings.model_fields.values())
+
+
+def test_a_server_streaming_method_is_bound_with_its_body_field(bindings: dict[str, Binding]) -> None:
+    stream = bindings["StreamProcess"]
+    assert (stream.http_method, stream.template.source, stream.body) == ("POST", "/v1/process:stream", "request")
+    assert stream.server_streaming
+    assert not bindings["Process"].server_streaming
+    body = json.dumps({"action": "chat", "contextId": "c", "payload": {"message": "hi"}, "provider": "p"})
+    request = build_request(stream, {}, b"", body.encode())
+    assert isinstance(request, gate_pb2.StreamProcessRequest)
+    assert (request.request.action, request.request.context_id, request.request.provider) == ("chat", "c", "p")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"action": 5}', "action"),  # not "request.action": the path is the body's
+        (b'{"payload": [1]}', "payload"),
+        (b'{"bogus": 1}', "bogus"),
+        (b"[1]", "body"),
+    ],
+)
+def test_a_body_bound_to_a_field_is_refused_by_its_own_paths(
+    bindings: dict[str, Binding], body: bytes, field: str
+) -> None:
+    with pytest.raises(HttpError) as raised:
+        build_request(bindings["StreamProcess"], {}, b"", body)
+    assert [v.field for v in raised.value.violations] == [field]

@@ -1,8 +1,9 @@
 """REST bindings read from the ``google.api.http`` annotations of services in the protobuf descriptor pool.
 
-This is what makes the edge route-free: every annotated unary method of a configured service becomes one route
-per binding (its rule plus ``additional_bindings``), checked once at start-up so a bad annotation refuses to start
-instead of failing requests.
+This is what makes the edge route-free: every annotated unary or server-streaming method of a configured service
+becomes one route per binding (its rule plus ``additional_bindings``), checked once at start-up so a bad
+annotation refuses to start instead of failing requests. A server-streaming method is served as Server-Sent
+Events (``techno_edge.entrypoints.event_stream``); a client-streaming one has no REST form and is left out.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Binding:
     request_class: type[Message]
     response_class: type[Message]
     index: int = 0  # 0 for the rule itself, n for its n-th additional binding
+    server_streaming: bool = False  # answered as Server-Sent Events, one event per response message
 
     @property
     def grpc_path(self) -> str:
@@ -125,6 +127,7 @@ def _binding(service: str, method: MethodDescriptor, rule: http_pb2.HttpRule, in
         request_class=message_factory.GetMessageClass(request),
         response_class=message_factory.GetMessageClass(response),
         index=index,
+        server_streaming=method.server_streaming,
     )
 
 
@@ -143,8 +146,8 @@ def load_bindings(services: Iterable[str], pool: descriptor_pool.DescriptorPool 
             options = method.GetOptions()
             if not options.HasExtension(annotations_pb2.http):
                 continue
-            if method.client_streaming or method.server_streaming:
-                log.warning("streaming method %s.%s has an HTTP rule; not served", service, method.name)
+            if method.client_streaming:
+                log.warning("client-streaming method %s.%s has an HTTP rule; not served", service, method.name)
                 continue
             rule = options.Extensions[annotations_pb2.http]
             bindings.append(_binding(service, method, rule))

@@ -98,7 +98,19 @@ def _merge_body(message: Message, binding: Binding, body: bytes) -> None:
             raise _refused(locate(binding.method.input_type, value), error) from None
         return
     field = binding.method.input_type.fields_by_name[binding.body]
-    _merge(message, field, value, binding.body)
+    try:
+        json_format.ParseDict({field.name: value}, message, ignore_unknown_fields=False)
+    except _PARSE_ERRORS as error:
+        raise _refused(_body_violation(field, value), error) from None
+
+
+def _body_violation(field: FieldDescriptor, value: Any) -> Violation:
+    """Where a body bound to one field is wrong, as a JSON path of the body the client sent: ``payload``, not
+    ``request.payload``, so a body reads the same whichever method it is sent to."""
+    nested = field.message_type
+    if nested is None or field.is_repeated or nested.full_name.startswith("google.protobuf."):
+        return locate_field(field, value, "body")
+    return locate(nested, value)
 
 
 def _merge_query(message: Message, binding: Binding, query_string: bytes) -> None:

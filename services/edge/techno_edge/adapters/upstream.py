@@ -1,5 +1,5 @@
-"""The gRPC side: one channel per upstream target, a generic unary call per binding, the gate's readiness, and
-the translation of a failed call into the edge's HTTP error."""
+"""The gRPC side: one channel per upstream target, a generic unary or server-streaming call per binding, the
+gate's readiness, and the translation of a failed call into the edge's HTTP error."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ _TRANSPORT_FAILURES = {
 
 _DEBUG_INFO = "type.googleapis.com/" + error_details_pb2.DebugInfo.DESCRIPTOR.full_name
 
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # (exported, but missing from the type stubs)
+
 UnaryCall = Any  # grpc.aio.UnaryUnaryMultiCallable; its stubs' generics do not fit a generic message type
 
 
@@ -67,7 +69,8 @@ class Upstreams:
         for binding in bindings:
             channel = self._channels[self._targets[binding.service]]
             # A generic call: the path and (de)serializers come from the descriptors, no generated stub needed.
-            self._calls[binding.grpc_path] = channel.unary_unary(
+            open_call = channel.unary_stream if binding.server_streaming else channel.unary_unary
+            self._calls[binding.grpc_path] = open_call(
                 binding.grpc_path,
                 request_serializer=binding.request_class.SerializeToString,
                 response_deserializer=binding.response_class.FromString,
@@ -97,6 +100,32 @@ async def call(upstream: UnaryCall, request: Message, *, timeout: float, metadat
         return await upstream(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as error:
         raise http_error_of(error) from None
+
+
+class UpstreamStream:
+    """One server-streaming call. ``read`` gives the next message, None once the stream ended well, and raises
+    the ``HttpError`` a failed stream is answered with. ``cancel`` ends the call on both sides: the upstream sees
+    CANCELLED (and stops producing)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call  # grpc.aio.UnaryStreamCall
+
+    async def read(self) -> Message | None:
+        try:
+            message = await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            raise http_error_of(error) from None
+        return None if message is _EOF else message
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def open_stream(
+    upstream: UnaryCall, request: Message, *, timeout: float, metadata: tuple[tuple[str, str], ...]
+) -> UpstreamStream:
+    """Starts a server-streaming call; nothing is awaited until the first ``read``."""
+    return UpstreamStream(upstream(request, timeout=timeout, metadata=metadata))
 
 
 def http_error_of(error: grpc.aio.AioRpcError) -> HttpError:

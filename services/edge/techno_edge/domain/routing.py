@@ -37,9 +37,10 @@ class MethodNotAllowed:
 
 class Router(Generic[Target]):
     def __init__(self, routes: Iterable[Route[Target]]) -> None:
+        self.routes = tuple(routes)
         self._literal: dict[str, dict[str, Route[Target]]] = {}
         self._patterned: list[Route[Target]] = []
-        for route in routes:
+        for route in self.routes:
             if route.template.is_literal:
                 by_method = self._literal.setdefault(route.template.openapi_path(), {})
                 if route.method in by_method:

@@ -2,14 +2,16 @@
 
 Raw ASGI rather than a framework because this is the hot path of every request and it needs almost nothing a
 framework offers: routes come from the descriptors, bodies are small JSON documents read whole, and every answer
-is one buffered JSON response. Every response, success or failure, is built as a ``Response`` first and sent in
-one place, which is where the trace id header, the CORS headers and the metrics are added; an unexpected
-exception becomes a JSON 500 there, never the server's own error page. ``HEAD`` is served wherever ``GET`` is,
-with the same headers and no body.
+is one buffered JSON response, but for a server-streaming method's Server-Sent Events (``event_stream``). Every
+response, success or failure, is built as a ``Response`` (or an ``EventStream``) first and sent in one place,
+which is where the trace id header, the CORS headers and the metrics are added; an unexpected exception becomes a
+JSON 500 there, never the server's own error page. ``HEAD`` is served wherever ``GET`` is, with the same headers
+and no body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -23,11 +25,13 @@ from techno_core.tracing import current_trace_id
 from techno_edge.adapters import transcoding
 from techno_edge.adapters.bindings import Binding
 from techno_edge.adapters.metrics import UNMATCHED, HttpMetrics
-from techno_edge.adapters.upstream import Readiness, Upstreams, call
+from techno_edge.adapters.sse import EventRenderer
+from techno_edge.adapters.upstream import Readiness, Upstreams, call, open_stream
 from techno_edge.domain import errors
 from techno_edge.domain.errors import HttpError
 from techno_edge.domain.routing import MethodNotAllowed, Router
 from techno_edge.entrypoints.cors import Cors
+from techno_edge.entrypoints.event_stream import CLIENT_CLOSED, EventStream, event_stream_headers
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -45,13 +49,16 @@ _FORWARDED = {b"x-api-key": "x-api-key", b"authorization": "authorization", b"id
 # RESOURCE_EXHAUSTED, which the client would read as a rate limit (429).
 _MAX_FORWARDED_BYTES = {b"x-api-key": 256, b"authorization": 6144, b"idempotency-key": 255}
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
-_CLIENT_CLOSED = 499  # nginx's convention, recorded in metrics when the client leaves before the answer
+_CLIENT_CLOSED = CLIENT_CLOSED  # recorded in metrics when the client leaves before the answer
 
 
 @dataclass(frozen=True)
 class Limits:
     timeout_seconds: float
     max_body_bytes: int
+    # A stream's deadline is a total one, its whole answer included, so it has its own, longer ceiling.
+    stream_timeout_seconds: float = 300.0
+    keepalive_seconds: float = 15.0  # a Server-Sent Events comment this often while the upstream is quiet
 
 
 @dataclass
@@ -191,6 +198,11 @@ class EdgeApp:
         self._openapi = transcoding.dumps(openapi_document)  # rendered once: it never changes while running
         self._limits = limits
         self._cors = cors
+        self._renderers = {
+            route.target.grpc_path: EventRenderer(route.target)
+            for route in router.routes
+            if route.target.server_streaming
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -202,6 +214,7 @@ class EdgeApp:
         origin = _header(scope, b"origin") if self._cors is not None else None
         self._metrics.in_flight.inc()
         status = _CLIENT_CLOSED
+        answered: float | None = None
         try:
             try:
                 route, response = await self._dispatch(scope, receive, method, origin)
@@ -212,14 +225,22 @@ class EdgeApp:
             except Exception:  # the last line of defence: log it all, answer a JSON 500 with the trace id
                 log.exception("unhandled error serving %s %s", method, route)
                 response = _error_response(errors.internal(), trace_id)
-            status = response.status
             cors_headers = () if self._cors is None else self._cors.response_headers(origin)
+            if isinstance(response, EventStream):
+                # A stream's duration is counted to its first event: how long the whole answer streams is the
+                # answer's length, not the edge's latency.
+                answered = time.perf_counter()
+                status = await response.send_to(send, _stream_headers(trace_id, cors_headers), trace_id)
+                return
+            status = response.status
             await _send(send, response, trace_id, cors_headers)
         finally:
             self._metrics.in_flight.dec()
-            self._metrics.observe(method, route, status, time.perf_counter() - started)
+            self._metrics.observe(method, route, status, (answered or time.perf_counter()) - started)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, method: str, origin: str | None) -> tuple[str, Response]:
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, method: str, origin: str | None
+    ) -> tuple[str, Response | EventStream]:
         path: str = scope["path"]
         # HEAD is GET without the body (uvicorn drops it; the headers, Content-Length included, are GET's).
         lookup = "GET" if method == "HEAD" else method
@@ -258,9 +279,12 @@ class EdgeApp:
             raise errors.not_found()
         return found.template, Response(204, b"", headers=Cors.preflight_headers(_with_head(found.allowed)))
 
-    async def _forward(self, scope: Scope, receive: Receive, binding: Binding, values: dict[str, str]) -> Response:
+    async def _forward(
+        self, scope: Scope, receive: Receive, binding: Binding, values: dict[str, str]
+    ) -> Response | EventStream:
         headers = _parse_headers(scope)
-        timeout = _timeout(headers.timeout, self._limits.timeout_seconds)
+        ceiling = self._limits.stream_timeout_seconds if binding.server_streaming else self._limits.timeout_seconds
+        timeout = _timeout(headers.timeout, ceiling)
         body = b""
         if binding.body:
             body = await _read_body(receive, headers.content_length, self._limits.max_body_bytes)
@@ -270,8 +294,32 @@ class EdgeApp:
         upstream = self._upstreams.call_for(binding)
         if upstream is None:
             raise HttpError(503, "UNAVAILABLE", "the edge is not started", (errors.UPSTREAM_NOT_STARTED,))
+        if binding.server_streaming:
+            return await self._open_stream(receive, binding, upstream, request, timeout, headers.metadata)
         response = await call(upstream, request, timeout=timeout, metadata=headers.metadata)
         return Response(200, transcoding.render_response(binding, response))
+
+    async def _open_stream(
+        self,
+        receive: Receive,
+        binding: Binding,
+        upstream: Any,
+        request: Any,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> EventStream:
+        """The stream, once its first message is in; raises its ``HttpError`` when it failed before."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        stream = EventStream(
+            open_stream(upstream, request, timeout=timeout, metadata=metadata),
+            self._renderers[binding.grpc_path],
+            receive,
+            self._limits.keepalive_seconds,
+            deadline,
+        )
+        if not await stream.start():
+            raise _ClientGone
+        return stream
 
     async def _operational(self, path: str, scope: Scope) -> Response:
         if path == HEALTHZ:
@@ -305,6 +353,14 @@ def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:
 def _accept(scope: Scope) -> str:
     # Several Accept headers make one comma-separated list (RFC 9110, section 5.3).
     return ",".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"accept")
+
+
+def _stream_headers(trace_id: str, extra_headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
+    headers = event_stream_headers()
+    if trace_id:
+        headers.append((b"x-trace-id", trace_id.encode()))
+    headers.extend((name.encode(), value.encode("latin-1")) for name, value in extra_headers)
+    return headers
 
 
 def _error_response(error: HttpError, trace_id: str) -> Response:

@@ -1,0 +1,191 @@
+"""A server-streaming method over REST: the real edge serving the gate's StreamProcess (``POST /v1/process:stream``,
+from its google.api.http annotation) as Server-Sent Events, in front of a scripted gRPC gate over mTLS.
+
+The scripted gate holds a stream where the test says, so "several chunks arrive before the last" and "the client
+left, so the call was cancelled" are shown by events, never by timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from techno_edge.bootstrap import EdgeServer, bootstrap
+from tests.rest_errors import reasons_of, trace_id_of
+from tests.waiting import eventually
+
+from .conftest import GrpcUpstream, edge_settings
+
+STREAM = "/v1/process:stream"
+WAIT = 10.0  # a bound on waiting for what the test itself released; never reached when the edge is right
+# Far below the slow-client bounds of this edge (KEEPALIVE * several), so a stream outlives them while healthy.
+KEEPALIVE = 0.1
+SLOW_CLIENT_BOUND = 0.3
+
+
+def process(action: str) -> dict[str, Any]:
+    return {"action": action, "contextId": "tenant-a", "payload": {"text": "hello"}}
+
+
+@dataclass
+class Event:
+    name: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class EventReader:
+    """Reads the response as the event stream format defines it: fields until a blank line; comments apart."""
+
+    lines: AsyncIterator[str]
+    comments: list[str] = field(default_factory=list)
+
+    async def next(self) -> Event | None:
+        name, data = "message", list[str]()
+        async for line in self.lines:
+            if not line:
+                if data:
+                    return Event(name, "\n".join(data))
+                continue
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            elif line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data.append(line.removeprefix("data: "))
+        return None
+
+    async def wait_for_comments(self, count: int) -> None:
+        """Reads on until ``count`` comments in all were seen; only comments may come meanwhile."""
+        async for line in self.lines:
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            else:
+                assert not line, f"an event while waiting for comments: {line}"
+            if len(self.comments) >= count:
+                return
+
+    async def rest(self) -> list[Event]:
+        events = []
+        while (event := await asyncio.wait_for(self.next(), WAIT)) is not None:
+            events.append(event)
+        return events
+
+
+@pytest.fixture
+async def edge(gate: GrpcUpstream, tracer_provider: TracerProvider) -> AsyncIterator[EdgeServer]:
+    settings = edge_settings(
+        gate.target,
+        edge_stream_keepalive_seconds=KEEPALIVE,
+        edge_header_timeout_seconds=SLOW_CLIENT_BOUND,
+        edge_body_timeout_seconds=SLOW_CLIENT_BOUND,
+    )
+    server = await bootstrap(settings, tracer_provider=tracer_provider, registry=CollectorRegistry())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_chunks_arrive_one_by_one_before_the_done_event(client: httpx.AsyncClient, gate: GrpcUpstream) -> None:
+    async with client.stream("POST", STREAM, json=process("chunks:3")) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        trace_id = response.headers["x-trace-id"]
+        reader = EventReader(response.aiter_lines())
+        # The gate holds its done message until released: these three chunks were streamed, not buffered.
+        chunks = [await asyncio.wait_for(reader.next(), WAIT) for _ in range(3)]
+        gate.seen.release.set()
+        rest = await reader.rest()
+    assert [(e.name if e else None) for e in chunks] == ["chunk"] * 3
+    assert [e.json() for e in chunks if e] == [
+        {"traceId": "from-gate", "chunk": {"text": f"part {n} "}} for n in range(3)
+    ]
+    assert [e.name for e in rest] == ["done"]
+    done = rest[0].json()["done"]
+    assert (done["status"], done["result"]) == ("EXECUTION_STATUS_SUCCEEDED", {"text": "whole answer"})
+    assert len(trace_id) == 32
+    # The REST body is the ProcessRequest itself (body: "request"), as for POST /v1/process.
+    request = gate.seen.requests[-1].request
+    assert (request.action, request.context_id, request.payload["text"]) == ("chunks:3", "tenant-a", "hello")
+
+
+async def test_a_refusal_before_the_first_chunk_is_a_plain_http_error(client: httpx.AsyncClient) -> None:
+    response = await client.post(STREAM, json=process("error:PERMISSION_DENIED"))
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["code"], error["status"], reasons_of(error)) == (403, "PERMISSION_DENIED", ["TEST_REASON"])
+    assert trace_id_of(error) == response.headers["x-trace-id"]
+
+
+async def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_event(client: httpx.AsyncClient) -> None:
+    async with client.stream("POST", STREAM, json=process("fail:UNAVAILABLE")) as response:
+        assert response.status_code == 200
+        events = await EventReader(response.aiter_lines()).rest()
+    assert [e.name for e in events] == ["chunk", "error"]
+    error = events[-1].json()["error"]
+    assert (error["code"], error["status"], reasons_of(error)) == (503, "UNAVAILABLE", ["TEST_REASON"])
+    assert trace_id_of(error) == response.headers["x-trace-id"]
+
+
+async def test_the_client_leaving_cancels_the_upstream_call(
+    client: httpx.AsyncClient, gate: GrpcUpstream, edge: EdgeServer
+) -> None:
+    async with client.stream("POST", STREAM, json=process("hold")) as response:
+        first = await asyncio.wait_for(EventReader(response.aiter_lines()).next(), WAIT)
+        assert first is not None
+        assert first.name == "chunk"
+    # Leaving the block closed the connection mid-stream; the gate's handler is cancelled, not left running.
+    await asyncio.wait_for(gate.seen.stream_cancelled.wait(), WAIT)
+    assert not gate.seen.release.is_set()
+
+    async def counted_as_client_closed() -> bool:
+        metrics = (await client.get("/metrics")).text
+        return 'http_requests_total{method="POST",route="/v1/process:stream",status="499"} 1.0' in metrics
+
+    await eventually(counted_as_client_closed)
+
+
+async def test_keep_alive_comments_while_the_upstream_is_quiet_and_the_slow_client_guard_lets_it_be(
+    client: httpx.AsyncClient, gate: GrpcUpstream
+) -> None:
+    async with client.stream("POST", STREAM, json=process("hold")) as response:
+        reader = EventReader(response.aiter_lines())
+        assert (await asyncio.wait_for(reader.next(), WAIT)) is not None
+        # Keep-alives come at most every KEEPALIVE seconds: seeing several means the stream has been open for
+        # longer than the header and body bounds, which must not cut a stream that is being answered.
+        await asyncio.wait_for(reader.wait_for_comments(round(2 * SLOW_CLIENT_BOUND / KEEPALIVE)), WAIT)
+        gate.seen.release.set()
+        rest = await reader.rest()
+    assert set(reader.comments) == {"keep-alive"}
+    assert [e.name for e in rest] == ["done"]
+
+
+async def test_the_deadline_bounds_the_whole_stream(client: httpx.AsyncClient, gate: GrpcUpstream) -> None:
+    headers = {"X-Request-Timeout": "1"}
+    async with client.stream("POST", STREAM, json=process("hold"), headers=headers) as response:
+        events = await EventReader(response.aiter_lines()).rest()
+    assert [e.name for e in events] == ["chunk", "error"]
+    error = events[-1].json()["error"]
+    assert (error["code"], reasons_of(error)) == (504, ["DEADLINE_EXCEEDED"])
+    assert gate.seen.time_remaining[-1] is not None
+    assert gate.seen.time_remaining[-1] <= 1.05
+
+
+async def test_a_bad_body_is_refused_with_paths_relative_to_the_body(client: httpx.AsyncClient) -> None:
+    response = await client.post(STREAM, json={**process("hold"), "payload": "not an object"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["details"][1]["fieldViolations"] == [{"field": "payload", "description": "must be an object"}]
