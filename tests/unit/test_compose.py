@@ -30,7 +30,12 @@ REQUIRED = {
     "alertmanager",
     "grafana",
     "alert-receiver",
+    "otel-collector",
+    "jaeger",
 }
+# Long-running services without a healthcheck, and why: nothing may then wait for them to be healthy.
+NO_HEALTHCHECK = {"otel-collector": "its image is FROM scratch: no shell or HTTP client to probe from inside"}
+COLLECTOR_CONFIG = ROOT / "infra/otel-collector/config.yaml"
 NAMED_VOLUMES = {"certs", "postgres-data", "redis-data", "prometheus-data", "alertmanager-data", "grafana-data"}
 CONDITIONS = {"service_healthy", "service_completed_successfully"}
 # The gRPC services: main port (mutual TLS only) and the plaintext health port their healthchecks probe.
@@ -99,7 +104,7 @@ def test_every_part_of_the_stack_is_there(services: dict[str, dict[str, Any]]) -
 
 def test_every_long_running_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
-        if one_shot(name, services):
+        if one_shot(name, services) or name in NO_HEALTHCHECK:
             continue
         healthcheck = service.get("healthcheck")
         assert healthcheck, f"{name} has no healthcheck"
@@ -289,3 +294,47 @@ def test_grpc_healthchecks_ask_the_plaintext_health_port_for_readiness(services:
         assert environment(services[name])[f"TECHNO_{name.upper()}_HEALTH_PORT"] == str(health_port)
         test = services[name]["healthcheck"]["test"]
         assert test == ["CMD", "python", "-m", "techno_core.healthcheck", f"127.0.0.1:{health_port}", "readiness"]
+
+
+def test_the_services_send_their_traces_to_the_collector(services: dict[str, dict[str, Any]]) -> None:
+    """Standard OTEL_* variables on every service; the collector's OTLP/HTTP receiver listens where they send."""
+    collector = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    http = urlsplit(f"//{collector['receivers']['otlp']['protocols']['http']['endpoint']}")
+    for name in IDENTITIES:
+        env = environment(services[name])
+        assert env["OTEL_TRACES_EXPORTER"] == "otlp", name
+        endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "otel-collector", http.port), name
+        assert "TECHNO_TRACE_EXPORTER" not in env, f"{name}: the deprecated spelling"
+        # Telemetry being down must not keep a service from starting.
+        assert "otel-collector" not in services[name].get("depends_on", {}), name
+
+
+def test_the_collector_reads_the_repository_config_and_exports_to_jaeger(services: dict[str, dict[str, Any]]) -> None:
+    collector = services["otel-collector"]
+    assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
+    target = mount_target(collector, "./infra/otel-collector/config.yaml")
+    assert f"--config={target}" in collector["command"]
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    (pipeline,) = config["service"]["pipelines"].values()
+    assert pipeline["receivers"] == ["otlp"]
+    assert pipeline["processors"][0] == "memory_limiter", "the limiter goes first, to refuse before batching"
+    (exporter,) = pipeline["exporters"]
+    host, port = config["exporters"][exporter]["endpoint"].rsplit(":", 1)
+    assert (host, port) == ("jaeger", "4317")  # Jaeger's OTLP/gRPC receiver
+    assert services["jaeger"]["healthcheck"]
+    assert collector["depends_on"]["jaeger"] == {"condition": "service_healthy"}
+    for name in NO_HEALTHCHECK:
+        waits = [s for s in services.values() if name in s.get("depends_on", {})]
+        assert not waits, f"nothing can wait for {name}: it has no healthcheck"
+
+
+def test_grafana_links_exemplars_to_the_trace_datasource() -> None:
+    datasources = ROOT / "infra/grafana/provisioning/datasources"
+    (prometheus,) = yaml.safe_load((datasources / "prometheus.yml").read_text())["datasources"]
+    (jaeger,) = yaml.safe_load((datasources / "jaeger.yml").read_text())["datasources"]
+    (destination,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "trace_id"  # the exemplar label techno_core.metrics.trace_exemplar sets
+    assert destination["datasourceUid"] == jaeger["uid"]
+    assert (jaeger["type"], urlsplit(jaeger["url"]).hostname) == ("jaeger", "jaeger")
+    assert urlsplit(jaeger["url"]).port == 16686  # the query service, as published by compose
