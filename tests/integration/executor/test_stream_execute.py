@@ -280,3 +280,15 @@ async def test_a_crash_mid_stream_is_internal_with_a_generic_message(start: Star
     assert "secret" not in (error.details() or "")
     assert "trace id" in (error.details() or "")
     assert chunks(received) == ["A "]
+
+
+async def test_an_undecodable_stream_request_is_invalid_argument(start: Start) -> None:
+    app = await start()
+    async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
+        # Field 1 (request) announced as 50 bytes long, with 1 byte: protobuf refuses it.
+        method = channel.unary_stream("/techno.executor.v1.ExecutorService/StreamExecute", None, None)
+        call = method(b"\x0a\x32\x01", timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await anext(aiter(call))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(raised.value) == "INVALID_ARGUMENT"
