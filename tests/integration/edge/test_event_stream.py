@@ -7,9 +7,7 @@ left, so the call was cancelled" are shown by events, never by timing."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,67 +17,19 @@ from prometheus_client import CollectorRegistry
 
 from techno_edge.bootstrap import EdgeServer, bootstrap
 from tests.rest_errors import reasons_of, trace_id_of
+from tests.sse_events import WAIT, EventReader
 from tests.waiting import eventually
 
 from .conftest import GrpcUpstream, edge_settings
 
 STREAM = "/v1/process:stream"
-WAIT = 10.0  # a bound on waiting for what the test itself released; never reached when the edge is right
-# Far below the slow-client bounds of this edge (KEEPALIVE * several), so a stream outlives them while healthy.
+# Keep-alives more often than the slow-client bounds, so a test can count a stream's life past those bounds.
 KEEPALIVE = 0.1
 SLOW_CLIENT_BOUND = 0.3
 
 
 def process(action: str) -> dict[str, Any]:
     return {"action": action, "contextId": "tenant-a", "payload": {"text": "hello"}}
-
-
-@dataclass
-class Event:
-    name: str
-    data: str
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-@dataclass
-class EventReader:
-    """Reads the response as the event stream format defines it: fields until a blank line; comments apart."""
-
-    lines: AsyncIterator[str]
-    comments: list[str] = field(default_factory=list)
-
-    async def next(self) -> Event | None:
-        name, data = "message", list[str]()
-        async for line in self.lines:
-            if not line:
-                if data:
-                    return Event(name, "\n".join(data))
-                continue
-            if line.startswith(":"):
-                self.comments.append(line[1:].strip())
-            elif line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data.append(line.removeprefix("data: "))
-        return None
-
-    async def wait_for_comments(self, count: int) -> None:
-        """Reads on until ``count`` comments in all were seen; only comments may come meanwhile."""
-        async for line in self.lines:
-            if line.startswith(":"):
-                self.comments.append(line[1:].strip())
-            else:
-                assert not line, f"an event while waiting for comments: {line}"
-            if len(self.comments) >= count:
-                return
-
-    async def rest(self) -> list[Event]:
-        events = []
-        while (event := await asyncio.wait_for(self.next(), WAIT)) is not None:
-            events.append(event)
-        return events
 
 
 @pytest.fixture
