@@ -388,3 +388,15 @@ async def test_a_repeated_idempotent_stream_gets_the_stored_result_once_and_neve
     assert repeat[0].trace_id == first[0].trace_id
     assert len(stack.executor.calls) == 1
     assert reason_of(reused.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_an_idempotent_stream_that_failed_runs_again_when_retried(stack: Stack) -> None:
+    stack.executor.ending = "fail"
+    metadata = [*stack.key(), ("idempotency-key", "stream-2")]
+    async with stack.channel() as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            _ = [m async for m in stack.stub(channel).StreamProcess(chat(), metadata=metadata, timeout=10)]
+        stack.executor.ending = "done"
+        retried = [m async for m in stack.stub(channel).StreamProcess(chat(), metadata=metadata, timeout=10)]
+    assert [m.WhichOneof("event") for m in retried] == ["chunk", "chunk", "done"]
+    assert len(stack.executor.calls) == 2

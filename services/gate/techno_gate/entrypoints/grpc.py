@@ -213,28 +213,24 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         command = process_command(request.request, context)
         timeout = downstream_timeout(context, self._executor_timeout)
         claim = self._idempotent(request.request, command, context)
-        if claim is None:
-            async with contextlib.aclosing(self._stream(command, timeout)) as messages:
-                async for message in messages:
-                    yield message
-            return
-        stored = await self._idempotency.begin(*claim, timeout=timeout, trace_id=command.trace_id)
-        if stored is not None:
-            replayed = gate_pb2.ProcessResponse.FromString(stored)
-            yield gate_pb2.StreamProcessResponse(trace_id=replayed.trace_id, done=replayed)
-            return
-        principal_id, key, _ = claim
+        if claim is not None:
+            stored = await self._idempotency.begin(*claim, timeout=timeout, trace_id=command.trace_id)
+            if stored is not None:
+                replayed = gate_pb2.ProcessResponse.FromString(stored)
+                yield gate_pb2.StreamProcessResponse(trace_id=replayed.trace_id, done=replayed)
+                return
         finished = False
         try:
             async with contextlib.aclosing(self._stream(command, timeout)) as messages:
                 async for message in messages:
-                    if message.HasField("done"):  # kept before it is answered: no window where it could run again
-                        await self._idempotency.finish(principal_id, key, message.done.SerializeToString())
+                    if claim is not None and message.HasField("done"):
+                        # Kept before it is answered: there is no moment when it could run again.
+                        await self._idempotency.finish(claim[0], claim[1], message.done.SerializeToString())
                         finished = True
                     yield message
         except BaseException:
-            if not finished:
-                await self._idempotency.abandon(principal_id, key)
+            if claim is not None and not finished:  # nothing succeeded: a retry runs again
+                await self._idempotency.abandon(claim[0], claim[1])
             raise
 
     async def _stream(
