@@ -160,7 +160,9 @@ async def test_a_refusal_before_the_stream_is_a_plain_http_error(client: httpx.A
     assert (error["type"], error["code"]) == ("permission_error", "PROVIDER_NOT_ALLOWED")
 
 
-async def test_a_failure_mid_stream_is_an_error_event_and_no_done(client: httpx.AsyncClient, gate: FakeGate) -> None:
+async def test_a_failure_mid_stream_is_an_error_event_and_no_done(
+    client: httpx.AsyncClient, gate: FakeGate, registry: CollectorRegistry
+) -> None:
     gate.failure = HttpError(503, "UNAVAILABLE", "provider failed", ("PROVIDER_UNAVAILABLE",))
     response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
     assert response.status_code == 200
@@ -168,6 +170,7 @@ async def test_a_failure_mid_stream_is_an_error_event_and_no_done(client: httpx.
     assert "[DONE]" not in events
     assert json.loads(events[-1])["error"]["code"] == "PROVIDER_UNAVAILABLE"
     assert json.loads(events[-2])["choices"][0]["delta"] == {"content": "there"}
+    assert counted(registry, "POST", "/v1/chat/completions", 503) == 1  # counted as it failed, like /v1/process:stream
 
 
 async def test_a_rate_limit_is_a_429_with_retry_after(client: httpx.AsyncClient, gate: FakeGate) -> None:
@@ -264,3 +267,23 @@ async def test_a_client_that_disconnects_mid_stream_cancels_the_gate_call(
     assert gate.stream_cancelled.is_set()
     assert not any(b"[DONE]" in m.get("body", b"") for m in sent)
     assert counted(registry, "POST", "/v1/chat/completions", 499) == 1
+
+
+async def test_a_stream_has_the_longer_stream_deadline_which_the_client_may_lower(
+    client: httpx.AsyncClient, gate: FakeGate
+) -> None:
+    streamed = {**CHAT, "stream": True}
+    await client.post("/v1/chat/completions", json=streamed, headers=KEY)
+    await client.post("/v1/chat/completions", json=streamed, headers={**KEY, "X-Request-Timeout": "7"})
+    await client.post("/v1/chat/completions", json=CHAT, headers=KEY)
+    assert [options.timeout for _, _, options in gate.calls] == [300.0, 7.0, 30.0]
+
+
+async def test_line_breaks_of_any_kind_arrive_intact_in_one_event_line(
+    client: httpx.AsyncClient, gate: FakeGate
+) -> None:
+    gate.chunks = ["one\u2028two", "\r\n"]
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    texts = [json.loads(e)["choices"][0]["delta"].get("content") for e in events_of(response.text)[:-1]]
+    assert texts[1:3] == ["one\u2028two", "\r\n"]
+    assert all(len(event.splitlines()) == 1 for event in response.text.split("\n\n") if event)

@@ -20,10 +20,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from techno_core.tracing import current_trace_id
-from techno_edge.adapters import json_input, transcoding
+from techno_edge.adapters import json_input, sse, transcoding
 from techno_edge.adapters.metrics import HttpMetrics
 from techno_edge.adapters.openai_compat import CallOptions
 from techno_edge.domain import errors
@@ -41,7 +42,6 @@ from techno_edge.domain.openai_chat import (
 
 # The edge app's own request handling, reused so these routes read and forward exactly as every other route does.
 from techno_edge.entrypoints.asgi import (
-    _CLIENT_CLOSED,
     Limits,
     Receive,
     Response,
@@ -57,18 +57,28 @@ from techno_edge.entrypoints.asgi import (
     _send,
     _timeout,
 )
+from techno_edge.entrypoints.event_stream import CLIENT_CLOSED, _disconnected, event_stream_headers
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 MODELS = "/v1/models"
 _ALLOWED = {CHAT_COMPLETIONS: ("POST",), MODELS: ("GET", "HEAD")}
 CONTEXT_HEADER = b"x-techno-context"
-_EVENT_STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
+# As for the edge's other streams: once the deadline has passed, how long a blocked send may still take.
+_SEND_GRACE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class _Answer:
+    """What the metrics record: the status, and when a stream's first event went out."""
+
+    status: int = CLIENT_CLOSED
+    first_event_at: float | None = None
 
 
 class ChatGate(Protocol):
@@ -103,16 +113,19 @@ class OpenAIRoutes:
         trace_id = current_trace_id()
         _name_span(method, route)
         self._metrics.in_flight.inc()
-        status = _CLIENT_CLOSED
+        answer = _Answer()
         try:
-            status = await self._serve(route, scope, receive, send, trace_id)
+            answer.status = await self._serve(route, scope, receive, send, trace_id, answer)
         except _ClientGone:
             pass
         finally:
             self._metrics.in_flight.dec()
-            self._metrics.observe(method, route, status, time.perf_counter() - started)
+            ended = answer.first_event_at or time.perf_counter()
+            self._metrics.observe(method, route, answer.status, ended - started)
 
-    async def _serve(self, route: str, scope: Scope, receive: Receive, send: Send, trace_id: str) -> int:
+    async def _serve(
+        self, route: str, scope: Scope, receive: Receive, send: Send, trace_id: str, answer: _Answer
+    ) -> int:
         """The answer, sent; returns its status. An ``HttpError`` becomes OpenAI's error object."""
         try:
             if ("GET" if scope["method"] == "HEAD" else scope["method"]) not in _ALLOWED[route]:
@@ -127,11 +140,12 @@ class OpenAIRoutes:
                 _check_content_type(headers.content_types)
             chat = parse_chat_request(json_input.loads(body) if body.strip() else None)
             context = _header(scope, CONTEXT_HEADER) or self._default_context
-            if chat.stream:
-                return await _unless_gone(receive, self._stream(send, chat, context, options, trace_id))
+            if chat.stream:  # a stream's deadline covers its whole answer: the edge's longer ceiling for streams
+                options = CallOptions(headers.metadata, _timeout(headers.timeout, self._limits.stream_timeout_seconds))
+                return await _unless_gone(receive, self._stream(send, chat, context, options, trace_id, answer))
             completion = await _unless_gone(receive, self._gate.complete(chat, context, options))
-            answer = completion_body(completion, created=int(time.time()), model=chat.model)
-            return await _answer(send, Response(200, transcoding.dumps(answer)), trace_id)
+            reply = completion_body(completion, created=int(time.time()), model=chat.model)
+            return await _answer(send, Response(200, transcoding.dumps(reply)), trace_id)
         except HttpError as error:
             return await _answer(send, _openai_error(error, trace_id), trace_id)
         except _ClientGone:
@@ -140,7 +154,10 @@ class OpenAIRoutes:
             log.exception("unhandled error serving %s %s", scope["method"], route)
             return await _answer(send, _openai_error(errors.internal(), trace_id), trace_id)
 
-    async def _stream(self, send: Send, chat: ChatRequest, context: str, options: CallOptions, trace_id: str) -> int:
+    async def _stream(
+        self, send: Send, chat: ChatRequest, context: str, options: CallOptions, trace_id: str, answer: _Answer
+    ) -> int:
+        deadline = asyncio.get_running_loop().time() + options.timeout
         events = self._gate.stream(chat, context, options)
         try:
             first = await anext(events, None)  # a refusal raises here, before anything is sent
@@ -148,18 +165,36 @@ class OpenAIRoutes:
                 raise errors.internal()
             writer = ChunkWriter(first.trace_id or trace_id, int(time.time()), chat.model, chat.include_usage)
             trace_header = [(b"x-trace-id", trace_id.encode())] if trace_id else []
-            await send({"type": "http.response.start", "status": 200, "headers": _EVENT_STREAM_HEADERS + trace_header})
-            try:
-                await _relay(send, writer, first, events)
-            except HttpError as error:  # after the first byte the status is sent: the error is an event
-                await send(_event(error_body(error, writer.trace_id)))
-            except Exception:
-                log.exception("unhandled error streaming %s", CHAT_COMPLETIONS)
-                await send(_event(error_body(errors.internal(), writer.trace_id)))
+            await send({"type": "http.response.start", "status": 200, "headers": event_stream_headers() + trace_header})
+            # Counted to the first event, as the edge's other streams are: the rest is the answer's length.
+            answer.first_event_at = time.perf_counter()
+            # Sending is bounded by the deadline too: a client that stops reading cannot hold the stream open.
+            async with asyncio.timeout_at(deadline + _SEND_GRACE_SECONDS):
+                status = await _relay_or_report(send, writer, first, events)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return 200
+            return status
+        except TimeoutError:
+            log.warning("event stream dropped: the client did not read it before its deadline")
+            return errors.http_status_of("DEADLINE_EXCEEDED")
         finally:
             await events.aclose()  # cancels the gate call if it is still running
+
+
+async def _relay_or_report(
+    send: Send, writer: ChunkWriter, first: TextChunk | Completion, rest: AsyncGenerator[TextChunk | Completion, None]
+) -> int:
+    """The stream relayed; a failure after the status line is one event with the error object (as OpenAI sends
+    it). Returns the status the request is counted under."""
+    try:
+        await _relay(send, writer, first, rest)
+        return 200
+    except HttpError as error:
+        failure = error
+    except Exception:
+        log.exception("unhandled error streaming %s", CHAT_COMPLETIONS)
+        failure = errors.internal()
+    await send(_event(error_body(failure, writer.trace_id)))
+    return failure.status
 
 
 async def _relay(
@@ -181,7 +216,7 @@ async def _relay(
 
 
 def _event(value: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "http.response.body", "body": b"data: " + transcoding.dumps(value) + b"\n\n", "more_body": True}
+    return {"type": "http.response.body", "body": sse.frame(transcoding.dumps(value)), "more_body": True}
 
 
 async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
@@ -199,11 +234,6 @@ async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     if task.cancelled():
         raise _ClientGone
     return task.result()
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass  # the rest of a body nobody reads
 
 
 def _openai_error(error: HttpError, trace_id: str) -> Response:
