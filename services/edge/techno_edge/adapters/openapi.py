@@ -369,25 +369,44 @@ def _event_names(message: Descriptor) -> list[str]:
     return [field.json_name for field in oneofs[0].fields] if len(oneofs) == 1 else ["message"]
 
 
+def _event(name: str, data: JsonSchema) -> JsonSchema:
+    """One kind of event, as OpenAPI 3.2's ``itemSchema`` spells an event (fields ``event``, ``data``, ``id``,
+    ``retry``); its ``data`` is JSON text, described by ``contentSchema``. ``message`` events carry no name."""
+    schema: JsonSchema = {
+        "type": "object",
+        "required": ["data"] if name == "message" else ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    }
+    return schema
+
+
 def _event_stream(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema:
-    """A server-streaming method, served as Server-Sent Events: each message of the stream is one event."""
+    """A server-streaming method, served as Server-Sent Events: each message of the stream is one event.
+
+    OpenAPI 3.1 has no form for a stream of items (3.2 adds ``itemSchema``); the convention of 3.1 tools such as
+    schemathesis is that an event stream's ``schema`` describes one event. The last alternative, a string, is the
+    whole stream read at once, which is what a client generated from the document returns."""
     response = binding.method.output_type
-    schemas.message(response)  # the events' data schema, among the components
-    data = f"{_REF}{response.full_name}"
+    data = schemas.message(response)
     names = _event_names(response)
     schema = {
-        "type": "string",
         "description": f"Server-Sent Events: {', '.join(f'`{name}`' for name in names)}, each with one "
-        f"`{response.full_name}` in JSON as its `data` ({data}), the field of its name set. A failure after the "
-        f"stream has started ends it with an `error` event whose `data` is an `Error` body ({_REF}{ERROR}); one "
-        "before it started is an ordinary error response. Comment lines (`: keep-alive`) keep a quiet stream open.",
+        f"`{response.full_name}` in JSON as its `data`, the field of its name set. A failure after the stream "
+        "has started ends it with an `error` event whose `data` is an `Error` body; one before it started is an "
+        "ordinary error response. Comment lines (`: keep-alive`) keep a quiet stream open.",
+        "oneOf": [
+            *(_event(name, data) for name in names),
+            _event("error", {"$ref": _REF + ERROR}),
+            {"type": "string", "description": "The whole stream, as read at once."},
+        ],
     }
-    events = {**dict.fromkeys(names, data), "error": _REF + ERROR}
-    content = {"schema": schema, "x-sse-events": events}
     return {
         "description": schemas.docs.of(response.full_name) or "OK",
         "headers": {"X-Trace-Id": TRACE_HEADER},
-        "content": {"text/event-stream": _with_example(content, binding.method.name, example)},
+        "content": {"text/event-stream": _with_example({"schema": schema}, binding.method.name, example)},
     }
 
 
