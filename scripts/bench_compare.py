@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +37,10 @@ from bench import LUA
 from bench_support import (
     POSTGRES_ADMIN_URL,
     add_stack_options,
+    bench_database,
     bench_stack,
     database_name,
     postgres_backends,
-    postgres_database,
     process_cpu_seconds,
     raise_descriptor_limit,
     resident_mib,
@@ -93,6 +93,7 @@ class Row:
     p99_ms: float
     non_2xx: int
     errors: int  # connect, read, write and timeout errors of wrk's sockets
+    error_kinds: dict[str, int]  # the same by kind, for the ones that happened
     cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
     rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
 
@@ -234,6 +235,11 @@ async def measure(system: System, connections: int, plan: Plan, label: str) -> R
         p99_ms=figures["p99_ms"],
         non_2xx=int(figures["non_2xx"]),
         errors=int(figures["errors"]),
+        error_kinds={
+            kind: int(figures.get(f"{kind}_errors", 0))
+            for kind in ("connect", "read", "write", "timeout")
+            if figures.get(f"{kind}_errors")
+        },
         cpu_us=cpu,
         rss_mib=peaks,
     )
@@ -322,6 +328,10 @@ def print_table(results: Results) -> None:
             f"{row.system:<6} {row.label:<17}{row.rate:>9,.0f}{row.p50_ms:>8.2f}{row.p99_ms:>8.2f}{errors:>11}"
             f"{cpu}  {rss}"
         )
+    for row in results.rows:
+        if row.error_kinds:
+            kinds = ", ".join(f"{kind} {count:,}" for kind, count in row.error_kinds.items())
+            print(f"  ({row.system} {row.label} socket errors: {kinds})")
     for note in results.notes:
         print(f"  ({note})")
 
@@ -409,16 +419,6 @@ def as_json(results: Results, header: dict[str, object]) -> dict[str, object]:
 # --- the command ------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database(database_url: str) -> Iterator[tuple[str, str]]:
-    """The memory's database URL and, when this run created it, its PostgreSQL name (whose backends are counted)."""
-    if database_url:
-        yield database_url, ""
-        return
-    with postgres_database() as url:
-        yield url, url.rpartition("/")[2]
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--seconds", type=int, default=10, help="measured seconds per row (default 10)")
@@ -446,7 +446,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is required (make bench-compare installs it; or apt-get install wrk)")
     descriptors = raise_descriptor_limit()
-    with database(options.database_url) as (database_url, pg_database), contextlib.ExitStack() as scratch:
+    with bench_database(options.database_url) as (database_url, pg_database), contextlib.ExitStack() as scratch:
         options.scratch = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="techno-compare-")))
         ensure_development_pki(options.scratch / "tls")
         header = {

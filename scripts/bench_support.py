@@ -79,7 +79,20 @@ def wrk(
     )
     line = next(x for x in finished.stderr.splitlines() if x.startswith("BENCH "))
     figures: dict[str, float] = json.loads(line.removeprefix("BENCH "))
+    figures.update(_socket_errors(finished.stdout))
     return figures
+
+
+def _socket_errors(report: str) -> dict[str, float]:
+    """The kinds of wrk's socket errors, from its report line ``Socket errors: connect 0, read 3, write 0, timeout
+    7`` (absent when there were none): ``connect_errors``, ``read_errors``, ``write_errors``, ``timeout_errors``."""
+    kinds = {"connect": 0.0, "read": 0.0, "write": 0.0, "timeout": 0.0}
+    for line in report.splitlines():
+        if line.strip().startswith("Socket errors:"):
+            for part in line.split(":", 1)[1].split(","):
+                kind, count = part.split()
+                kinds[kind] = float(count)
+    return {f"{kind}_errors": count for kind, count in kinds.items()}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -132,6 +145,17 @@ def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def bench_database(database_url: str) -> Iterator[tuple[str, str]]:
+    """The memory's database: ``database_url`` if given, else a fresh PostgreSQL one made for the run. Yields
+    its URL and, when made here, its name (whose backends the benchmarks count)."""
+    if database_url:
+        yield database_url, ""
+        return
+    with postgres_database() as url:
+        yield url, url.rpartition("/")[2]
 
 
 def postgres_backends(admin_url: str, database: str) -> list[int]:
