@@ -184,6 +184,8 @@ def test_a_down_provider_silences_its_own_llm_warnings_only(alertmanager: str) -
         {"alertname": "TechnoProviderDown", "severity": "critical", "service": "executor", "provider": "fake"},
         {"alertname": "TechnoLLMHighErrorRate", "severity": "warning", "service": "executor", "provider": "fake"},
         {"alertname": "TechnoLLMHighErrorRate", "severity": "warning", "service": "executor", "provider": "openai"},
+        {"alertname": "TechnoLLMSlowFirstToken", "severity": "warning", "service": "executor", "provider": "fake"},
+        {"alertname": "TechnoLLMSlowFirstToken", "severity": "warning", "service": "executor", "provider": "openai"},
     ]
     response = httpx.post(f"{alertmanager}/api/v2/alerts", json=[{"labels": labels} for labels in alerts])
     assert response.status_code == 200, response.text
@@ -191,4 +193,6 @@ def test_a_down_provider_silences_its_own_llm_warnings_only(alertmanager: str) -
         ("TechnoProviderDown", "fake"): "active",
         ("TechnoLLMHighErrorRate", "fake"): "suppressed",
         ("TechnoLLMHighErrorRate", "openai"): "active",
+        ("TechnoLLMSlowFirstToken", "fake"): "suppressed",
+        ("TechnoLLMSlowFirstToken", "openai"): "active",
     }
