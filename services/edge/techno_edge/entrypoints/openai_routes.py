@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from techno_core.tracing import current_trace_id
@@ -73,7 +72,7 @@ T = TypeVar("T")
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-@dataclass
+@dataclasses.dataclass
 class _Answer:
     """What the metrics record: the status, and when a stream's first event went out."""
 
