@@ -94,8 +94,9 @@ async def running_stack(
         ports=Ports.free(),
         database_url=create_postgres_database(),  # its own: other suites reset the shared one
         extra_env={
-            "TECHNO_TRACE_EXPORTER": "otlp",
-            "TECHNO_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=e2e",
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export spans within 0.1 s, so tests wait little
             "TECHNO_GATE_POLICY_FILE": str(policy_file),
             "TECHNO_GATE_JWT_HS256_SECRET_FILE": str(secret_file),

@@ -24,6 +24,7 @@ class ReceivedSpan:
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.resources: dict[str, dict[str, str]] = {}  # service name -> its resource's string attributes
         self._lock = threading.Lock()
         receiver = self
 
@@ -51,9 +52,9 @@ class OtlpReceiver:
     def _store(self, request: ExportTraceServiceRequest) -> None:
         with self._lock:
             for resource_spans in request.resource_spans:
-                service = next(
-                    (a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), ""
-                )
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                service = resource.get("service.name", "")
+                self.resources[service] = resource
                 for scope in resource_spans.scope_spans:
                     self.spans.extend(
                         ReceivedSpan(service, span.name, span.trace_id.hex(), span.kind) for span in scope.spans

@@ -84,8 +84,8 @@ async def observed(
         ports=Ports.free(),
         database_url=create_postgres_database(),
         extra_env={
-            "TECHNO_TRACE_EXPORTER": "otlp",  # sampled spans, so latency exemplars carry trace ids
-            "TECHNO_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_TRACES_EXPORTER": "otlp",  # sampled spans, so latency exemplars carry trace ids
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.endpoint,
             "TECHNO_GATE_POLICY_FILE": str(POLICY),
             "TECHNO_CB_TIMEOUT": "1",  # an open circuit lets its half-open probe through after 1 s
         },
