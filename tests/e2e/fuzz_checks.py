@@ -13,7 +13,18 @@ import schemathesis
 # operation id -> {reason: fields that reason may name (empty: any)}
 RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
     # Which actions exist and what each takes is the policy's (GET /v1/actions); the document only has the shape.
-    "GateService_Process": {"ACTION_UNKNOWN": frozenset(), "PAYLOAD_INVALID": frozenset()},
+    # Which Idempotency-Keys the caller has used, and for what, is the moment's.
+    "GateService_Process": {
+        "ACTION_UNKNOWN": frozenset(),
+        "PAYLOAD_INVALID": frozenset(),
+        "IDEMPOTENCY_KEY_REUSED": frozenset(),
+    },
+    "GateService_StreamProcess": {
+        "ACTION_UNKNOWN": frozenset(),
+        "PAYLOAD_INVALID": frozenset(),
+        "IDEMPOTENCY_KEY_REUSED": frozenset(),
+    },
+    "GateService_ListModels": {"ACTION_UNKNOWN": frozenset()},
     # Profiles are the policy's; an expiry must be in the future at the moment of the call.
     "GateAdminService_CreateApiKey": {"INVALID_ARGUMENT": frozenset({"profile", "expires_at"})},
     # A revoked key cannot be rotated (FAILED_PRECONDITION): which keys are revoked is the moment's.
