@@ -8,6 +8,11 @@ fixed time. It prints the events acknowledged per second, the calls' latency per
 own /metrics, the transactions per second and mean group-commit batch size; then it checks that the hash chain
 verifies and drops the database. ``--compare`` runs the same once more with ``TECHNO_MEMORY_MAX_BATCH=1``: one
 transaction per event, the cost group commit saves.
+
+After the load, the same service gets one caller sending one event at a time (``--single-seconds``): the latency
+of an append that finds memory idle (no batching window may delay it) and the memory process's CPU time per
+append, the cost every governed request pays twice (its DECISION and OUTCOME events). The load's appends/s is
+judged against the P5 target (``--target``, 5,000/s with 64 callers sending one event each): PASS or MISS.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -47,6 +52,7 @@ ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@12
 START_TIMEOUT_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 10.0
 VERIFY_TIMEOUT_SECONDS = 600.0
+P5_APPENDS_PER_SECOND = 5000.0
 
 _APPENDED = "memory_audit_events_appended_total"
 _BATCH_SUM = "memory_audit_append_batch_size_sum"
@@ -383,6 +389,31 @@ class Options:
     sqlite: bool
     admin_url: str
     extra_env: dict[str, str]
+    single_seconds: float = 0.0  # the one-caller phase after the load (0: none)
+    target: float = P5_APPENDS_PER_SECOND
+
+
+@dataclass
+class Phase:
+    """One measured window: what the clients saw, and the service's metrics and CPU time around it."""
+
+    window: float  # the clients' measured window
+    clients: list[ClientResult]
+    before: Snapshot
+    after: Snapshot
+
+    @property
+    def scraped_seconds(self) -> float:  # between the two scrapes of /metrics (about the same window)
+        return self.after.at - self.before.at
+
+    @property
+    def events(self) -> int:
+        return sum(c.events for c in self.clients)
+
+    def service_cpu_seconds(self) -> float | None:
+        if self.before.service_cpu is None or self.after.service_cpu is None:
+            return None
+        return self.after.service_cpu - self.before.service_cpu
 
 
 @dataclass
@@ -395,6 +426,7 @@ class RunResult:
     after: Snapshot
     verify_status: int
     verify_output: str
+    single: Phase | None = None  # one caller, one event per call, after the load
 
     @property
     def calls(self) -> int:
@@ -462,13 +494,25 @@ async def run_once(label: str, max_batch: int | None, options: Options) -> RunRe
                     raise BenchError(f"migrate failed with {status}: {output}")
                 async with memory_service(env, log) as service:
                     clients, before, after = await measure(service, options, tls)
+                    single = await measure_single(service, options, tls)
                 verify_status, verify_output = await run_to_end([*command, "verify"], env, log, VERIFY_TIMEOUT_SECONDS)
         except Exception:  # not when interrupted: then the log says nothing of interest
             tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
             if tail:
                 print("\n".join(["memory's log (last lines):", *tail]), file=sys.stderr)
             raise
-    return RunResult(label, options.seconds, after.at - before.at, clients, before, after, verify_status, verify_output)
+    return RunResult(
+        label, options.seconds, after.at - before.at, clients, before, after, verify_status, verify_output, single
+    )
+
+
+async def measure_single(service: MemoryService, options: Options, tls_dir: Path) -> Phase | None:
+    """One caller, one event per call, on the service the load just left idle."""
+    if options.single_seconds <= 0:
+        return None
+    single = replace(options, concurrency=1, processes=1, events_per_call=1, seconds=options.single_seconds, warmup=1)
+    clients, before, after = await measure(service, single, tls_dir)
+    return Phase(single.seconds, clients, before, after)
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -520,10 +564,32 @@ def report(result: RunResult) -> None:
         print(f"  errors          {result.errors}")
     outcome = "ok" if result.verify_status == 0 else f"FAILED (exit {result.verify_status})"
     print(f"  verify          {outcome}: {result.verify_output}")
+    if result.single is not None:
+        report_single(result.single)
+
+
+def report_single(phase: Phase) -> None:
+    latencies = sorted(x for c in phase.clients for x in c.latencies_ms)
+    cpu = phase.service_cpu_seconds()
+    per_append = f"{1e6 * cpu / phase.events:,.0f} µs" if cpu is not None and phase.events else "n/a"
+    print(
+        f"  one caller      {phase.events / phase.window:10,.0f} appends/s   p50 {_percentile(latencies, 0.50):6.2f} ms"
+        f"   p99 {_percentile(latencies, 0.99):6.2f} ms   memory CPU per append {per_append}"
+    )
+
+
+def verdict(result: RunResult, options: Options) -> str:
+    """P5: appends/s at the target, with the chain verified afterwards."""
+    rate = result.events / result.window
+    met = rate >= options.target and _ok(result)
+    return f"P5 {'PASS' if met else 'MISS'}: {rate:,.0f} durable appends/s (target {options.target:,.0f}/s), " + (
+        "chain verified" if result.verify_status == 0 else "chain NOT verified"
+    )
 
 
 def _ok(result: RunResult) -> bool:
-    return result.verify_status == 0 and not result.errors and result.events > 0
+    single_errors = result.single is not None and any(c.errors for c in result.single.clients)
+    return result.verify_status == 0 and not result.errors and not single_errors and result.events > 0
 
 
 async def bench(options: Options, compare: bool) -> list[RunResult]:
@@ -533,9 +599,11 @@ async def bench(options: Options, compare: bool) -> list[RunResult]:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     results = [await run_once(f"group commit (max batch {_max_batch_label(options)})", None, options)]
     report(results[0])
+    print(f"  {verdict(results[0], options)}")
     if compare:
         print()
-        results.append(await run_once("no group commit (TECHNO_MEMORY_MAX_BATCH=1)", 1, options))
+        single_off = replace(options, single_seconds=0)  # the idle case is the same without group commit
+        results.append(await run_once("no group commit (TECHNO_MEMORY_MAX_BATCH=1)", 1, single_off))
         report(results[1])
         grouped, single = (r.events / r.window for r in results)
         print()
@@ -557,6 +625,12 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="client processes sharing the callers (default 1)")
     parser.add_argument("--sqlite", action="store_true", help="a temporary SQLite file instead of PostgreSQL")
     parser.add_argument("--compare", action="store_true", help="also run with TECHNO_MEMORY_MAX_BATCH=1")
+    parser.add_argument(
+        "--single-seconds", type=float, default=5, help="one-caller phase after the load (default 5; 0: none)"
+    )
+    parser.add_argument(
+        "--target", type=float, default=P5_APPENDS_PER_SECOND, help="appends/s for PASS (default 5000, P5)"
+    )
     parser.add_argument("--postgres-admin-url", default=ADMIN_URL, help="where to create the throwaway database")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the service"
@@ -573,6 +647,8 @@ def main() -> None:
         sqlite=args.sqlite,
         admin_url=args.postgres_admin_url,
         extra_env=dict(item.split("=", 1) for item in args.env),
+        single_seconds=max(0.0, args.single_seconds),
+        target=args.target,
     )
     try:
         backend = "SQLite (temporary file)" if options.sqlite else f"PostgreSQL ({postgres_durability(options)})"

@@ -59,8 +59,9 @@ async def bootstrap(
     engine = create_database_engine(
         settings.memory_database_url, pool_size=settings.memory_pool_size, tracer_provider=tracer
     )
-    watch_database(engine, DatabaseFailures(registry))
-    repository = SqlRepository(engine)
+    failures = DatabaseFailures(registry)
+    watch_database(engine, failures)
+    repository = SqlRepository(engine, tracer_provider=tracer, failures=failures)
     audit_log = AuditLog(
         repository,
         AppendMetrics(registry, max_batch=settings.memory_max_batch),
@@ -118,7 +119,7 @@ async def bootstrap(
         # The sweeper and the reconciler start only on a schema that has their tables.
         starters=[check_schema, sweeper.start, reconciler.start],
         # Pending appends are committed before the pool closes; spans of that last commit are then exported.
-        closers=[sweeper.close, reconciler.close, audit_log.close, engine.dispose, close_tracer],
+        closers=[sweeper.close, reconciler.close, audit_log.close, repository.close, engine.dispose, close_tracer],
     )
     return GrpcApp(
         definition,

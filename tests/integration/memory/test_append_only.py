@@ -28,7 +28,8 @@ async def postgres(postgres_database: str) -> AsyncIterator[AsyncEngine]:
     await migrate(postgres_database, to="base")
     await migrate(postgres_database, to="head")
     engine = create_database_engine(postgres_database, pool_size=2, tracer_provider=None)
-    await SqlRepository(engine).append_events([event(n) for n in range(3)])
+    async with SqlRepository(engine) as repository:
+        await repository.append_events([event(n) for n in range(3)])
     yield engine
     await engine.dispose()
 
@@ -55,7 +56,8 @@ async def test_postgresql_refuses_changing_or_removing_events(postgres: AsyncEng
 
 
 async def test_appends_still_work(postgres: AsyncEngine) -> None:
-    assert await SqlRepository(postgres).append_events([event(9)]) == 1
+    async with SqlRepository(postgres) as repository:
+        assert await repository.append_events([event(9)]) == 1
     assert (await verify_chain(postgres)).verified == 4
 
 

@@ -68,7 +68,8 @@ def event(n: int, **fields: Any) -> AuditEvent:
 
 async def store(engine: AsyncEngine, count: int) -> list[AuditEvent]:
     events = [event(n) for n in range(count)]
-    await SqlRepository(engine).append_events(events)
+    async with SqlRepository(engine) as repository:
+        await repository.append_events(events)
     return events
 
 
@@ -93,9 +94,9 @@ async def test_an_empty_trail_verifies(engine: AsyncEngine) -> None:
 
 
 async def test_appended_events_form_one_chain(engine: AsyncEngine) -> None:
-    repository = SqlRepository(engine)
-    for size in (1, 3, 5):  # several transactions, each extending the chain of the previous ones
-        await repository.append_events([event(n) for n in range(size)])
+    async with SqlRepository(engine) as repository:
+        for size in (1, 3, 5):  # several transactions, each extending the chain of the previous ones
+            await repository.append_events([event(n) for n in range(size)])
     async with engine.connect() as connection:
         rows = (await connection.execute(select(EVENTS.c.prev_hash, EVENTS.c.hash).order_by(EVENTS.c.id))).all()
     assert rows[0].prev_hash == GENESIS_HASH
@@ -108,12 +109,12 @@ async def test_appended_events_form_one_chain(engine: AsyncEngine) -> None:
 
 
 async def test_duplicates_do_not_break_the_chain(engine: AsyncEngine) -> None:
-    repository = SqlRepository(engine)
     first = await store(engine, 3)
     twin = event(10)
-    # A stored one repeated, a new one twice in one batch, and a new one.
-    assert await repository.store_events([first[1], twin, twin, event(11)]) == [False, True, False, True]
-    assert await repository.store_events(first) == [False, False, False]
+    async with SqlRepository(engine) as repository:
+        # A stored one repeated, a new one twice in one batch, and a new one.
+        assert await repository.store_events([first[1], twin, twin, event(11)]) == [False, True, False, True]
+        assert await repository.store_events(first) == [False, False, False]
     report = await verify_chain(engine)
     assert report.intact, report
     assert report.verified == 5
@@ -265,7 +266,8 @@ async def test_the_migration_chains_existing_events(database_url: str) -> None:
         assert report.intact, report
         assert report.verified == len(older)
         # The service extends the migrated chain exactly as it chains its own events.
-        await SqlRepository(engine).append_events([event(5000)])
+        async with SqlRepository(engine) as repository:
+            await repository.append_events([event(5000)])
         extended = await verify_chain(engine)
         assert extended.intact, extended
         assert extended.verified == len(older) + 1

@@ -168,6 +168,7 @@ async def test_0005_adds_and_removes_the_audit_query_indexes_and_idempotency_key
             for n in range(3)
         ]
         assert await repository.append_events(events) == 3
+        await repository.close()  # its PostgreSQL connection for appends; its reads use the engine
         assert not AUDIT_QUERY_INDEXES & set(await audit_event_indexes(engine))
         assert "idempotency_keys" not in await tables(engine)
 

@@ -59,6 +59,7 @@ class Replica:
     """One memory replica's writer and reconciler, on its own connection pool."""
 
     engine: AsyncEngine
+    repository: SqlRepository
     audit_log: AuditLog
     reconciler: OutcomeReconciler
     observer: FakeReconcileObserver
@@ -74,18 +75,18 @@ async def replicas(migrated_url: str, clock: Clock) -> AsyncIterator[list[Replic
     made = []
     for _ in range(2):
         engine = create_database_engine(migrated_url, pool_size=2, tracer_provider=None)
-        audit_log = AuditLog(
-            SqlRepository(engine, clock=clock), AppendMetrics(CollectorRegistry(), max_batch=64), max_batch=64
-        )
+        repository = SqlRepository(engine, clock=clock)
+        audit_log = AuditLog(repository, AppendMetrics(CollectorRegistry(), max_batch=64), max_batch=64)
         observer = FakeReconcileObserver()
         reconciler = OutcomeReconciler(
             SqlDecisionLedger(engine), audit_log, observer,
             after_seconds=GRACE, interval_seconds=30, lookback_seconds=86_400, batch=3, max_batches=100, clock=clock,
         )  # fmt: skip
-        made.append(Replica(engine, audit_log, reconciler, observer))
+        made.append(Replica(engine, repository, audit_log, reconciler, observer))
     yield made
     for replica in made:
         await replica.audit_log.close()
+        await replica.repository.close()
         await replica.engine.dispose()
 
 

@@ -7,16 +7,26 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Table, TextClause, insert, select, text, update
+from opentelemetry.trace import TracerProvider
+from sqlalchemy import ColumnElement, Row, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from techno_core.errors import AlreadyExists, NotFound, Unavailable
+from techno_memory.adapters.audit_appender import FailureObserver, PostgresAuditAppender
 from techno_memory.adapters.tables import ApiKeyRow, AuditEventRow
 from techno_memory.domain.audit_query import AuditFilter
 from techno_memory.domain.chain import GENESIS_HASH, ChainLink, chain
-from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey, utc_now
+from techno_memory.domain.records import (
+    ApiKey,
+    AuditEvent,
+    AuditEventKind,
+    KeyListing,
+    NewApiKey,
+    new_events,
+    utc_now,
+)
 
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 API_KEY_EXISTS = "API_KEY_EXISTS"
@@ -35,24 +45,11 @@ async def unavailable_when_unreachable() -> AsyncIterator[None]:
         ) from error
 
 
-# Any constant, the same in every replica: the key of the PostgreSQL advisory lock that serialises extending the
-# audit chain ("audit" in ASCII).
-CHAIN_LOCK_KEY = 0x6175646974
-
-
-def _chain_lock(dialect: str) -> TextClause:
-    """The first statement of a transaction that extends the chain: it waits until no other transaction (of any
-    replica) is extending it, and keeps that right until it ends, so reading the head and appending after it
-    cannot interleave with another writer.
-
-    PostgreSQL: a transaction-scoped advisory lock (released by COMMIT or ROLLBACK). SQLite: BEGIN IMMEDIATE,
-    which takes the database's write lock at once (waiting up to busy_timeout), where the driver's implicit BEGIN
-    would only take it at the INSERT, after the head was read."""
-    if dialect == "postgresql":
-        return text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
-    if dialect == "sqlite":
-        return text("BEGIN IMMEDIATE")
-    raise ValueError(f"no chain lock for dialect {dialect!r}")
+# SQLite's chain lock, the first statement of a transaction that extends the chain: BEGIN IMMEDIATE takes the
+# database's write lock at once (waiting up to busy_timeout), where the driver's implicit BEGIN would only take it
+# at the INSERT, after the head was read; it is kept until the transaction ends, so reading the head and appending
+# after it cannot interleave with another writer. (PostgreSQL's is in ``audit_appender``.)
+_SQLITE_CHAIN_LOCK = text("BEGIN IMMEDIATE")
 
 
 def _event_row(link: ChainLink, recorded_at: datetime) -> dict[str, Any]:
@@ -122,16 +119,36 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
     )
 
 
+def _libpq_conninfo(engine: AsyncEngine) -> str:
+    """The engine's PostgreSQL URL as libpq takes it (no SQLAlchemy driver name)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class SqlRepository:
     """Implements ``AuditStore`` and ``KeyStore``. ``clock`` stamps recorded_at, created_at, revoked_at and
-    updated_at, and tells the time of a key listing (``read_at``)."""
+    updated_at, and tells the time of a key listing (``read_at``).
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
+    On PostgreSQL, audit appends go through ``PostgresAuditAppender`` (psycopg directly, on a connection of its
+    own: ``close`` closes it); on SQLite, through SQLAlchemy Core below. ``tracer_provider`` traces those appends
+    and ``failures`` is told of their failures (the engine's own statements are traced and watched by it)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        tracer_provider: TracerProvider | None = None,
+        failures: FailureObserver | None = None,
+    ) -> None:
         self._engine = engine
+        self._appender = (
+            PostgresAuditAppender(_libpq_conninfo(engine), tracer_provider=tracer_provider, failures=failures)
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
         table = cast(Table, AuditEventRow.__table__)
-        self._chain_lock = _chain_lock(engine.dialect.name)
         # A plain INSERT: under the chain lock the events already stored are filtered out first, so a conflict
         # cannot happen, and one that did (a bug) must fail the batch rather than leave a hole in the chain.
         # Rows are inserted (and given their ids) in the order of the parameters, which is the chain's order.
@@ -147,25 +164,17 @@ class SqlRepository:
         if not events:
             return []
         recorded_at = self._clock()
+        if self._appender is not None:
+            return await self._appender.store_events(events, recorded_at)
         table = cast(Table, AuditEventRow.__table__)
-        # The hot path of every request, so SQLAlchemy Core on a bare connection rather than an ORM session:
-        # measured, the session's unit-of-work and bulk-ORM layers doubled the cost of an append.
+        # SQLite (the embedded default): SQLAlchemy Core on a bare connection rather than an ORM session (measured,
+        # the session's unit-of-work and bulk-ORM layers doubled the cost of an append).
         async with unavailable_when_unreachable(), self._engine.connect() as connection:
-            await connection.execute(self._chain_lock)
+            await connection.execute(_SQLITE_CHAIN_LOCK)
             # Under the lock, so no other writer can store one of these ids before this transaction commits.
             ids = list(dict.fromkeys(event.event_id for event in events))
-            stored = set(
-                (await connection.execute(select(table.c.event_id).where(table.c.event_id.in_(ids)))).scalars()
-            )
-            # Only the first occurrence of an id not stored yet is new; a later one (or a stored one) repeats it.
-            flags = []
-            new: list[AuditEvent] = []
-            for event in events:
-                is_new = event.event_id not in stored
-                flags.append(is_new)
-                if is_new:
-                    stored.add(event.event_id)
-                    new.append(event)
+            query = select(table.c.event_id).where(table.c.event_id.in_(ids))
+            flags, new = new_events(events, set((await connection.execute(query)).scalars()))
             if new:
                 head = (await connection.execute(self._chain_head)).scalar_one_or_none() or GENESIS_HASH
                 rows = [_event_row(link, recorded_at) for link in chain(new, head)]
@@ -252,6 +261,17 @@ class SqlRepository:
         if row is None:
             raise NotFound(reason=API_KEY_NOT_FOUND, message="no API key with this key_id", metadata={"key_id": key_id})
         return _api_key(row)
+
+    async def close(self) -> None:
+        """Close the audit appender's connection (the engine's pool is the engine's to dispose of)."""
+        if self._appender is not None:
+            await self._appender.close()
+
+    async def __aenter__(self) -> SqlRepository:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def ping(self) -> None:
         """Health probe: the database answers a trivial query."""

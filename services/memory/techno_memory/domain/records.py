@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,6 +33,21 @@ class AuditEvent:
     reason_codes: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
     recorded_at: datetime | None = None
+
+
+def new_events(events: Sequence[AuditEvent], stored: Collection[str]) -> tuple[list[bool], list[AuditEvent]]:
+    """What appending ``events`` adds when the event_ids in ``stored`` are already stored: one flag per event, True
+    for the first occurrence of an id not stored yet (a stored one, or a later occurrence, repeats it), and those
+    first occurrences, in order. Appends are idempotent by event_id."""
+    seen = set(stored)
+    flags, new = [], []
+    for event in events:
+        is_new = event.event_id not in seen
+        flags.append(is_new)
+        if is_new:
+            seen.add(event.event_id)
+            new.append(event)
+    return flags, new
 
 
 # What a key may do. The gate enforces them; this service only keeps them, so it refuses any other value (a typo
