@@ -163,7 +163,7 @@ REQUEST_TIMEOUT = Text(
     "edge's deadline.",
 )
 # The methods that honour the Idempotency-Key header (full proto method names); every other method ignores it.
-IDEMPOTENT_METHODS = frozenset({"techno.gate.v1.GateService.Process"})
+IDEMPOTENT_METHODS = frozenset({"techno.gate.v1.GateService.Process", "techno.gate.v1.GateService.StreamProcess"})
 # Message fields the server explains rather than enforces: a dry run answers 200 with the violations of the request
 # it evaluates, so that request is described with its types only, none of the rules above.
 EXPLAINED_FIELDS = frozenset({("techno.gate.v1.DryRunRequest", "request")})

@@ -5,10 +5,10 @@ When the limit store cannot be reached the configured choice applies: deny (fail
 allow. A refusal by the profile-wide rate after the per-key rate admitted costs that key one unit; the
 limits are checked one after the other, not in one transaction across both.
 
-Every authenticated call is admitted here. ``Process`` (the default family, "") uses the buckets named
-``key:<id>/requests_per_minute``; every other family of routes (``RouteFamily``) has the same limits in buckets
-of its own (``key:<id>/personal/requests_per_minute`` …), so reading or exporting one's data can never use up
-the budget of processing, nor the other way round.
+Every authenticated call is admitted here. ``Process`` and ``StreamProcess`` (the default family, "") use the
+buckets named ``key:<id>/requests_per_minute``; every other family of routes (``RouteFamily``) has the same limits
+in buckets of its own (``key:<id>/personal/requests_per_minute`` …), so reading or exporting one's data can never
+use up the budget of processing, nor the other way round.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ MINUTE = 60.0
 class RouteFamily(StrEnum):
     """Routes that share one budget per key (and per profile). ``PROCESS`` is ``Process`` itself."""
 
-    PROCESS = ""
+    PROCESS = ""  # Process and StreamProcess (a stream holds its in-flight slot until it ends)
     PERSONAL = "personal"  # sessions, preferences, export and erasure of one's data
     CATALOG = "catalog"  # the action catalogue (ListActions)
     ADMIN = "admin"  # GateAdminService: keys, breakers, faults, dry runs, audit reads
