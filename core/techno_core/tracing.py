@@ -28,6 +28,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    OTEL_SDK_DISABLED,
 )
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
@@ -113,6 +114,12 @@ def build_tracer_provider(
 
     Spans are recorded only when they go somewhere (an exporter or ``processor``); the sampler is then the one
     ``OTEL_TRACES_SAMPLER`` names (the SDK's default: follow the parent, sample new traces)."""
+    if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
+        # The SDK would hand out spans without ids, and the audit trail, logs and error answers need them.
+        raise StartupError(
+            f"{OTEL_SDK_DISABLED}: not supported (trace ids are part of the audit trail); "
+            f"set {OTEL_TRACES_EXPORTER}=none to export nothing"
+        )
     exporters = _exporters(settings)
     recording = bool(exporters) or processor is not None
     provider = TracerProvider(

@@ -31,6 +31,7 @@ _OTEL = [
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_SERVICE_NAME",
+    "OTEL_SDK_DISABLED",
     "TECHNO_TRACE_EXPORTER",
     "TECHNO_OTLP_ENDPOINT",
 ]
@@ -164,4 +165,10 @@ def test_otlp_over_grpc_refuses_to_start_with_the_reason(monkeypatch: pytest.Mon
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(StartupError, match="OTEL_EXPORTER_OTLP_PROTOCOL: grpc is not supported, only http/protobuf"):
+        provider()
+
+
+def test_disabling_the_sdk_refuses_to_start_since_trace_ids_are_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    with pytest.raises(StartupError, match=r"OTEL_SDK_DISABLED: not supported .* set OTEL_TRACES_EXPORTER=none"):
         provider()
