@@ -145,6 +145,22 @@ async def test_an_idempotency_key_answers_a_repeat_with_the_first_completion(run
     assert again.choices[0].message.content == first.choices[0].message.content
 
 
+async def test_a_repeated_stream_with_its_idempotency_key_replays_the_same_answer(running_stack: RunningStack) -> None:
+    def stream() -> tuple[set[str], str]:
+        chunks = list(
+            sdk(running_stack).chat.completions.create(
+                model="fake", messages=HELLO, stream=True, extra_headers={"Idempotency-Key": "openai-sdk-e2e-stream"}
+            )
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        return {chunk.id for chunk in chunks}, text
+
+    (first_ids, first_text), (again_ids, again_text) = await asyncio.to_thread(stream), await asyncio.to_thread(stream)
+    assert again_text == first_text
+    assert first_text
+    assert again_ids == first_ids  # the first run's trace: it ran once
+
+
 async def test_the_routes_are_traced_and_counted_like_every_other(
     client: httpx.AsyncClient, running_stack: RunningStack
 ) -> None:

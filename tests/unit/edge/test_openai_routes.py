@@ -287,3 +287,12 @@ async def test_line_breaks_of_any_kind_arrive_intact_in_one_event_line(
     texts = [json.loads(e)["choices"][0]["delta"].get("content") for e in events_of(response.text)[:-1]]
     assert texts[1:3] == ["one\u2028two", "\r\n"]
     assert all(len(event.splitlines()) == 1 for event in response.text.split("\n\n") if event)
+
+
+async def test_a_replayed_stream_of_only_its_done_message_still_carries_the_reply(
+    client: httpx.AsyncClient, gate: FakeGate
+) -> None:
+    gate.chunks = []  # what the gate streams for a repeated Idempotency-Key: the stored answer alone
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    deltas = [json.loads(e)["choices"][0]["delta"] for e in events_of(response.text)[:-1]]
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hello there"}, {}]

@@ -201,8 +201,11 @@ async def _relay(
 ) -> None:
     await send(_event(writer.role()))
     event: TextChunk | Completion | None = first
+    streamed = False
     while event is not None:
         if isinstance(event, Completion):
+            if not streamed and event.reply:  # a repeat of an Idempotency-Key: the stored answer, in one piece
+                await send(_event(writer.text(event.reply)))
             await send(_event(writer.finish()))
             if writer.include_usage:
                 await send(_event(writer.usage(event.usage)))
@@ -210,6 +213,7 @@ async def _relay(
             return
         if event.text:
             await send(_event(writer.text(event.text)))
+            streamed = True
         event = await anext(rest, None)
     raise errors.internal()  # the gate ended the stream without its done message
 
