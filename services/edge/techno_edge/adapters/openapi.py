@@ -460,7 +460,8 @@ its security requirement, its `x-required-scopes` and its description.
 request's `traceId`, and, as the case may be, `BadRequest` field violations, `QuotaFailure` and `RetryInfo` (also \
 sent as `Retry-After`). Every response carries `X-Trace-Id`.
 
-**Deadlines and retries.** `X-Request-Timeout` lowers the deadline; `POST /v1/process` honours `Idempotency-Key`."""
+**Deadlines and retries.** `X-Request-Timeout` lowers the deadline; the operations that honour \
+`Idempotency-Key` list it."""
 
 _SECURITY_SCHEMES: JsonSchema = {
     "ApiKeyAuth": {
@@ -495,9 +496,11 @@ def _components(schemas: _Schemas, examples: Examples) -> JsonSchema:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "A unique value per distinct request (e.g. a UUID). POST /v1/process runs at most "
-                "once per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h). "
-                "Printable ASCII without spaces, at most 255 characters.",
+                "description": "A unique value per distinct request (e.g. a UUID). The request runs at most once "
+                "per caller and key: a repeat, even concurrent, gets the first one's response (kept 24 h; for a "
+                "stream that completed, one `done` event), and a key reused for another request is refused "
+                "(IDEMPOTENCY_KEY_REUSED). A stream that failed or was cancelled frees its key. Printable ASCII "
+                "without spaces, at most 255 characters.",
                 "schema": IDEMPOTENCY_KEY.json_schema(),
             },
         },
