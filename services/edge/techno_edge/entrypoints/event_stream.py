@@ -39,7 +39,8 @@ _GONE, _QUIET = object(), object()  # what waiting for the next message may give
 _SEND_GRACE_SECONDS = 1.0
 
 
-async def _disconnected(receive: Receive) -> None:
+async def disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (ASGI ``http.disconnect``); run it beside the work it should stop."""
     while (await receive())["type"] != "http.disconnect":
         pass  # the rest of a body nobody reads (a method without a body has not read its empty one)
 
@@ -54,7 +55,7 @@ class EventStream:
         self._renderer = renderer
         self._keepalive = keepalive
         self._deadline = deadline  # event loop time
-        self._gone = asyncio.ensure_future(_disconnected(receive))
+        self._gone = asyncio.ensure_future(disconnected(receive))
         self._pending: asyncio.Future[Message | None] | None = None
         self._first: object = None
 
