@@ -372,7 +372,7 @@ def _event_names(message: Descriptor) -> list[str]:
 def _event(name: str, data: JsonSchema) -> JsonSchema:
     """One kind of event, as OpenAPI 3.2's ``itemSchema`` spells an event (fields ``event``, ``data``, ``id``,
     ``retry``); its ``data`` is JSON text, described by ``contentSchema``. ``message`` events carry no name."""
-    schema: JsonSchema = {
+    return {
         "type": "object",
         "required": ["data"] if name == "message" else ["event", "data"],
         "properties": {
@@ -380,7 +380,6 @@ def _event(name: str, data: JsonSchema) -> JsonSchema:
             "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
         },
     }
-    return schema
 
 
 def _event_stream(schemas: _Schemas, binding: Binding, example: Any) -> JsonSchema:
