@@ -45,6 +45,9 @@ async def disconnected(receive: Receive) -> None:
         pass  # the rest of a body nobody reads (a method without a body has not read its empty one)
 
 
+_disconnected = disconnected  # its former name, which the OpenAI-compatible routes import
+
+
 class EventStream:
     """One streamed answer, from waiting for its first message to its last event."""
 
