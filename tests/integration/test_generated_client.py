@@ -124,13 +124,14 @@ def _generate(document: dict[str, Any], directory: Path) -> str:
 
 @pytest.fixture
 def importable(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path`` on ``sys.path`` for the test, and the generated modules forgotten after it."""
+    """``tmp_path`` on ``sys.path`` for the test, and the modules generated there forgotten after it (only those:
+    what the stack imported meanwhile stays)."""
     sys.path.insert(0, str(tmp_path))
-    before = set(sys.modules)
     yield tmp_path
     sys.path.remove(str(tmp_path))
-    for name in set(sys.modules) - before:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def _module(package: str, name: str) -> ModuleType:
