@@ -133,10 +133,10 @@ bench-audit: $(PY) ## sustained durable audit appends/s of the memory service on
 	$(PY) scripts/bench_audit.py --compare
 
 bench-compare: $(PY) bench-tools ## the stack against a bare chain of its shape (PostgreSQL, mTLS), with provider latency: one table, #12 targets
-	$(PY) scripts/bench_compare.py --provider-latency
+	$(PY) scripts/bench_compare.py --provider-latency $(BENCH_ARGS)
 
 bench-stream: $(PY) ## time to first token of POST /v1/process:stream (SSE) through the whole stack, c=1 and c=64
-	$(PY) scripts/bench_stream.py
+	$(PY) scripts/bench_stream.py $(BENCH_ARGS)
 
 clean: ## remove local state (database, logs, dev key) and caches
 	rm -rf var build .pytest_cache .mypy_cache .ruff_cache

@@ -318,15 +318,15 @@ def print_table(results: Results) -> None:
     cpu_head = "".join(f"{name:>7}" for name in ("edge|h", "gate|A", "exec|C", "mem|B", "pg", "total"))
     rss_head = "".join(f"{name:>7}" for name in ("edge|h", "gate|A", "exec|C", "mem|B"))
     print()
-    print(f"{'':<24}{'':>9}{'':>8}{'':>8}{'':>9}  {'CPU µs per request':<42}  peak RSS MiB during the row")
-    print(f"{'system':<6} {'load':<17}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'non2xx/err':>11}{cpu_head}  {rss_head}")
+    print(f"{'':<24}{'':>9}{'':>9}{'':>9}{'':>9}  {'CPU µs per request':<42}  peak RSS MiB during the row")
+    print(f"{'system':<6} {'load':<17}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx/err':>11}{cpu_head}  {rss_head}")
     for row in results.rows:
         names = STACK_PROCESSES if row.system == "stack" else CHAIN_PROCESSES
         cpu = "".join(_cell(row.cpu_us.get(n), row) for n in (*names, "pg")) + _cell(row.cpu_total_us, row)
         rss = "".join(f"{row.rss_mib.get(n, 0.0):>7.1f}" for n in names)
         errors = f"{row.non_2xx}/{row.errors}"
         print(
-            f"{row.system:<6} {row.label:<17}{row.rate:>9,.0f}{row.p50_ms:>8.2f}{row.p99_ms:>8.2f}{errors:>11}"
+            f"{row.system:<6} {row.label:<17}{row.rate:>9,.0f}{_ms(row.p50_ms)}{_ms(row.p99_ms)}{errors:>11}"
             f"{cpu}  {rss}"
         )
     for row in results.rows:
@@ -335,6 +335,10 @@ def print_table(results: Results) -> None:
             print(f"  ({row.system} {row.label} socket errors: {kinds})")
     for note in results.notes:
         print(f"  ({note})")
+
+
+def _ms(value: float) -> str:
+    return f"{value:>9.2f}" if value < 1000 else f"{value:>9,.0f}"
 
 
 def _cell(cpu_us: float | None, row: Row) -> str:
