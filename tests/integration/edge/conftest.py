@@ -173,16 +173,17 @@ class ScriptedGate(gate_pb2_grpc.GateServiceServicer):
 
     async def StreamProcess(self, request: gate_pb2.StreamProcessRequest, context: Any) -> AsyncIterator[Any]:
         """``request.action`` scripts the stream: "error:<CODE>" (refused before any chunk), "chunks:<n>" (n chunks,
-        then held until ``seen.release``, then done), "fail:<CODE>" (a chunk, then that error), "hold" (a chunk,
-        then nothing until cancelled or released)."""
+        then held until ``seen.release``, then done), "flood:<n>" (the same with chunks of 64 KiB), "fail:<CODE>"
+        (a chunk, then that error), "hold" (a chunk, then nothing until cancelled or released)."""
         self._record(request, context)
         action = request.request.action
         kind, _, argument = action.partition(":")
         if kind == "error":
             await context.abort_with_status(rpc_status.to_status(_status(grpc.StatusCode[argument])))
         try:
-            for n in range(int(argument) if kind == "chunks" else 1):
-                yield gate_pb2.StreamProcessResponse(trace_id="from-gate", chunk=gate_pb2.TextChunk(text=f"part {n} "))
+            for n in range(int(argument) if kind in ("chunks", "flood") else 1):
+                text = "x" * 65536 if kind == "flood" else f"part {n} "
+                yield gate_pb2.StreamProcessResponse(trace_id="from-gate", chunk=gate_pb2.TextChunk(text=text))
             if kind == "fail":
                 await context.abort_with_status(rpc_status.to_status(_status(grpc.StatusCode[argument])))
             await self.seen.release.wait()

@@ -7,6 +7,8 @@ left, so the call was cancelled" are shown by events, never by timing."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,6 +134,32 @@ async def test_the_deadline_bounds_the_whole_stream(client: httpx.AsyncClient, g
     assert (error["code"], reasons_of(error)) == (504, ["DEADLINE_EXCEEDED"])
     assert gate.seen.time_remaining[-1] is not None
     assert gate.seen.time_remaining[-1] <= 1.05
+
+
+async def test_a_client_that_stops_reading_does_not_hold_the_stream_past_its_deadline(
+    client: httpx.AsyncClient, edge: EdgeServer
+) -> None:
+    """The stream outgrows every buffer between the edge and a client that reads nothing, so the edge waits in
+    send(); the deadline still ends its part (the request is counted, as 504, once the edge let it go)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    url = httpx.URL(edge.url)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    body = json.dumps(process("flood:2000")).encode()
+    head = f"POST {STREAM} HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nX-Request-Timeout: 1\r\n"
+    writer.write(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    try:
+
+        async def let_go() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return 'http_requests_total{method="POST",route="/v1/process:stream",status="504"} 1.0' in metrics
+
+        await eventually(let_go)
+    finally:
+        writer.close()
 
 
 async def test_a_bad_body_is_refused_with_paths_relative_to_the_body(client: httpx.AsyncClient) -> None:
