@@ -16,11 +16,11 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import TracerProvider
 
 from techno_core.identity import Identity
 from techno_core.tls import CertificateBundle, CertificateFiles, channel_credentials
+from techno_core.tracing import client_interceptors
 
 # Health-checked round robin: gRPC's client-side health checking asks each replica's Health/Watch for
 # `liveness`, which goes NOT_SERVING as soon as a replica starts draining, so it leaves the rotation before it
@@ -64,7 +64,7 @@ def open_channel(
     With ``certificates`` it is mutual TLS and follows certificate rotation; ``server`` is the identity the
     server's certificate must be issued to (its DNS SAN is the identity's name, whatever address the target
     uses). Without ``certificates`` it is plaintext: only the explicit opt-out of ``transport`` passes None."""
-    interceptors = aio_client_interceptors(tracer_provider=tracer_provider)  # type: ignore[no-untyped-call]
+    interceptors = client_interceptors(tracer_provider)
     if certificates is None:
         return grpc.aio.insecure_channel(target, options=_OPTIONS, interceptors=interceptors)
     options = [*_OPTIONS]

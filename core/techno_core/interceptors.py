@@ -9,18 +9,22 @@ the span around everything the later ones run.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry import propagate
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from techno_core import errors
+from techno_core import errors, tracing
 from techno_core.grpc_errors import to_grpc_status
 from techno_core.metrics import trace_exemplar
 from techno_core.tracing import current_trace_id
@@ -184,15 +188,86 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Doma
     await aio_context.abort_with_status(to_grpc_status(error))
 
 
+# Health probes are not traced: they are noise in traces, and the instrumentation breaks the streaming Health/Watch
+# RPC (its aio wrapper awaits the response stream as a coroutine).
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _not_health(details: grpc.HandlerCallDetails) -> bool:
+    # One string test; the instrumentation's own filters.health_check() split the method name and ran a typing
+    # Protocol isinstance check on every call (2 % of the executor's CPU).
+    return not details.method.startswith(_HEALTH_PREFIX)
+
+
+class TraceContextInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Stands in for the gRPC server instrumentation when spans are not recorded (``tracing.records``): each call
+    runs in a span of the caller's trace (its ``traceparent``) or of a new one, so the logs, audit events, error
+    answers and onward calls carry a trace id, without what only a recorded span needs (attributes, peer
+    parsing, a proxy around the servicer context), which cost 5 % of a service's CPU for spans then dropped."""
+
+    def __init__(self, tracer_provider: TracerProvider) -> None:
+        self._tracer = tracer_provider.get_tracer(__name__)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not _not_health(handler_call_details):
+            return handler
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method), **serializers)
+        if inspect.isasyncgenfunction(handler.unary_stream):  # an answer written by yielding
+            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream, method), **serializers)
+        return handler
+
+    def _start(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, object]:
+        metadata = context.invocation_metadata()
+        carrier = dict(metadata) if metadata else {}
+        parent = propagate.extract(carrier, context=Context())
+        return tracing.start_span(self._tracer, method, parent, SpanKind.SERVER)
+
+    def _unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            span, token = self._start(method, context)
+            try:
+                return await behavior(request, context)
+            finally:
+                tracing.end_span(span, token)
+
+        return traced
+
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            span, token = self._start(method, context)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                tracing.end_span(span, token)
+
+        return traced
+
+
+def tracing_interceptor(tracer_provider: TracerProvider) -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
+    """The official instrumentation when spans are recorded (a span per call, with the RPC's attributes and
+    status), the lean trace context alone when they are not."""
+    if tracing.records(tracer_provider):
+        return aio_server_interceptor(tracer_provider=tracer_provider, filter_=_not_health)  # type: ignore[no-untyped-call,no-any-return]
+    return TraceContextInterceptor(tracer_provider)
+
+
 def server_interceptors(tracer_provider: TracerProvider, registry: CollectorRegistry, authorization: Any) -> list[Any]:
     """``authorization`` comes after metrics, so a refused call is counted with its status like any other, and
     before error mapping and the servicer, so nothing of the service runs for a peer that may not call it."""
     return [
-        # Health probes are not traced: they are noise in traces, and the instrumentation breaks the streaming
-        # Health/Watch RPC (its aio wrapper awaits the response stream as a coroutine).
-        aio_server_interceptor(  # type: ignore[no-untyped-call]
-            tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
-        ),
+        tracing_interceptor(tracer_provider),
         MetricsInterceptor(registry),
         *([authorization] if authorization is not None else []),
         ErrorMappingInterceptor(),

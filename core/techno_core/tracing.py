@@ -20,9 +20,15 @@ from __future__ import annotations
 import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from opentelemetry import trace
+import grpc
+from opentelemetry import context as context_api
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -46,6 +52,9 @@ from techno_core.runner import StartupError
 from techno_core.settings import TechnoSettings
 
 log = logging.getLogger(__name__)
+
+# The sampler of a provider whose spans go nowhere; ``records`` recognises it.
+NOT_RECORDING = ParentBased(ALWAYS_OFF)
 
 NAMESPACE = "techno"
 EXPORTERS = ("otlp", "console", "none")
@@ -123,7 +132,7 @@ def build_tracer_provider(
     exporters = _exporters(settings)
     recording = bool(exporters) or processor is not None
     provider = TracerProvider(
-        resource=service_resource(service, instance_id), sampler=None if recording else ParentBased(ALWAYS_OFF)
+        resource=service_resource(service, instance_id), sampler=None if recording else NOT_RECORDING
     )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -136,3 +145,60 @@ def current_trace_id() -> str:
     """Hex W3C trace id of the current span, sampled or not, or "" outside any trace (no span is current)."""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else ""
+
+
+def records(tracer_provider: TracerProvider) -> bool:
+    """Whether the provider's spans go anywhere: built with an exporter or a test's processor, or not built here
+    (a test's own provider). When not, the lean trace-context interceptors stand in for the instrumentation."""
+    return tracer_provider.sampler is not NOT_RECORDING
+
+
+def start_span(tracer: trace.Tracer, name: str, parent: Context, kind: trace.SpanKind) -> tuple[trace.Span, object]:
+    """Start ``name`` as a child of ``parent`` and make it current; returns the span and the token to ``detach``
+    (``techno_core.tracing.end_span``). For the lean interceptors: no attributes, no context manager."""
+    span = tracer.start_span(name, context=parent, kind=kind)
+    return span, context_api.attach(trace.set_span_in_context(span, parent))
+
+
+def end_span(span: trace.Span, token: object) -> None:
+    context_api.detach(token)  # type: ignore[arg-type]
+    span.end()
+
+
+class TraceContextClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """What the gRPC client instrumentation does when nothing is recorded, and no more: the current trace context
+    goes out in the call's metadata (W3C ``traceparent``), so the callee joins the caller's trace. No client span,
+    no attributes, no wrapped response: those only mattered for spans that would have been dropped."""
+
+    @staticmethod
+    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+        propagate.inject(metadata, setter=_METADATA_SETTER)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._with_context(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._with_context(client_call_details), request)
+
+
+class _MetadataSetter(Setter[grpc.aio.Metadata]):
+    def set(self, carrier: grpc.aio.Metadata, key: str, value: str) -> None:
+        carrier[key] = value
+
+
+_METADATA_SETTER = _MetadataSetter()
+
+
+def client_interceptors(tracer_provider: TracerProvider) -> list[Any]:
+    """The interceptors that carry the trace context on a channel's calls: the official instrumentation (a
+    client span per call) when spans are recorded, the lean propagation alone when they are not."""
+    if records(tracer_provider):
+        return list(aio_client_interceptors(tracer_provider=tracer_provider))  # type: ignore[no-untyped-call]
+    return [TraceContextClientInterceptor()]

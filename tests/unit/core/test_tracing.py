@@ -16,7 +16,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from techno_core.runner import StartupError
 from techno_core.settings import TechnoSettings
-from techno_core.tracing import build_tracer_provider, current_trace_id, exporter_names
+from techno_core.tracing import build_tracer_provider, current_trace_id, exporter_names, records
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SAMPLED_PARENT = {"traceparent": f"00-{PARENT_TRACE}-00f067aa0ba902b7-01"}
@@ -172,3 +172,10 @@ def test_disabling_the_sdk_refuses_to_start_since_trace_ids_are_needed(monkeypat
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     with pytest.raises(StartupError, match=r"OTEL_SDK_DISABLED: not supported .* set OTEL_TRACES_EXPORTER=none"):
         provider()
+
+
+def test_only_a_provider_whose_spans_go_somewhere_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not records(provider())
+    assert records(TracerProvider())  # a test's own provider
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    assert records(provider())
