@@ -91,6 +91,12 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_eve
     assert (error["code"], error["status"], reasons_of(error)) == (503, "UNAVAILABLE", ["TEST_REASON"])
     assert trace_id_of(error) == response.headers["x-trace-id"]
 
+    async def counted_with_the_errors_status() -> bool:  # not as the 200 its status line said
+        metrics = (await client.get("/metrics")).text
+        return 'http_requests_total{method="POST",route="/v1/process:stream",status="503"} 1.0' in metrics
+
+    await eventually(counted_with_the_errors_status)
+
 
 async def test_the_client_leaving_cancels_the_upstream_call(
     client: httpx.AsyncClient, gate: GrpcUpstream, edge: EdgeServer
