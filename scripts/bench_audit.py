@@ -53,6 +53,7 @@ START_TIMEOUT_SECONDS = 30.0
 CALL_TIMEOUT_SECONDS = 10.0
 VERIFY_TIMEOUT_SECONDS = 600.0
 P5_APPENDS_PER_SECOND = 5000.0
+IDLE_SECONDS = 3.0  # the idle service's own CPU use is measured this long before the one-caller phase
 
 _APPENDED = "memory_audit_events_appended_total"
 _BATCH_SUM = "memory_audit_append_batch_size_sum"
@@ -401,6 +402,7 @@ class Phase:
     clients: list[ClientResult]
     before: Snapshot
     after: Snapshot
+    idle_cpu: float | None = None  # the service's CPU seconds per second with no calls (health checks, threads)
 
     @property
     def scraped_seconds(self) -> float:  # between the two scrapes of /metrics (about the same window)
@@ -511,8 +513,14 @@ async def measure_single(service: MemoryService, options: Options, tls_dir: Path
     if options.single_seconds <= 0:
         return None
     single = replace(options, concurrency=1, processes=1, events_per_call=1, seconds=options.single_seconds, warmup=1)
+    idle_from = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+    await asyncio.sleep(IDLE_SECONDS)
+    idle_to = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+    idle_cpu = None
+    if idle_from.service_cpu is not None and idle_to.service_cpu is not None:
+        idle_cpu = (idle_to.service_cpu - idle_from.service_cpu) / (idle_to.at - idle_from.at)
     clients, before, after = await measure(service, single, tls_dir)
-    return Phase(single.seconds, clients, before, after)
+    return Phase(single.seconds, clients, before, after, idle_cpu)
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -571,7 +579,12 @@ def report(result: RunResult) -> None:
 def report_single(phase: Phase) -> None:
     latencies = sorted(x for c in phase.clients for x in c.latencies_ms)
     cpu = phase.service_cpu_seconds()
-    per_append = f"{1e6 * cpu / phase.events:,.0f} µs" if cpu is not None and phase.events else "n/a"
+    per_append = "n/a"
+    if cpu is not None and phase.events:
+        per_append = f"{1e6 * cpu / phase.events:,.0f} µs"
+        if phase.idle_cpu is not None:  # less what the service spends with no calls at all
+            net = cpu - phase.idle_cpu * phase.scraped_seconds
+            per_append += f" ({1e6 * net / phase.events:,.0f} µs above idle, idle {100 * phase.idle_cpu:.1f}%)"
     print(
         f"  one caller      {phase.events / phase.window:10,.0f} appends/s   p50 {_percentile(latencies, 0.50):6.2f} ms"
         f"   p99 {_percentile(latencies, 0.99):6.2f} ms   memory CPU per append {per_append}"
