@@ -116,6 +116,22 @@ async def test_the_client_leaving_cancels_the_upstream_call(
     await eventually(counted_as_client_closed)
 
 
+async def test_the_client_leaving_before_the_first_chunk_cancels_the_call_too(
+    client: httpx.AsyncClient, gate: GrpcUpstream
+) -> None:
+    waiting = asyncio.ensure_future(client.post(STREAM, json=process("chunks:0")))  # no chunk until released
+    await eventually(lambda: len(gate.seen.requests) == 1)
+    waiting.cancel()  # httpx closes the connection while the edge still awaits the first message
+    await asyncio.gather(waiting, return_exceptions=True)
+    await asyncio.wait_for(gate.seen.stream_cancelled.wait(), WAIT)
+
+    async def counted_under_its_route() -> bool:
+        metrics = (await client.get("/metrics")).text
+        return 'http_requests_total{method="POST",route="/v1/process:stream",status="499"} 1.0' in metrics
+
+    await eventually(counted_under_its_route)
+
+
 async def test_keep_alive_comments_while_the_upstream_is_quiet_and_the_slow_client_guard_lets_it_be(
     client: httpx.AsyncClient, gate: GrpcUpstream
 ) -> None:

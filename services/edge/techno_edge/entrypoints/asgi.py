@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
 from opentelemetry import trace
 
 from techno_core.contract import MIN_REQUEST_TIMEOUT_SECONDS, REQUEST_TIMEOUT
@@ -70,7 +71,12 @@ class Response:
 
 
 class _ClientGone(Exception):
-    """The client disconnected while its body was being read; nobody is left to answer."""
+    """The client disconnected before its answer (while its body was read, or a stream's first message awaited);
+    nobody is left to answer. ``route`` is the matched route's template, for the metrics, when known."""
+
+    def __init__(self, route: str = "") -> None:
+        super().__init__(route)
+        self.route = route
 
 
 @dataclass
@@ -220,7 +226,8 @@ class EdgeApp:
                 route, response = await self._dispatch(scope, receive, method, origin)
             except HttpError as error:
                 response = _error_response(error, trace_id)
-            except _ClientGone:
+            except _ClientGone as gone:
+                route = gone.route or route
                 return
             except Exception:  # the last line of defence: log it all, answer a JSON 500 with the trace id
                 log.exception("unhandled error serving %s %s", method, route)
@@ -266,6 +273,8 @@ class EdgeApp:
             return route, await self._forward(scope, receive, binding, found.values)
         except HttpError as error:
             return route, _error_response(error, current_trace_id())
+        except _ClientGone:
+            raise _ClientGone(route) from None
 
     def _preflight(self, scope: Scope, path: str) -> tuple[str, Response] | None:
         """A CORS preflight from an allowed origin: the methods the path serves. None when it is a plain OPTIONS
@@ -304,7 +313,7 @@ class EdgeApp:
         receive: Receive,
         binding: Binding,
         upstream: Any,
-        request: Any,
+        request: Message,
         timeout: float,
         metadata: tuple[tuple[str, str], ...],
     ) -> EventStream:
