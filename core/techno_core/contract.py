@@ -168,8 +168,9 @@ IDEMPOTENT_METHODS = frozenset({"techno.gate.v1.GateService.Process", "techno.ga
 # it evaluates, so that request is described with its types only, none of the rules above.
 EXPLAINED_FIELDS = frozenset({("techno.gate.v1.DryRunRequest", "request")})
 # The scope each method needs besides valid credentials (full proto method names; "" for any authenticated caller):
-# an API key's scopes, or a bearer token's `scope`/`scp` claim. The gate enforces it; the edge's OpenAPI document
-# states it per operation from here; tests/integration/test_generated_client.py checks the two agree.
+# an API key's scopes, or a bearer token's `scope`/`scp` claim. The gate enforces it from here
+# (techno_gate.application.scopes; a method missing from the table is refused to everyone); the edge's OpenAPI
+# document states it per operation from here; tests/integration/test_generated_client.py checks the two agree.
 METHOD_SCOPES: dict[str, str] = {
     _GATE + "GateService.Process": "process",
     _GATE + "GateService.StreamProcess": "process",

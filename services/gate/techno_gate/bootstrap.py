@@ -97,7 +97,7 @@ async def bootstrap(
     key_admin = KeyAdmin(MemoryKeyStore(memory), keys, lambda: set(policies.current.document.profiles), admin_audit)
     reloads = PolicyReloads(policies, admin_audit)
     policy_watch = PolicyFileWatcher(reloads.on_file_change, interval_seconds=settings.gate_policy_watch_seconds)
-    personal = PersonalData(gatekeeper, MemoryPersonalData(memory))
+    personal = PersonalData(MemoryPersonalData(memory))
     idempotency = Idempotency(MemoryIdempotencyStore(memory), observer)
     route_limits = RouteLimits(gatekeeper.limits, policies)
     servicer = GateServicer(

@@ -25,6 +25,7 @@ from .fakes import FakeAudit, FakeExecutor, FakeKeys, FakeObserver, stored_key
 
 POLICY = load_policy(Path(__file__).resolve().parents[3] / "config" / "policy.yaml")
 TRACE = "0af7651916cd43dd8448eb211c80319c"
+PROCESS = "techno.gate.v1.GateService.Process"
 
 
 def payload(**fields: Any) -> struct_pb2.Struct:
@@ -36,6 +37,7 @@ def payload(**fields: Any) -> struct_pb2.Struct:
 def command(api_key: str | None, **overrides: object) -> ProcessCommand:
     fields: dict[str, object] = {
         "trace_id": TRACE,
+        "method": PROCESS,
         "credentials": Credentials(api_key=api_key),
         "action": "summarize",
         "context_id": "app-1",
@@ -138,6 +140,18 @@ async def test_a_key_without_the_process_scope_is_refused() -> None:
     with pytest.raises(errors.PermissionDenied) as raised:
         await subject.process(command(key.secret), timeout=5)
     assert raised.value.reason == Reason.SCOPE_MISSING
+    assert raised.value.metadata == {"scope": "process"}
+    assert executor.commands == []
+
+
+async def test_a_method_without_a_declared_scope_is_refused_to_a_key_holding_every_scope_and_recorded() -> None:
+    key, record = stored_key(scopes=frozenset({"process", "audit:read", "admin"}))
+    subject, _, audit, executor = gatekeeper(record)
+    with pytest.raises(errors.PermissionDenied) as raised:
+        await subject.process(command(key.secret, method="techno.gate.v1.GateService.Undeclared"), timeout=5)
+    assert raised.value.reason == Reason.SCOPE_MISSING
+    [decision] = audit.records
+    assert (decision.kind, decision.result, decision.reason_codes) == (AuditKind.DECISION, "DENY", ("SCOPE_MISSING",))
     assert executor.commands == []
 
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from techno_core import errors
-from techno_gate.application.authenticate import require
 from techno_gate.application.ports import AuditLog
+from techno_gate.application.scopes import Caller
 from techno_gate.domain.audit import AuditKind, AuditRecord
-from techno_gate.domain.principal import Principal, Scope
 from techno_gate.domain.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -57,19 +56,20 @@ class AdminAudit:
 
     async def run(
         self,
-        caller: Principal,
+        caller: Caller,
         operation: AdminOperation,
         execute: Callable[[], Awaitable[T]],
         *,
         check: Callable[[], None] = lambda: None,
     ) -> T:
-        """``execute`` for ``caller``, recorded before (fail closed) and after. ``check`` validates what the
+        """``execute`` for ``caller`` once it holds its method's scope, recorded before (fail closed) and after.
+        ``check`` validates what the
         records themselves would carry: a request failing it is refused (400) without being recorded, since it
         changes nothing and its fields are not fit for the audit trail (a NUL in a name cannot even be stored in
         PostgreSQL). Other invalid requests are recorded as REQUESTED then FAILED."""
         trace_id = self.trace_id() or _fresh_trace_id()
         try:
-            require(caller, Scope.ADMIN)
+            caller.authorized()
         except errors.DomainError as refusal:
             await self._record_best_effort(self._event(trace_id, caller.id, operation, REFUSED, (refusal.reason,)))
             raise

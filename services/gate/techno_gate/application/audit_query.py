@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from techno_gate.application.authenticate import require
-from techno_gate.domain.principal import Principal, Scope
-
 
 @dataclass(frozen=True)
 class AuditQuery:
@@ -49,8 +46,9 @@ class AuditReader(Protocol):
 
 @dataclass
 class AuditTrail:
+    """Its caller is checked for the scope of ListAuditEvents before it asks (``entrypoints.admin_grpc``)."""
+
     reader: AuditReader
 
-    async def list(self, caller: Principal, query: AuditQuery) -> AuditPage:
-        require(caller, Scope.AUDIT_READ)
+    async def list(self, query: AuditQuery) -> AuditPage:
         return await self.reader.list_events(query)

@@ -75,10 +75,3 @@ class Authenticator:
             raise _refuse(Reason.API_KEY_EXPIRED)
         scopes = frozenset(Scope(s) for s in record.scopes if s in Scope._value2member_map_)
         return Principal(record.key_id, CredentialKind.API_KEY, record.profile, scopes, record.expires_at)
-
-
-def require(principal: Principal, scope: Scope) -> None:
-    if not principal.has(scope):
-        raise errors.PermissionDenied(
-            reason=Reason.SCOPE_MISSING, message=f"this needs the {scope.value!r} scope", metadata={"scope": scope}
-        )

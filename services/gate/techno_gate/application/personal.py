@@ -8,10 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from techno_gate.application.authenticate import Credentials, require
-from techno_gate.application.process import Gatekeeper
-from techno_gate.domain.principal import Principal, Scope
-
 
 @dataclass(frozen=True)
 class Message:
@@ -82,10 +78,7 @@ class PersonalDataStore(Protocol):
 
 @dataclass
 class PersonalData:
-    gatekeeper: Gatekeeper
-    store: PersonalDataStore
+    """The caller is authenticated, checked for its method's scope and admitted by its limits before any call
+    reaches the store (``entrypoints.grpc``)."""
 
-    def caller(self, credentials: Credentials) -> Principal:
-        principal = self.gatekeeper.authenticate(credentials)
-        require(principal, Scope.PROCESS)
-        return principal
+    store: PersonalDataStore

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from techno_core import errors
-from techno_gate.application.authenticate import Authenticator, Credentials, require
+from techno_gate.application.authenticate import Authenticator, Credentials
 from techno_gate.application.limits import Admission, LimitGate
 from techno_gate.application.outbox import OutcomeOutbox
 from techno_gate.application.ports import (
@@ -36,9 +36,10 @@ from techno_gate.application.ports import (
     PolicySource,
 )
 from techno_gate.application.providers import ProviderCatalogue
+from techno_gate.application.scopes import authorize
 from techno_gate.domain.audit import AuditKind, AuditRecord
 from techno_gate.domain.inputs import payload_violations
-from techno_gate.domain.principal import Principal, Scope
+from techno_gate.domain.principal import Principal
 from techno_gate.domain.reasons import Reason
 from techno_gate.domain.validation import request_violations
 
@@ -57,6 +58,9 @@ _PROVIDER_REFUSED = "the requested provider is not one this action may run on fo
 @dataclass(frozen=True)
 class ProcessCommand:
     trace_id: str
+    # The RPC whose scope governs the request (full proto name, as in METHOD_SCOPES): Process or StreamProcess;
+    # a dry run names Process, whose decision it explains.
+    method: str
     credentials: Credentials
     action: str
     context_id: str
@@ -157,7 +161,7 @@ class Gatekeeper:
         try:
             principal = principal or self.authenticate(command.credentials)
             denied = dataclasses.replace(denied, principal=principal)
-            require(principal, Scope.PROCESS)
+            authorize(principal, command.method)
             self._check_shape(command)
             if isinstance(configured, errors.DomainError):
                 raise configured

@@ -18,16 +18,16 @@ from techno_core.tracing import current_trace_id
 from techno_gate.application.admin import KeyAdmin
 from techno_gate.application.admin_audit import AdminAudit, AdminOperation
 from techno_gate.application.audit_query import AuditEventView, AuditQuery, AuditTrail
-from techno_gate.application.authenticate import require
 from techno_gate.application.limits import RouteFamily, RouteLimits
 from techno_gate.application.process import Gatekeeper
+from techno_gate.application.scopes import Caller
 from techno_gate.domain.keys import ApiKeyRecord
-from techno_gate.domain.principal import Principal, Scope
 from techno_gate.domain.reasons import Reason
-from techno_gate.entrypoints.grpc import Context, presented_credentials, process_command
+from techno_gate.entrypoints.grpc import PROCESS, Context, presented_credentials, process_command
 
 T = TypeVar("T")
 _ADMIN_TIMEOUT_SECONDS = 5.0
+SERVICE = admin_pb2.DESCRIPTOR.services_by_name["GateAdminService"].full_name
 
 
 def key_info(record: ApiKeyRecord) -> admin_pb2.ApiKeyInfo:
@@ -73,7 +73,7 @@ def audit_query(request: admin_pb2.ListAuditEventsRequest) -> AuditQuery:
     )
 
 
-def _on_behalf_of(caller: Principal) -> tuple[tuple[str, str], ...]:
+def _on_behalf_of(caller: Caller) -> tuple[tuple[str, str], ...]:
     return ((PRINCIPAL_METADATA, caller.id),)
 
 
@@ -87,6 +87,9 @@ def _reason_code(reason: str) -> str:
 
 
 class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
+    """Every method takes its caller from ``_caller`` and its scope from METHOD_SCOPES: a read checks it at once
+    (``authorized``), a change in ``AdminAudit.run``, which records a refusal."""
+
     def __init__(
         self,
         gatekeeper: Gatekeeper,
@@ -104,11 +107,12 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         self._executor_admin = executor_admin
 
     @contextlib.asynccontextmanager
-    async def _caller(self, context: Context) -> AsyncIterator[Principal]:
-        """The authenticated caller, admitted by its limits (the admin family's budget) for the whole call."""
+    async def _caller(self, context: Context, method: str) -> AsyncIterator[Caller]:
+        """The authenticated caller of ``method``, admitted by its limits (the admin family's budget) for the
+        whole call; its scope is checked by whoever takes its principal (``Caller.authorized``)."""
         principal = self._gatekeeper.authenticate(presented_credentials(context))
         async with self._limits.admitted(principal, RouteFamily.ADMIN):
-            yield principal
+            yield Caller(principal, f"{SERVICE}.{method}")
 
     async def _forward(self, call: Awaitable[T]) -> T:
         try:
@@ -116,17 +120,17 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
         except grpc.aio.AioRpcError as error:  # the executor's own reasons (NOT_FOUND …) reach the operator
             raise from_rpc_error(error, default_reason=Reason.EXECUTOR_UNAVAILABLE) from error
 
-    # Operator commands for the executor: the gate checks the admin scope, records the command (before it runs,
+    # Operator commands for the executor: the gate checks the method's scope, records the command (before it runs,
     # and its result) and names the caller to the executor, which logs it with the change.
 
     async def SetProviderFaults(
         self, request: admin_pb2.SetProviderFaultsRequest, context: Context
     ) -> admin_pb2.SetProviderFaultsResponse:
-        async with self._caller(context) as caller:
+        async with self._caller(context, "SetProviderFaults") as caller:
             return await self._set_faults(caller, request)
 
     async def _set_faults(
-        self, caller: Principal, request: admin_pb2.SetProviderFaultsRequest
+        self, caller: Caller, request: admin_pb2.SetProviderFaultsRequest
     ) -> admin_pb2.SetProviderFaultsResponse:
         faults = {field.name: getattr(request.faults, field.name) for field in request.faults.DESCRIPTOR.fields}
         operation = AdminOperation("faults.set", request.provider, {"provider": request.provider, **faults})
@@ -144,8 +148,8 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def ListCircuitBreakers(
         self, request: admin_pb2.ListCircuitBreakersRequest, context: Context
     ) -> admin_pb2.ListCircuitBreakersResponse:
-        async with self._caller(context) as caller:
-            require(caller, Scope.ADMIN)
+        async with self._caller(context, "ListCircuitBreakers") as caller:
+            caller.authorized()
             reply = await self._forward(
                 self._executor_admin.ListBreakers(executor_pb2.ListBreakersRequest(), timeout=_ADMIN_TIMEOUT_SECONDS)
             )
@@ -154,11 +158,11 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def SetCircuitBreaker(
         self, request: admin_pb2.SetCircuitBreakerRequest, context: Context
     ) -> admin_pb2.SetCircuitBreakerResponse:
-        async with self._caller(context) as caller:
+        async with self._caller(context, "SetCircuitBreaker") as caller:
             return await self._set_breaker(caller, request)
 
     async def _set_breaker(
-        self, caller: Principal, request: admin_pb2.SetCircuitBreakerRequest
+        self, caller: Caller, request: admin_pb2.SetCircuitBreakerRequest
     ) -> admin_pb2.SetCircuitBreakerResponse:
         command = executor_pb2.BreakerCommand.Name(request.command) if _known_command(request.command) else ""
         attributes = {"provider": request.provider, "command": command or str(request.command)}
@@ -177,7 +181,7 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: Context
     ) -> admin_pb2.CreateApiKeyResponse:
-        async with self._caller(context) as caller:
+        async with self._caller(context, "CreateApiKey") as caller:
             issued = await self._keys.create(
                 caller,
                 name=request.name,
@@ -190,28 +194,30 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: Context
     ) -> admin_pb2.ListApiKeysResponse:
-        async with self._caller(context) as caller:
-            return admin_pb2.ListApiKeysResponse(api_keys=[key_info(k) for k in await self._keys.list(caller)])
+        async with self._caller(context, "ListApiKeys") as caller:
+            caller.authorized()
+            return admin_pb2.ListApiKeysResponse(api_keys=[key_info(k) for k in await self._keys.list()])
 
     async def RevokeApiKey(
         self, request: admin_pb2.RevokeApiKeyRequest, context: Context
     ) -> admin_pb2.RevokeApiKeyResponse:
-        async with self._caller(context) as caller:
+        async with self._caller(context, "RevokeApiKey") as caller:
             revoked = await self._keys.revoke(caller, request.key_id, force=request.force)
         return admin_pb2.RevokeApiKeyResponse(api_key=key_info(revoked))
 
     async def RotateApiKey(
         self, request: admin_pb2.RotateApiKeyRequest, context: Context
     ) -> admin_pb2.RotateApiKeyResponse:
-        async with self._caller(context) as caller:
+        async with self._caller(context, "RotateApiKey") as caller:
             issued, revoked = await self._keys.rotate(caller, request.key_id)
         return admin_pb2.RotateApiKeyResponse(
             api_key=key_info(issued.record), secret=issued.secret, revoked=key_info(revoked)
         )
 
     async def DryRun(self, request: admin_pb2.DryRunRequest, context: Context) -> admin_pb2.DryRunResponse:
-        async with self._caller(context):  # the dry run costs the admin family, never the processing budget
-            evaluation = await self._gatekeeper.dry_run(process_command(request.request, context))
+        async with self._caller(context, "DryRun") as caller:  # the admin family's budget, never processing's
+            caller.authorized()  # the request it explains is checked for Process's scope, and answered DENY
+            evaluation = await self._gatekeeper.dry_run(process_command(request.request, context, PROCESS))
         error = evaluation.error
         return admin_pb2.DryRunResponse(
             decision="ALLOW" if evaluation.allowed else "DENY",
@@ -231,8 +237,10 @@ class GateAdminServicer(admin_pb2_grpc.GateAdminServiceServicer):
     async def ListAuditEvents(
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
-        async with self._caller(context) as caller:
-            page = await self._audit.list(caller, audit_query(request))
+        async with self._caller(context, "ListAuditEvents") as caller:
+            query = audit_query(request)  # an invalid query is answered 400 whoever asks
+            caller.authorized()
+            page = await self._audit.list(query)
         return admin_pb2.ListAuditEventsResponse(
             events=[audit_event_message(event) for event in page.events], next_page_token=page.next_page_token
         )

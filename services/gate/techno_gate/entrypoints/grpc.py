@@ -20,10 +20,16 @@ from techno_gate.application.models import Models
 from techno_gate.application.personal import IdempotencyRecordView, PersonalData, PreferencesView, SessionView
 from techno_gate.application.ports import Chunk, Execution
 from techno_gate.application.process import Gatekeeper, ProcessCommand
+from techno_gate.application.scopes import authorize
+from techno_gate.domain.principal import Principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _BEARER = "bearer "
 IDEMPOTENCY_KEY = "idempotency-key"  # gRPC metadata; the edge forwards the REST Idempotency-Key header as it
+# Methods are named in full for their scope (METHOD_SCOPES): a misspelt one is in no table, so it is refused.
+SERVICE = gate_pb2.DESCRIPTOR.services_by_name["GateService"].full_name
+PROCESS = f"{SERVICE}.Process"
+STREAM_PROCESS = f"{SERVICE}.StreamProcess"
 
 
 def idempotency_key(context: Context) -> str | None:
@@ -46,10 +52,11 @@ def presented_credentials(context: Context) -> Credentials:
     return Credentials(api_key=api_key, bearer=bearer)
 
 
-def process_command(request: gate_pb2.ProcessRequest, context: Context) -> ProcessCommand:
+def process_command(request: gate_pb2.ProcessRequest, context: Context, method: str) -> ProcessCommand:
     has_payload = request.HasField("payload")
     return ProcessCommand(
         trace_id=current_trace_id(),
+        method=method,
         credentials=presented_credentials(context),
         action=request.action,
         context_id=request.context_id,
@@ -105,6 +112,9 @@ def idempotency_record_message(record: IdempotencyRecordView) -> gate_pb2.Idempo
 
 
 class GateServicer(gate_pb2_grpc.GateServiceServicer):
+    """Every method but Process and StreamProcess (whose scope the governed path checks, recording a DENY)
+    admits its caller through ``_admitted``: authenticated, checked for the method's scope, then its limits."""
+
     def __init__(
         self,
         gatekeeper: Gatekeeper,
@@ -123,35 +133,43 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         self._executor_timeout = executor_timeout_seconds
 
     @contextlib.asynccontextmanager
-    async def _caller_id(self, context: Context) -> AsyncIterator[str]:
-        """The caller of a personal route, admitted by its limits (the personal family's budget) for the call."""
-        principal = self._personal.caller(presented_credentials(context))
-        async with self._limits.admitted(principal, RouteFamily.PERSONAL):
+    async def _admitted(self, context: Context, method: str, family: RouteFamily) -> AsyncIterator[Principal]:
+        """The caller of ``method``, holding its scope, admitted by its limits (``family``'s budget) for the call.
+        The scope is checked first: a caller refused it spends none of the budget."""
+        principal = self._gatekeeper.authenticate(presented_credentials(context))
+        authorize(principal, f"{SERVICE}.{method}")
+        async with self._limits.admitted(principal, family):
+            yield principal
+
+    @contextlib.asynccontextmanager
+    async def _caller_id(self, context: Context, method: str) -> AsyncIterator[str]:
+        """The caller of a personal route (the personal family's budget): its data is keyed by its id."""
+        async with self._admitted(context, method, RouteFamily.PERSONAL) as principal:
             yield principal.id
 
     async def CreateSession(
         self, request: gate_pb2.CreateSessionRequest, context: Context
     ) -> gate_pb2.CreateSessionResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "CreateSession") as caller:
             session = await self._personal.store.create_session(caller)
         return gate_pb2.CreateSessionResponse(session=session_message(session))
 
     async def GetSession(self, request: gate_pb2.GetSessionRequest, context: Context) -> gate_pb2.GetSessionResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "GetSession") as caller:
             session = await self._personal.store.get_session(caller, request.session_id)
         return gate_pb2.GetSessionResponse(session=session_message(session))
 
     async def DeleteSession(
         self, request: gate_pb2.DeleteSessionRequest, context: Context
     ) -> gate_pb2.DeleteSessionResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "DeleteSession") as caller:
             await self._personal.store.delete_session(caller, request.session_id)
         return gate_pb2.DeleteSessionResponse()
 
     async def GetPreferences(
         self, request: gate_pb2.GetPreferencesRequest, context: Context
     ) -> gate_pb2.GetPreferencesResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "GetPreferences") as caller:
             preferences = await self._personal.store.preferences(caller)
         return gate_pb2.GetPreferencesResponse(preferences=preferences_message(preferences))
 
@@ -159,7 +177,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         self, request: gate_pb2.UpdatePreferencesRequest, context: Context
     ) -> gate_pb2.UpdatePreferencesResponse:
         wanted = request.preferences
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "UpdatePreferences") as caller:
             stored = await self._personal.store.set_preferences(
                 caller, PreferencesView(wanted.tone, wanted.format, wanted.language)
             )
@@ -168,7 +186,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
     async def ExportMyData(
         self, request: gate_pb2.ExportMyDataRequest, context: Context
     ) -> gate_pb2.ExportMyDataResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "ExportMyData") as caller:
             export = await self._personal.store.export(caller, request.page_token)
         return gate_pb2.ExportMyDataResponse(
             sessions=[session_message(s) for s in export.sessions],
@@ -180,7 +198,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
     async def DeleteMyData(
         self, request: gate_pb2.DeleteMyDataRequest, context: Context
     ) -> gate_pb2.DeleteMyDataResponse:
-        async with self._caller_id(context) as caller:
+        async with self._caller_id(context, "DeleteMyData") as caller:
             erased = await self._personal.store.erase(caller)
         return gate_pb2.DeleteMyDataResponse(
             sessions_deleted=erased.sessions_deleted,
@@ -189,7 +207,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         )
 
     async def Process(self, request: gate_pb2.ProcessRequest, context: Context) -> gate_pb2.ProcessResponse:
-        command = process_command(request, context)
+        command = process_command(request, context, PROCESS)
         timeout = downstream_timeout(context, self._executor_timeout)
         claim = self._idempotent(request, command, context)
         if claim is None:
@@ -210,7 +228,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         """With an Idempotency-Key, a repeat of a stream that completed is answered with its stored result as a
         single ``done`` message (no chunks): it never runs twice. A stream that failed or was cancelled releases
         its key, as a failed Process does, so a retry runs again."""
-        command = process_command(request.request, context)
+        command = process_command(request.request, context, STREAM_PROCESS)
         timeout = downstream_timeout(context, self._executor_timeout)
         claim = self._idempotent(request.request, command, context)
         if claim is not None:
@@ -263,8 +281,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         return principal.id, key, request_hash(request.SerializeToString(deterministic=True))
 
     async def ListActions(self, request: gate_pb2.ListActionsRequest, context: Context) -> gate_pb2.ListActionsResponse:
-        principal = self._gatekeeper.authenticate(presented_credentials(context))
-        async with self._limits.admitted(principal, RouteFamily.CATALOG):
+        async with self._admitted(context, "ListActions", RouteFamily.CATALOG) as principal:
             policy = self._gatekeeper.policies.current
         return gate_pb2.ListActionsResponse(
             actions=[gate_pb2.Action(name=n, description=d) for n, d in policy.actions_for(principal.profile)],
@@ -273,8 +290,7 @@ class GateServicer(gate_pb2_grpc.GateServiceServicer):
         )
 
     async def ListModels(self, request: gate_pb2.ListModelsRequest, context: Context) -> gate_pb2.ListModelsResponse:
-        principal = self._gatekeeper.authenticate(presented_credentials(context))
-        async with self._limits.admitted(principal, RouteFamily.CATALOG):
+        async with self._admitted(context, "ListModels", RouteFamily.CATALOG) as principal:
             models = await self._models.for_action(principal, request.action)
         return gate_pb2.ListModelsResponse(
             models=[gate_pb2.Model(provider=m.name, model=m.model) for m in models], trace_id=current_trace_id()
