@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -23,17 +22,17 @@ from techno_edge.domain.routing import Router
 from techno_edge.entrypoints.asgi import HEALTHZ, METRICS, READYZ, EdgeApp, Limits, Receive, Scope, Send
 from techno_edge.entrypoints.cors import Cors
 from techno_edge.entrypoints.openai_routes import OpenAIRoutes
+from techno_edge.entrypoints.request_tracing import ASGIApp, request_tracing
 from techno_edge.settings import GATE_SERVICE, EdgeSettings
 
 # Probes and scrapes are not traced: they would be most of the traces and none of the interesting ones.
-# The middleware matches these against the full URL (scheme://host/path), hence the anchors.
-_UNTRACED = ",".join(rf"^[a-z]+://[^/]+{path}$" for path in (HEALTHZ, READYZ, METRICS))
+_UNTRACED = (HEALTHZ, READYZ, METRICS)
 
 
 class Edge:
     """The ASGI app with an explicit lifecycle."""
 
-    def __init__(self, app: EdgeApp, asgi: OpenTelemetryMiddleware, upstreams: Upstreams, bindings: list[Binding]):
+    def __init__(self, app: EdgeApp, asgi: ASGIApp, upstreams: Upstreams, bindings: list[Binding]):
         self.app = app
         self._asgi = asgi
         self._upstreams = upstreams
@@ -81,10 +80,5 @@ def build_app(
     )
     # The OpenAI-compatible routes in front of the generic ones, inside the tracing middleware like them.
     openai = OpenAIRoutes(app, GateChat(channels), metrics, limits, default_context=settings.edge_openai_context_id)
-    asgi = OpenTelemetryMiddleware(
-        openai,
-        excluded_urls=_UNTRACED,
-        tracer_provider=tracer_provider,
-        exclude_spans=["receive", "send"],  # one span per request; per-message spans only cost time
-    )
+    asgi = request_tracing(openai, tracer_provider, _UNTRACED)
     return Edge(app, asgi, channels, bindings)
