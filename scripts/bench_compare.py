@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bare_chain import CALLS
 from bench import LUA
 from bench_support import (
     POSTGRES_ADMIN_URL,
@@ -123,12 +124,11 @@ class Results:
 async def bare_chain(tls_dir: Path, log_dir: Path, *, latency_ms: int = 0) -> AsyncIterator[System]:
     """The four processes of the bare chain on free loopback ports, started leaves first; stopped afterwards."""
     ports = {role: free_port() for role in ("c", "b", "a", "http")}
-    calls = {"c": [], "b": [], "a": ["b", "c"], "http": ["a"]}
     processes: dict[str, asyncio.subprocess.Process] = {}
     try:
         for role, port in ports.items():
             command = [sys.executable, str(CHAIN), role, "--port", str(port), "--tls-dir", str(tls_dir)]
-            command += [arg for name in calls[role] for arg in ("--call", f"127.0.0.1:{ports[name]}")]
+            command += [arg for name in CALLS[role] for arg in ("--call", f"127.0.0.1:{ports[name]}")]
             if role == "c":
                 command += ["--latency-ms", str(latency_ms)]
             with open_log(log_dir / f"chain-{role}.log") as log:
@@ -148,8 +148,9 @@ async def _ready(role: str, process: asyncio.subprocess.Process, log_dir: Path) 
         line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_SECONDS)
     except TimeoutError:
         line = b""
-    if line.strip() != b"READY":
-        raise SystemExit(f"bench: bare chain {role} did not start; see {log_dir / f'chain-{role}.log'}")
+    if line.strip() != b"READY":  # the scratch directory goes at the end of the run: show the log's end now
+        log = (log_dir / f"chain-{role}.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"bench: bare chain {role} did not start; its log ends:\n{log}")
 
 
 # --- the stack ----------------------------------------------------------------------------------------------------
