@@ -55,8 +55,8 @@ _LOCK = sql.SQL("SELECT pg_advisory_xact_lock({key})").format(key=sql.Literal(CH
 # The hash of the last event (none on an empty trail).
 _HEAD = sql.SQL("(SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1)")
 
-# The columns of an event in array parameters, in the order of unnest's output (recorded_at is one value for the
-# whole batch). The JSON documents travel as text and are parsed by the server.
+# The columns of an event, with their types in the JSON document that carries the batch (one parameter: psycopg
+# adapts one string for the whole batch, where one array per column cost more than the rest of the append).
 _COLUMNS = (
     ("event_id", "text"),
     ("trace_id", "text"),
@@ -67,30 +67,28 @@ _COLUMNS = (
     ("action", "text"),
     ("context_id", "text"),
     ("result", "text"),
-    ("reason_codes", "text"),
-    ("attributes", "text"),
+    ("reason_codes", "jsonb"),
+    ("attributes", "jsonb"),
     ("prev_hash", "text"),
     ("hash", "text"),
 )
-_JSON_COLUMNS = {"reason_codes", "attributes"}
 
 
 def _guarded_insert() -> sql.Composed:
-    """Takes the chain lock; then all rows or none: inserted in the chain's order (ids follow ``position``) only
-    while the last event is ``%(head)s`` and none of the event_ids is stored. Returns (id, prev_hash) of each row
-    inserted. The lock is an InitPlan: evaluated once, before any row is produced."""
+    """Takes the chain lock; then all rows or none: inserted in the chain's order (ids follow ``position``, the
+    order of the document's rows) only while the last event is ``%(head)s`` and none of the event_ids is stored.
+    Returns (id, prev_hash) of each row inserted. The lock and both checks are InitPlans: evaluated once, before
+    any row is inserted."""
     names = sql.SQL(", ").join(sql.Identifier(name) for name, _ in _COLUMNS)
-    arrays = sql.SQL(", ").join(sql.SQL("{}::{}[]").format(sql.Placeholder(n), sql.SQL(t)) for n, t in _COLUMNS)
-    values = sql.SQL(", ").join(
-        sql.SQL("e.{}::jsonb" if name in _JSON_COLUMNS else "e.{}").format(sql.Identifier(name)) for name, _ in _COLUMNS
-    )
+    typed = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in _COLUMNS)
     return sql.SQL(
-        "INSERT INTO audit_events ({names}, recorded_at) "
-        "SELECT {values}, %(recorded_at)s FROM unnest({arrays}) WITH ORDINALITY AS e({names}, position) "
+        "WITH e AS (SELECT * FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS ({typed})) WITH ORDINALITY "
+        "AS r({names}, position)) "
+        "INSERT INTO audit_events ({names}, recorded_at) SELECT {names}, %(recorded_at)s FROM e "
         "WHERE ({lock}) IS NOT NULL AND coalesce({head}, %(genesis)s) = %(head)s "
-        "AND NOT EXISTS (SELECT FROM audit_events WHERE event_id = ANY(%(event_id)s::text[])) "
-        "ORDER BY e.position RETURNING id, prev_hash"
-    ).format(names=names, values=values, arrays=arrays, lock=_LOCK, head=_HEAD)
+        "AND NOT EXISTS (SELECT FROM audit_events WHERE event_id = ANY(ARRAY(SELECT event_id FROM e))) "
+        "ORDER BY position RETURNING id, prev_hash"
+    ).format(names=names, typed=typed, lock=_LOCK, head=_HEAD)
 
 
 # Plain text, composed once: psycopg then recognises the statement by its text, prepared on first use.
@@ -115,25 +113,25 @@ class _Unchained(Exception):
 
 
 def _parameters(links: Sequence[ChainLink], head: str, recorded_at: datetime) -> dict[str, Any]:
-    events = [link.event for link in links]
-    return {
-        "event_id": [e.event_id for e in events],
-        "trace_id": [e.trace_id for e in events],
-        "kind": [e.kind.value for e in events],
-        "occurred_at": [e.occurred_at for e in events],
-        "service": [e.service for e in events],
-        "principal_id": [e.principal_id for e in events],
-        "action": [e.action for e in events],
-        "context_id": [e.context_id for e in events],
-        "result": [e.result for e in events],
-        "reason_codes": [json.dumps(list(e.reason_codes)) for e in events],
-        "attributes": [json.dumps(e.attributes) for e in events],
-        "prev_hash": [link.prev_hash for link in links],
-        "hash": [link.hash for link in links],
-        "recorded_at": recorded_at,
-        "genesis": GENESIS_HASH,
-        "head": head,
-    }
+    rows = [
+        {
+            "event_id": link.event.event_id,
+            "trace_id": link.event.trace_id,
+            "kind": link.event.kind.value,
+            "occurred_at": link.event.occurred_at.isoformat(),  # with its offset: the server reads it exactly
+            "service": link.event.service,
+            "principal_id": link.event.principal_id,
+            "action": link.event.action,
+            "context_id": link.event.context_id,
+            "result": link.event.result,
+            "reason_codes": link.event.reason_codes,
+            "attributes": link.event.attributes,
+            "prev_hash": link.prev_hash,
+            "hash": link.hash,
+        }
+        for link in links
+    ]
+    return {"rows": json.dumps(rows), "recorded_at": recorded_at, "genesis": GENESIS_HASH, "head": head}
 
 
 class PostgresAuditAppender:
