@@ -165,27 +165,29 @@ def end_span(span: trace.Span, token: object) -> None:
     span.end()
 
 
-class TraceContextClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-):
+def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+    propagate.inject(metadata, setter=_METADATA_SETTER)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class TraceContextClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     """What the gRPC client instrumentation does when nothing is recorded, and no more: the current trace context
     goes out in the call's metadata (W3C ``traceparent``), so the callee joins the caller's trace. No client span,
     no attributes, no wrapped response: those only mattered for spans that would have been dropped."""
 
-    @staticmethod
-    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-        propagate.inject(metadata, setter=_METADATA_SETTER)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._with_context(client_call_details), request)
+        return await continuation(_with_context(client_call_details), request)
+
+
+class TraceContextStreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """The same for server-streaming calls. A class of its own: grpc.aio files each channel interceptor under
+    the first call kind it implements (an ``elif`` chain), so one class for both would never see a stream."""
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._with_context(client_call_details), request)
+        return await continuation(_with_context(client_call_details), request)
 
 
 class _MetadataSetter(Setter[grpc.aio.Metadata]):
@@ -201,4 +203,4 @@ def client_interceptors(tracer_provider: TracerProvider) -> list[Any]:
     client span per call) when spans are recorded, the lean propagation alone when they are not."""
     if records(tracer_provider):
         return list(aio_client_interceptors(tracer_provider=tracer_provider))  # type: ignore[no-untyped-call]
-    return [TraceContextClientInterceptor()]
+    return [TraceContextClientInterceptor(), TraceContextStreamClientInterceptor()]

@@ -17,6 +17,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from techno_core.settings import TechnoSettings
+from techno_core.tracing import build_tracer_provider, records
 from techno_edge.bootstrap import EdgeServer, bootstrap
 from tests.rest_errors import reasons_of, trace_id_of
 from tests.sse_events import WAIT, EventReader
@@ -189,3 +191,23 @@ async def test_a_bad_body_is_refused_with_paths_relative_to_the_body(client: htt
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["details"][1]["fieldViolations"] == [{"field": "payload", "description": "must be an object"}]
+
+
+async def test_a_stream_joins_the_edges_trace_when_no_span_is_recorded(gate: GrpcUpstream) -> None:
+    """Without an exporter the edge's channel carries the trace context by the lean interceptors, which must
+    cover a server-streaming call as well as a unary one: the gate's audit trail is filed under the trace id the
+    client reads in X-Trace-Id."""
+    lean = build_tracer_provider("edge", "edge-0", TechnoSettings())
+    assert not records(lean)
+    server = await bootstrap(edge_settings(gate.target), tracer_provider=lean, registry=CollectorRegistry())
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+            unary = await client.post("/v1/process", json=process("summarize"))
+            gate.seen.release.set()
+            stream = await client.post(STREAM, json=process("chunks:1"))
+    finally:
+        await server.stop()
+    assert (unary.status_code, stream.status_code) == (200, 200)
+    sent = [metadata["traceparent"].split("-")[1] for metadata in gate.seen.metadata]
+    assert sent == [unary.headers["x-trace-id"], stream.headers["x-trace-id"]]
