@@ -5,8 +5,8 @@ Every governed request appends two events (DECISION, OUTCOME) and waits for both
 the system. Through SQLAlchemy it cost several round trips (pool ping, lock, duplicate check, head read, INSERT,
 COMMIT), greenlet bridging for each, and a multi-row INSERT whose text changed with the batch size (too long for
 psycopg's statement cache, so parsed again every time). Here every statement is fixed text, prepared once per
-connection, with the whole batch in array parameters (``unnest``), on a connection kept for this alone: the
-batcher runs one flush at a time, so one connection is all a process can use.
+connection, with the whole batch in one JSON parameter, on a connection kept for this alone: the batcher runs one
+flush at a time, so one connection is all a process can use.
 
 Writers of the chain (``techno_memory.domain.chain``), in any replica, take the transaction-scoped advisory lock
 ``CHAIN_LOCK_KEY`` before inserting and keep it until their COMMIT, as the SQLAlchemy path does. Two paths:
@@ -167,18 +167,24 @@ class PostgresAuditAppender:
                 "db.operation.batch.size": len(events),
             },
         ):
-            try:
-                async with self._busy:
+            async with self._busy:
+                try:
                     return await self._store(events, recorded_at)
-            except psycopg.Error as error:
-                self._head = None
-                self._observe(error)
-                await self._discard_broken()
-                if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
-                    raise Unavailable(
-                        reason=DATABASE_UNAVAILABLE, message="the database is unavailable", retry_after_seconds=1.0
-                    ) from error
-                raise
+                except psycopg.Error as error:
+                    self._head = None
+                    self._observe(error)
+                    await self._discard_broken()
+                    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+                        raise Unavailable(
+                            reason=DATABASE_UNAVAILABLE,
+                            message="the database is unavailable",
+                            retry_after_seconds=1.0,
+                        ) from error
+                    raise
+                except BaseException:  # cancelled mid-statement, or a bug: the connection's state is unknown
+                    self._head = None
+                    await self._discard_broken(force=True)
+                    raise
 
     async def _store(self, events: Sequence[AuditEvent], recorded_at: datetime) -> list[bool]:
         reused = self._connection is not None and not self._connection.closed
@@ -232,21 +238,24 @@ class PostgresAuditAppender:
             inserted = await (await connection.execute(_INSERT, _parameters(links, head, recorded_at))).fetchall()
             if not inserted:
                 raise RuntimeError("the guarded audit INSERT inserted nothing under the chain lock")  # rolled back
-        self._check_inserted(inserted, links)
+            self._check_inserted(inserted, links)  # before the COMMIT: a failed check rolls the batch back
         return flags
 
     def _check_inserted(self, rows: list[tuple[Any, ...]], links: Sequence[ChainLink]) -> None:
+        """The ids must follow the chain: sorted by id, the rows' prev_hash values are the chain's, in order. (The
+        INSERT inserts, and numbers, its rows in ``position`` order; this would catch a server that did not. On
+        the fast path the statement has committed by then: the failure, an internal error, is loud and
+        ``verify`` names the row.)"""
         if not rows:
             raise _Unchained
-        # The ids must follow the chain: sorted by id, the rows' prev_hash values are the chain's, in order.
         if [prev for _, prev in sorted(rows)] != [link.prev_hash for link in links]:
-            raise RuntimeError("audit events were not given ids in chain order")  # a bug; the database refuses forks
+            raise RuntimeError("audit events were not given ids in chain order")
         self._head = links[-1].hash
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
-            # Autocommit: the fast path's transaction is the pipeline's implicit one. Every statement is prepared
-            # on first use (its text never changes), so later appends skip parsing and planning.
+            # Autocommit: the fast path's INSERT is a transaction of its own. Every statement is prepared on first
+            # use (its text never changes), so later appends skip parsing and planning.
             self._connection = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, prepare_threshold=0
             )
