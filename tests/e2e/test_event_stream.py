@@ -128,6 +128,8 @@ async def test_a_failure_mid_stream_is_an_error_event_after_the_first_chunks(
         trace_id = response.headers["x-trace-id"]
         events = await EventReader(response.aiter_lines()).rest()
     assert [event.name for event in events] == ["chunk"] * 3 + ["error"]
+    # This stack records no spans: the trace still runs from the edge through the gate (lean trace context).
+    assert {event.json()["traceId"] for event in events[:-1]} == {trace_id}
     error = events[-1].json()["error"]
     assert error["code"] >= 500
     assert reasons_of(error)
