@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from techno.memory.v1 import memory_pb2_grpc
 from techno_core.server import Endpoint, GrpcApp, ServiceDefinition, server_options
-from techno_core.tracing import build_tracer_provider
+from techno_core.tracing import build_tracer_provider, records
 from techno_core.transport import transport_from
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.adapters.database_failures import DatabaseFailures
@@ -57,7 +57,11 @@ async def bootstrap(
     registry = registry or CollectorRegistry()
 
     engine = create_database_engine(
-        settings.memory_database_url, pool_size=settings.memory_pool_size, tracer_provider=tracer
+        settings.memory_database_url,
+        pool_size=settings.memory_pool_size,
+        # A span per statement only when spans are recorded: unrecorded, they cost CPU on every statement and
+        # show nowhere (the request's trace id is in the logs either way).
+        tracer_provider=tracer if records(tracer) else None,
     )
     failures = DatabaseFailures(registry)
     watch_database(engine, failures)
