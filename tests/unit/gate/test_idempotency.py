@@ -164,7 +164,7 @@ async def test_a_repeat_whose_earlier_request_may_have_run_is_refused_and_not_ru
     assert "may have run and its result was lost; it is not run again" in refusal.message
     assert "or send it with a new key" in refusal.message
     if earlier_trace_id:
-        assert refusal.metadata == {"trace_id": TRACE_ID}
+        assert refusal.metadata == {"earlierTraceId": TRACE_ID}
         assert f"trace id {TRACE_ID}" in refusal.message
     else:
         assert refusal.metadata == {}
@@ -179,7 +179,7 @@ def test_the_refusal_is_aborted_with_the_reason_and_trace_in_error_info() -> Non
     info = error_info_of(status)
     assert info is not None
     assert info.reason == "IDEMPOTENCY_OUTCOME_UNKNOWN"
-    assert dict(info.metadata) == {"trace_id": TRACE_ID}
+    assert dict(info.metadata) == {"earlierTraceId": TRACE_ID}
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "with space", "naïve", "tab\there"])

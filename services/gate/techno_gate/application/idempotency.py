@@ -93,7 +93,7 @@ def outcome_unknown(trace_id: str) -> errors.Aborted:
             "an earlier request with this Idempotency-Key may have run and its result was lost; it is not run "
             f"again: {where} or send it with a new key"
         ),
-        metadata={"trace_id": trace_id} if trace_id else {},
+        metadata={"earlierTraceId": trace_id} if trace_id else {},  # beside the edge's own traceId
     )
 
 
