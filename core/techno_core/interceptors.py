@@ -9,10 +9,12 @@ the span around everything the later ones run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -30,15 +32,17 @@ from techno_core.metrics import trace_exemplar
 from techno_core.tracing import current_trace_id
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+# A server-streaming behaviour whose answer is written by yielding (ours: StreamProcess, StreamExecute).
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
 log = logging.getLogger(__name__)
 
 # Seconds; spans sub-millisecond internal hops up to the 30 s provider timeout.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Base for interceptors that wrap unary-unary behaviours (all of our RPCs); streaming ones such as health
-    Watch and reflection pass through untouched.
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Base for interceptors that wrap unary-unary behaviours (most of our RPCs) and, when ``wrap_stream`` says
+    so, server-streaming ones written by yielding; anything else (health Watch, reflection) passes untouched.
 
     grpc.aio asks the interceptors for a handler on every call. When the inner handler is the one wrapped last
     time for that method (it is for the innermost interceptor, whose continuation returns the servicer's own
@@ -51,6 +55,10 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def wrap(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         raise NotImplementedError
 
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior | None:
+        """``behavior`` of a server-streaming method wrapped, or None to leave streams alone (the default)."""
+        return None
+
     def deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
         """The request deserializer of the wrapped handler; the inner handler's own unless overridden."""
         return deserializer
@@ -61,8 +69,10 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
+        if handler.unary_unary is None:  # off the unary hot path: the rarer streaming calls
+            return self._stream_handler(handler, handler_call_details.method)
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
@@ -74,9 +84,33 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             cached = self._wrapped[method] = (handler, wrapped)
         return cached[1]
 
+    def _stream_handler(self, handler: Any, method: str) -> Any:
+        # Only answers written by yielding: a behaviour that writes with ``context.write`` and returns None (the
+        # health service's Watch) is not an async generator and is left as it is.
+        if not inspect.isasyncgenfunction(handler.unary_stream):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        behavior = self.wrap_stream(handler.unary_stream, method)
+        if behavior is None:
+            return handler
+        wrapped = grpc.unary_stream_rpc_method_handler(
+            behavior,
+            request_deserializer=self.deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-class MetricsInterceptor(UnaryInterceptor):
-    """RED metrics per RPC, named as in go-grpc-prometheus so existing dashboards and alerts apply."""
+
+class MetricsInterceptor(WrappingInterceptor):
+    """RED metrics per RPC, named as in go-grpc-prometheus so existing dashboards and alerts apply.
+
+    A server-streaming RPC is counted under the same names: in flight from its start, handled with its final
+    code when the stream ends, its handling time the whole stream (first byte to last message). A stream the
+    client abandons ends CANCELLED. Its messages are counted in ``grpc_server_msg_sent_total``; unary RPCs are
+    left out of that one (each sends one message per OK call, which ``grpc_server_handled_total`` says)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
@@ -88,7 +122,11 @@ class MetricsInterceptor(UnaryInterceptor):
             "grpc_server_handling_seconds", "Time to handle an RPC.", labels, buckets=LATENCY_BUCKETS, registry=registry
         )
         self._in_flight = Gauge("grpc_server_in_flight_requests", "RPCs being handled now.", registry=registry)
+        self._sent = Counter(
+            "grpc_server_msg_sent_total", "Messages sent by server-streaming RPCs.", labels, registry=registry
+        )
         self._children: dict[str, tuple[Any, dict[grpc.StatusCode, Any]]] = {}
+        self._sent_children: dict[str, Any] = {}
 
     def _method_children(self, method: str) -> tuple[Any, dict[grpc.StatusCode, Any]]:
         """The histogram child and one counter child per status code of ``method``, made on its first call and
@@ -112,8 +150,8 @@ class MetricsInterceptor(UnaryInterceptor):
                 response = await behavior(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
+            except BaseException as error:
+                code = ended_with(context, error)
                 raise
             finally:
                 self._in_flight.dec()
@@ -122,6 +160,48 @@ class MetricsInterceptor(UnaryInterceptor):
                 handled[code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN].inc()
 
         return observed
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        seconds, handled = self._method_children(method)
+        sent = self._sent_children.get(method)
+        if sent is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            sent = self._sent_children[method] = self._sent.labels(service, name)
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
+            start = time.perf_counter()
+            self._in_flight.inc()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
+                        sent.inc()  # grpc.aio asks for the next message once it has written this one
+                code = context.code() or grpc.StatusCode.OK
+            except BaseException as error:
+                code = ended_with(context, error)
+                raise
+            finally:
+                self._in_flight.dec()
+                seconds.observe(time.perf_counter() - start, exemplar=trace_exemplar())
+                handled[code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN].inc()
+
+        return observed
+
+
+def ended_with(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> Any:
+    """The status of a call its behaviour left by raising ``error``: the one it aborted with, else CANCELLED when
+    the call was cancelled under it (the client went away: grpc.aio cancels the call's task, or closes a stream's
+    generator), DEADLINE_EXCEEDED when that was its deadline, UNKNOWN for anything else."""
+    code = context.code()
+    if code is not None:
+        return code
+    if not isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.UNKNOWN
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 class _Undecodable:
@@ -132,7 +212,7 @@ class _Undecodable:
 UNDECODABLE = _Undecodable()
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """grpc.aio answers a deserializer's exception UNKNOWN with the exception's text, after logging a traceback;
     this one hands ``UNDECODABLE`` on to the error mapping instead, which answers INVALID_ARGUMENT."""
     if deserializer is None:
@@ -147,42 +227,57 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-class ErrorMappingInterceptor(UnaryInterceptor):
-    """The one place where exceptions become statuses: a ``DomainError`` is answered with its code and
-    ``google.rpc`` details; anything else is logged with its traceback and answered INTERNAL with a generic
+class ErrorMappingInterceptor(WrappingInterceptor):
+    """The one place where exceptions of unary calls become statuses: a ``DomainError`` is answered with its code
+    and ``google.rpc`` details; anything else is logged with its traceback and answered INTERNAL with a generic
     message and the trace id, so no internals reach the caller. A request protobuf cannot decode is answered
-    INVALID_ARGUMENT (reason ``INVALID_ARGUMENT``) before the servicer sees it."""
+    INVALID_ARGUMENT (reason ``INVALID_ARGUMENT``) before the servicer sees it. Streams get the same answers from
+    ``stream_interceptors``, through ``abort_undecodable`` and ``abort_for``."""
 
     def deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
         # The interceptors outside this one copy the deserializer of the handler they wrap, so this one is used.
-        return _tolerant(deserializer)
+        return tolerant(deserializer)
 
     def wrap(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if request is UNDECODABLE:
-                log.info("undecodable request to %s", method)
-                undecodable = errors.InvalidArgument(
-                    reason="INVALID_ARGUMENT",
-                    message="the request could not be decoded: malformed, or nested more than 32 levels deep",
-                )
-                await _abort(context, undecodable)
+                await abort_undecodable(context, method)
             try:
                 return await behavior(request, context)
-            except errors.DomainError as error:
-                await _abort(context, error)
-            except Exception:
-                if context.code() is not None:  # already aborted by the servicer itself
-                    raise
-                log.exception("unhandled error in %s", method)
-                internal = errors.Internal(
-                    reason="INTERNAL", message=f"internal error (trace id {current_trace_id() or 'unknown'})"
-                )
-                await _abort(context, internal)
+            except Exception as error:
+                await abort_for(context, method, error)
 
         return mapped
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.DomainError) -> None:
+async def abort_undecodable(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    """Ends a call whose request was ``UNDECODABLE`` with INVALID_ARGUMENT."""
+    log.info("undecodable request to %s", method)
+    await abort(
+        context,
+        errors.InvalidArgument(
+            reason="INVALID_ARGUMENT",
+            message="the request could not be decoded: malformed, or nested more than 32 levels deep",
+        ),
+    )
+
+
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], method: str, error: Exception) -> None:
+    """Ends the call ``error`` escaped from: a ``DomainError`` with its own status, a call the servicer had
+    already aborted by re-raising, anything else INTERNAL (logged here with its traceback, never sent)."""
+    if isinstance(error, errors.DomainError):
+        await abort(context, error)
+    if context.code() is not None:
+        raise error
+    log.error("unhandled error in %s", method, exc_info=error)
+    internal = errors.Internal(
+        reason="INTERNAL", message=f"internal error (trace id {current_trace_id() or 'unknown'})"
+    )
+    await abort(context, internal)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.DomainError) -> None:
+    """Ends the call with ``error``'s status and ``google.rpc`` details (raises grpc.aio's abort)."""
     # grpc-stubs lacks the aio context's abort_with_status; grpc.aio has had it since 1.38.
     aio_context: Any = context
     await aio_context.abort_with_status(to_grpc_status(error))

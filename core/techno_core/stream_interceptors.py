@@ -4,29 +4,24 @@ The unary ``ErrorMappingInterceptor`` wraps unary-unary behaviours only. A strea
 generator: a ``DomainError`` it raises, before its first message or after some, must still reach the caller as
 the error's code with its ``google.rpc`` details (the same reason codes as the unary call), and a crash as
 INTERNAL with a generic message and the trace id, never the exception's text. This interceptor does that for
-unary-stream handlers; it sits innermost, next to the unary error mapping (``server.GrpcApp`` appends it), so
-authorization has run before any of the service's code.
+unary-stream handlers, with the same answers (``interceptors.abort_for``); it sits innermost, next to the unary
+error mapping (``server.GrpcApp`` appends it), so authorization has run before any of the service's code.
 
-Why a module of its own: the unary interceptors are on the request hot path and tuned there; streaming support
-is added beside them rather than woven into their wrapper.
+Why a module of its own: the unary interceptors are on the request hot path and tuned there; streaming error
+mapping is added beside them rather than woven into their wrapper. (Metrics count streams in
+``interceptors.MetricsInterceptor`` itself, to share its per-method children.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from techno_core import errors
-from techno_core.interceptors import UNDECODABLE, _abort, _tolerant
-from techno_core.tracing import current_trace_id
-
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
-log = logging.getLogger(__name__)
+from techno_core.interceptors import UNDECODABLE, StreamBehavior, abort_for, abort_undecodable, tolerant
 
 
 class StreamErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -42,7 +37,7 @@ class StreamErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore
             return handler
         return grpc.unary_stream_rpc_method_handler(
             map_stream_errors(handler.unary_stream, handler_call_details.method),
-            request_deserializer=_tolerant(handler.request_deserializer),
+            request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -52,29 +47,14 @@ def map_stream_errors(behavior: StreamBehavior, method: str) -> StreamBehavior:
 
     async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncGenerator[Any, None]:
         if request is UNDECODABLE:
-            log.info("undecodable request to %s", method)
-            await _abort(
-                context,
-                errors.InvalidArgument(
-                    reason="INVALID_ARGUMENT",
-                    message="the request could not be decoded: malformed, or nested more than 32 levels deep",
-                ),
-            )
+            await abort_undecodable(context, method)
         try:
             # aclosing: when the call is cancelled the servicer's generator is closed now (its provider call with
             # it), not whenever the garbage collector finalises it.
             async with contextlib.aclosing(behavior(request, context)) as responses:
                 async for response in responses:
                     yield response
-        except errors.DomainError as error:
-            await _abort(context, error)
-        except Exception:
-            if context.code() is not None:  # already aborted by the servicer itself
-                raise
-            log.exception("unhandled error in %s", method)
-            internal = errors.Internal(
-                reason="INTERNAL", message=f"internal error (trace id {current_trace_id() or 'unknown'})"
-            )
-            await _abort(context, internal)
+        except Exception as error:
+            await abort_for(context, method, error)
 
     return mapped

@@ -5,6 +5,7 @@ as the gate (the transport's own refusals are in tests/integration/transport).""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from techno_core.identity import Identity
 from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
 from techno_core.transport import Transport
 from tests.tls import certificate_files, connect
+from tests.waiting import eventually
 
 SERVICE = "techno.executor.v1.ExecutorService"
 
@@ -44,6 +46,28 @@ class ScriptedExecutor(executor_pb2_grpc.ExecutorServiceServicer):
             raise errors.Unavailable(reason="CIRCUIT_OPEN", message="try later", retry_after_seconds=1.5)
         return executor_pb2.ExecuteResponse(executor_id="x", provider="fake")
 
+    def __init__(self) -> None:
+        self.stream_closed = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def StreamExecute(
+        self, request: executor_pb2.StreamExecuteRequest, context: Any
+    ) -> AsyncIterator[executor_pb2.StreamExecuteResponse]:
+        """Two chunks, then: the result ("ok"), the result once the test releases it ("hold"), a domain error
+        ("invalid"), or nothing until cancelled ("hang")."""
+        try:
+            for text in ("a", "b"):
+                yield executor_pb2.StreamExecuteResponse(chunk=executor_pb2.TextChunk(text=text))
+            if request.request.action == "invalid":
+                raise errors.InvalidArgument(reason="PAYLOAD_INVALID", message="payload.text is required")
+            if request.request.action == "hang":
+                await asyncio.Event().wait()
+            if request.request.action == "hold":
+                await self.release.wait()
+            yield executor_pb2.StreamExecuteResponse(done=executor_pb2.ExecuteResponse(executor_id="x"))
+        finally:
+            self.stream_closed.set()
+
 
 @pytest.fixture
 async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
@@ -53,19 +77,19 @@ async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
         if not healthy["ok"]:
             raise ConnectionError("down")
 
+    servicer = ScriptedExecutor()
     definition = ServiceDefinition(
         name="scripted",
-        registrations=[
-            lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(ScriptedExecutor(), server)
-        ],
+        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)],
         service_names=[SERVICE],
-        callers=callers({"Execute": frozenset({Identity.GATE})}, SERVICE),
+        callers=callers({"Execute": frozenset({Identity.GATE}), "StreamExecute": frozenset({Identity.GATE})}, SERVICE),
         probes=[("dependency", probe)],
     )
     # Reflection on, as `TECHNO_GRPC_REFLECTION` asks: one test lists the services with it.
     options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)), reflection=True)
     app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer_provider, CollectorRegistry(), options)
     app.probe_switch = healthy  # type: ignore[attr-defined]
+    app.servicer = servicer  # type: ignore[attr-defined]
     await app.start()
     yield app
     await app.stop()
@@ -189,3 +213,66 @@ async def test_health_watch_streams_the_status(app: GrpcApp) -> None:
         first = await stream.read()
         stream.cancel()
     assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # (exported, but missing from the type stubs)
+STREAM = {"grpc_service": SERVICE, "grpc_method": "StreamExecute"}
+
+
+def _stream(channel: grpc.aio.Channel, action: str, timeout: float | None = None) -> Any:
+    request = executor_pb2.StreamExecuteRequest(request=executor_pb2.ExecuteRequest(action=action))
+    return executor_pb2_grpc.ExecutorServiceStub(channel).StreamExecute(request, timeout=timeout)
+
+
+def _stream_handled(app: GrpcApp, code: str) -> float | None:
+    return app.registry.get_sample_value("grpc_server_handled_total", {**STREAM, "grpc_code": code})
+
+
+async def test_a_stream_is_counted_once_when_it_ends_with_its_messages(app: GrpcApp) -> None:
+    async with as_gate(app.address) as channel:
+        call = _stream(channel, "hold")
+        first = await call.read()
+        # Started and not yet ended: in flight, no code counted.
+        assert first.chunk.text == "a"
+        assert app.registry.get_sample_value("grpc_server_in_flight_requests") == 1
+        assert _stream_handled(app, "OK") == 0
+        app.servicer.release.set()  # type: ignore[attr-defined]
+        rest = [await call.read() for _ in range(3)]
+    assert [m.WhichOneof("event") if m is not EOF else "EOF" for m in rest] == ["chunk", "done", "EOF"]
+    assert _stream_handled(app, "OK") == 1
+    assert app.registry.get_sample_value("grpc_server_handling_seconds_count", STREAM) == 1
+    assert app.registry.get_sample_value("grpc_server_msg_sent_total", STREAM) == 3
+    assert app.registry.get_sample_value("grpc_server_in_flight_requests") == 0
+
+
+async def test_a_stream_ended_by_a_domain_error_is_counted_with_its_code(app: GrpcApp) -> None:
+    async with as_gate(app.address) as channel:
+        call = _stream(channel, "invalid")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            [message async for message in call]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _stream_handled(app, "INVALID_ARGUMENT") == 1
+    assert _stream_handled(app, "OK") == 0
+    assert app.registry.get_sample_value("grpc_server_msg_sent_total", STREAM) == 2
+
+
+async def test_a_stream_the_client_abandons_is_counted_cancelled(app: GrpcApp) -> None:
+    async with as_gate(app.address) as channel:
+        call = _stream(channel, "hang")
+        await call.read()
+        call.cancel()
+        # The server learns of the client's cancellation asynchronously.
+        await eventually(lambda: bool(_stream_handled(app, "CANCELLED")))
+    assert app.servicer.stream_closed.is_set()  # type: ignore[attr-defined]
+    assert (_stream_handled(app, "UNKNOWN"), _stream_handled(app, "OK")) == (0, 0)
+    assert app.registry.get_sample_value("grpc_server_in_flight_requests") == 0
+
+
+async def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(app: GrpcApp) -> None:
+    async with as_gate(app.address) as channel:
+        call = _stream(channel, "hang", timeout=0.5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            [message async for message in call]
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: bool(_stream_handled(app, "DEADLINE_EXCEEDED")))
+    assert _stream_handled(app, "CANCELLED") == 0

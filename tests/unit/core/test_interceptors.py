@@ -97,3 +97,72 @@ def test_the_innermost_wrapped_handler_is_reused_and_still_tolerates_undecodable
     # protobuf's DecodeError becomes the marker the mapping answers INVALID_ARGUMENT
     assert first.request_deserializer(b"\xff\xff") is UNDECODABLE
     assert first.request_deserializer(Struct().SerializeToString()) == Struct()
+
+
+async def numbers(request: Any, context: Any) -> Any:
+    for number in range(3):
+        yield number
+
+
+async def watch(request: Any, context: Any) -> None:
+    """Writes with ``context.write`` and returns None, as the health service's Watch does."""
+
+
+def stream_handler_for(interceptor: Any, behavior: Any) -> Any:
+    async def continuation(details: grpc.HandlerCallDetails) -> Any:
+        return grpc.unary_stream_rpc_method_handler(behavior)
+
+    return asyncio.run(interceptor.intercept_service(continuation, Details(STREAM_METHOD)))
+
+
+STREAM_METHOD = "/techno.gate.v1.GateService/StreamProcess"
+STREAM_LABELS = {"grpc_service": "techno.gate.v1.GateService", "grpc_method": "StreamProcess"}
+
+
+def test_a_stream_is_counted_when_it_ends_and_its_messages_on_the_way() -> None:
+    registry = CollectorRegistry()
+    handler = stream_handler_for(MetricsInterceptor(registry), numbers)
+
+    async def consume() -> list[Any]:
+        return [number async for number in handler.unary_stream(b"x", Context())]
+
+    assert asyncio.run(consume()) == [0, 1, 2]
+    assert registry.get_sample_value("grpc_server_handled_total", {**STREAM_LABELS, "grpc_code": "OK"}) == 1
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", STREAM_LABELS) == 1
+    assert registry.get_sample_value("grpc_server_msg_sent_total", STREAM_LABELS) == 3
+    assert registry.get_sample_value("grpc_server_in_flight_requests") == 0
+
+
+class CancelledContext(Context):
+    """A call cancelled with ``remaining`` seconds left of its deadline (None: it had none)."""
+
+    def __init__(self, remaining: float | None) -> None:
+        super().__init__()
+        self._remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self._remaining
+
+
+def test_a_stream_closed_before_its_end_is_cancelled_or_past_its_deadline() -> None:
+    registry = CollectorRegistry()
+    handler = stream_handler_for(MetricsInterceptor(registry), numbers)
+
+    async def abandon(context: Any) -> None:
+        responses = handler.unary_stream(b"x", context)
+        await anext(responses)
+        await responses.aclose()  # what grpc.aio's finalizer does to a stream whose call was cancelled
+
+    asyncio.run(abandon(CancelledContext(None)))
+    asyncio.run(abandon(CancelledContext(0.0)))
+    codes = {
+        code: registry.get_sample_value("grpc_server_handled_total", {**STREAM_LABELS, "grpc_code": code})
+        for code in ("CANCELLED", "DEADLINE_EXCEEDED", "OK", "UNKNOWN")
+    }
+    assert codes == {"CANCELLED": 1, "DEADLINE_EXCEEDED": 1, "OK": 0, "UNKNOWN": 0}
+    assert registry.get_sample_value("grpc_server_msg_sent_total", STREAM_LABELS) == 0
+
+
+def test_a_stream_written_with_context_write_is_left_alone() -> None:
+    handler = stream_handler_for(MetricsInterceptor(CollectorRegistry()), watch)
+    assert handler.unary_stream is watch
