@@ -69,6 +69,7 @@ def build_app(
         settings.edge_stream_timeout_seconds,
         settings.edge_stream_keepalive_seconds,
     )
+    cors = Cors.of(settings.edge_cors_allowed_origins)
     app = EdgeApp(
         Router(routes_of(bindings)),
         channels,
@@ -76,9 +77,11 @@ def build_app(
         metrics,
         build_openapi(bindings),
         limits,
-        Cors.of(settings.edge_cors_allowed_origins),
+        cors,
     )
     # The OpenAI-compatible routes in front of the generic ones, inside the tracing middleware like them.
-    openai = OpenAIRoutes(app, GateChat(channels), metrics, limits, default_context=settings.edge_openai_context_id)
+    openai = OpenAIRoutes(
+        app, GateChat(channels), metrics, limits, default_context=settings.edge_openai_context_id, cors=cors
+    )
     asgi = request_tracing(openai, tracer_provider, _UNTRACED)
     return Edge(app, asgi, channels, bindings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from techno_edge.adapters.metrics import HttpMetrics
 from techno_edge.adapters.openai_compat import CallOptions
+from techno_edge.adapters.sse import KEEP_ALIVE
 from techno_edge.domain.errors import HttpError
 from techno_edge.domain.openai_chat import ChatRequest, Completion, TextChunk, Usage
 from techno_edge.entrypoints.asgi import Limits, Receive, Scope, Send
+from techno_edge.entrypoints.cors import Cors
 from techno_edge.entrypoints.openai_routes import OpenAIRoutes
 
 KEY = {"Authorization": "Bearer tk_test"}
@@ -24,15 +26,37 @@ JSON = {"Content-Type": "application/json"}
 DONE = Completion("trace-1", "Hello there", "fake", Usage(4, 2, 6))
 
 
+class FakeStream:
+    """A stream call over an async generator: ``read`` is its next item; ``cancel`` before its end is recorded,
+    as the gate would record a cancelled stream."""
+
+    def __init__(self, items: AsyncGenerator[TextChunk | Completion, None], cancelled: asyncio.Event) -> None:
+        self._items = items
+        self._cancelled = cancelled
+        self._ended = False
+
+    async def read(self) -> TextChunk | Completion | None:
+        item = await anext(self._items, None)
+        self._ended = item is None
+        return item
+
+    def cancel(self) -> None:
+        if not self._ended:
+            self._cancelled.set()
+
+
 class FakeGate:
     """Answers with ``DONE``, streamed as ``chunks``; ``refusal`` fails the call before anything is answered,
-    ``failure`` fails a stream after its chunks; ``hold`` keeps a stream waiting after its chunks."""
+    ``failure`` fails a stream after its chunks; ``hold`` keeps a stream waiting after its chunks, ``release``
+    until it is set; without ``done`` the stream ends after its chunks with no done message."""
 
     def __init__(self) -> None:
         self.chunks = ["Hello", " ", "there"]
         self.refusal: HttpError | None = None
         self.failure: HttpError | None = None
         self.hold = False
+        self.release: asyncio.Event | None = None
+        self.done = True
         self.calls: list[tuple[ChatRequest | None, str, CallOptions]] = []
         self.stream_cancelled = asyncio.Event()
 
@@ -42,23 +66,23 @@ class FakeGate:
             raise self.refusal
         return DONE
 
-    async def stream(
-        self, chat: ChatRequest, context_id: str, options: CallOptions
-    ) -> AsyncGenerator[TextChunk | Completion, None]:
+    def stream(self, chat: ChatRequest, context_id: str, options: CallOptions) -> FakeStream:
         self.calls.append((chat, context_id, options))
+        return FakeStream(self._stream(), self.stream_cancelled)
+
+    async def _stream(self) -> AsyncGenerator[TextChunk | Completion, None]:
         if self.refusal:
             raise self.refusal
-        try:
-            for text in self.chunks:
-                yield TextChunk("trace-1", text)
-            if self.hold:
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.stream_cancelled.set()
-            raise
+        for text in self.chunks:
+            yield TextChunk("trace-1", text)
+        if self.hold:
+            await asyncio.Event().wait()
+        if self.release:
+            await self.release.wait()
         if self.failure:
             raise self.failure
-        yield DONE
+        if self.done:
+            yield DONE
 
     async def models(self, options: CallOptions) -> list[str]:
         self.calls.append((None, "", options))
@@ -232,7 +256,8 @@ async def test_a_bad_forwarded_header_is_refused_before_the_gate(client: httpx.A
 
 async def test_other_paths_go_to_the_edge_app(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/process", json={})).status_code == 204
-    assert (await client.get("/v1/models/fake")).status_code == 204  # not ours: the edge app answers its 404
+    assert (await client.get("/v1/models/fake/more")).status_code == 204  # not ours: the edge app answers its 404
+    assert (await client.get("/v1/modelsx")).status_code == 204
 
 
 async def test_a_client_that_disconnects_mid_stream_cancels_the_gate_call(
@@ -296,3 +321,146 @@ async def test_a_replayed_stream_of_only_its_done_message_still_carries_the_repl
     response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
     deltas = [json.loads(e)["choices"][0]["delta"] for e in events_of(response.text)[:-1]]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hello there"}, {}]
+
+
+async def test_a_model_the_caller_may_use_is_retrieved(client: httpx.AsyncClient, registry: CollectorRegistry) -> None:
+    response = await client.get("/v1/models/openai", headers=KEY)
+    assert response.status_code == 200
+    assert response.json() == {"id": "openai", "object": "model", "created": 0, "owned_by": "techno"}
+    assert counted(registry, "GET", "/v1/models/{model}", 200) == 1
+
+
+async def test_any_other_model_is_a_404_in_openais_shape(
+    client: httpx.AsyncClient, registry: CollectorRegistry
+) -> None:
+    response = await client.get("/v1/models/anthropic", headers=KEY)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["reason_codes"]) == (
+        "not_found_error",
+        "model_not_found",
+        ["MODEL_NOT_FOUND"],
+    )
+    assert "anthropic" in error["message"]
+    assert error["trace_id"] == response.headers.get("x-trace-id", error["trace_id"])
+    assert counted(registry, "GET", "/v1/models/{model}", 404) == 1
+
+
+async def test_retrieving_a_model_is_refused_as_listing_them_is(client: httpx.AsyncClient, gate: FakeGate) -> None:
+    gate.refusal = HttpError(401, "UNAUTHENTICATED", "no key", ("API_KEY_MISSING",))
+    response = await client.get("/v1/models/fake")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+async def send_streamed(routes: OpenAIRoutes, on_body: Callable[[bytes], None]) -> list[bytes]:
+    """The bodies of a streamed chat sent to ``routes`` over raw ASGI; ``on_body`` sees each as it is sent."""
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[bytes] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+            on_body(message["body"])
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer tk_test")],
+    }
+    await routes(scope, receive, send)
+    return sent
+
+
+async def test_a_quiet_stream_sends_keep_alive_comments(gate: FakeGate, registry: CollectorRegistry) -> None:
+    """The gate holds its done message until a keep-alive has been sent: the stream only ends if one was."""
+    routes = OpenAIRoutes(
+        inner_app, gate, HttpMetrics(registry), Limits(30.0, 4096, keepalive_seconds=0.01), default_context="openai"
+    )
+    release = gate.release = asyncio.Event()
+    sent = await send_streamed(routes, lambda body: release.set() if body == KEEP_ALIVE else None)
+    assert KEEP_ALIVE in sent
+    assert sent[sent.index(KEEP_ALIVE) - 1].startswith(b"data: ")  # after the chunks, while the gate was quiet
+    assert sent[-1] == b""
+    assert sent[-2].endswith(b"data: [DONE]\n\n")
+    assert counted(registry, "POST", "/v1/chat/completions", 200) == 1
+
+
+async def test_a_stream_that_ends_without_its_done_message_is_an_error(
+    client: httpx.AsyncClient, gate: FakeGate
+) -> None:
+    gate.done = False
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    assert response.status_code == 200
+    events = events_of(response.text)
+    assert "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "INTERNAL"
+    gate.chunks = []  # nothing at all: still a plain HTTP error, nothing was sent
+    response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=KEY)
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "api_error"
+
+
+@pytest.fixture
+async def cors_client(gate: FakeGate) -> AsyncIterator[httpx.AsyncClient]:
+    routes = OpenAIRoutes(
+        inner_app,
+        gate,
+        HttpMetrics(CollectorRegistry()),
+        Limits(30.0, 4096),
+        default_context="openai",
+        cors=Cors.of(["https://app.example"]),
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=routes), base_url="http://edge") as client:
+        yield client
+
+
+@pytest.mark.parametrize(("path", "methods"), [("/v1/chat/completions", "POST"), ("/v1/models/fake", "GET, HEAD")])
+async def test_a_preflight_from_an_allowed_origin_is_answered(
+    cors_client: httpx.AsyncClient, gate: FakeGate, path: str, methods: str
+) -> None:
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": methods.split(",")[0],
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+    }
+    response = await cors_client.options(path, headers=preflight)
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert response.headers["access-control-allow-methods"] == methods
+    allowed = [name.strip() for name in response.headers["access-control-allow-headers"].split(",")]
+    assert "*" in allowed  # the SDK's own headers (X-Stainless-*)
+    assert "Authorization" in allowed  # the one header * does not cover
+    assert gate.calls == []
+
+
+async def test_answers_to_an_allowed_origin_name_it(cors_client: httpx.AsyncClient) -> None:
+    origin = {"Origin": "https://app.example"}
+    streamed = await cors_client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers={**KEY, **origin})
+    refused = await cors_client.post("/v1/chat/completions", content=b"{", headers={**KEY, **JSON, **origin})
+    for response in (streamed, refused, await cors_client.get("/v1/models", headers={**KEY, **origin})):
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        assert "X-Trace-Id" in response.headers["access-control-expose-headers"]
+    assert refused.status_code == 400
+
+
+async def test_preflights_are_405_from_other_origins_or_with_cors_off(
+    client: httpx.AsyncClient, cors_client: httpx.AsyncClient
+) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    off = await client.options("/v1/chat/completions", headers=preflight)
+    other = await cors_client.options("/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
+    for response in (off, other):
+        assert response.status_code == 405
+        assert "access-control-allow-origin" not in response.headers
+    assert other.headers["vary"] == "Origin"

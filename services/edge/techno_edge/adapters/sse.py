@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from techno_edge.adapters import transcoding
 from techno_edge.adapters.bindings import Binding
+from techno_edge.domain.errors import HttpError
 
 CONTENT_TYPE = b"text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"  # a comment: ignored by every client, but bytes on the wire
@@ -60,3 +61,9 @@ class EventRenderer:
             which = message.WhichOneof(self._oneof)
             event = self._names[which] if which else None
         return frame(transcoding.render_response(self._binding, message), event)
+
+    def error(self, error: HttpError, trace_id: str) -> bytes:
+        return frame(transcoding.dumps(error.body(trace_id)), ERROR_EVENT)
+
+    def end(self) -> None:
+        """Any number of messages is a whole stream."""

@@ -274,25 +274,37 @@ class ChunkWriter:
         return self._chunk([], usage)
 
 
+MODEL_NOT_FOUND = "MODEL_NOT_FOUND"  # the edge's reason for a model the caller may not use (or that is none)
+
+
+def model_body(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "techno"}
+
+
 def models_body(providers: list[str]) -> dict[str, Any]:
     """``GET /v1/models``: one model per provider (its id is what ``model`` takes), in the policy's order."""
-    unique = dict.fromkeys(providers)
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "techno"} for name in unique],
-    }
+    return {"object": "list", "data": [model_body(name) for name in dict.fromkeys(providers)]}
+
+
+def model_not_found(model: str) -> HttpError:
+    """``GET /v1/models/{model}`` for a model the caller's profile does not allow: not told apart from one that
+    does not exist, as OpenAI does not tell them apart either."""
+    message = f"The model {model!r} does not exist or you do not have access to it"
+    return HttpError(404, "NOT_FOUND", message, (MODEL_NOT_FOUND,))
 
 
 # OpenAI's error types by HTTP status; the SDK picks its exception class from the status alone.
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 # OpenAI's own codes where clients test for them; otherwise the gate's reason code.
 _CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+_CODES_BY_REASON = {MODEL_NOT_FOUND: "model_not_found"}
 
 
 def error_body(error: HttpError, trace_id: str) -> dict[str, Any]:
     """OpenAI's error object for one of the edge's errors, with the reason codes and trace id kept beside it."""
     kind = _TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
-    code = _CODES.get(error.status) or (error.reasons[0] if error.reasons else error.grpc_code)
+    reason = error.reasons[0] if error.reasons else error.grpc_code
+    code = _CODES.get(error.status) or _CODES_BY_REASON.get(reason, reason)
     return {
         "error": {
             "message": error.message,

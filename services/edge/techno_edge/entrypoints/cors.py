@@ -15,6 +15,10 @@ from dataclasses import dataclass
 # The request headers the edge reads or forwards; a preflight asking for others is answered without them, and
 # the browser refuses the request.
 ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, Traceparent, X-API-Key, X-Request-Timeout"
+# The OpenAI-compatible routes': the OpenAI SDKs send headers of their own that change between versions
+# (X-Stainless-*, OpenAI-Organization …), which the edge ignores. ``*`` allows any header on a request without
+# credentials (the Fetch standard) except Authorization, which must be named.
+ANY_HEADER = "*, Authorization"
 EXPOSED_HEADERS = "Retry-After, X-Trace-Id"
 _MAX_AGE_SECONDS = "600"
 ANY_ORIGIN = "*"
@@ -45,9 +49,11 @@ class Cors:
         )
 
     @staticmethod
-    def preflight_headers(methods: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    def preflight_headers(
+        methods: Iterable[str], allowed_headers: str = ALLOWED_HEADERS
+    ) -> tuple[tuple[str, str], ...]:
         return (
             ("access-control-allow-methods", ", ".join(methods)),
-            ("access-control-allow-headers", ALLOWED_HEADERS),
+            ("access-control-allow-headers", allowed_headers),
             ("access-control-max-age", _MAX_AGE_SECONDS),
         )

@@ -1,16 +1,21 @@
-"""OpenAI-compatible routes in front of the edge: ``POST /v1/chat/completions`` (plain and streamed) and
-``GET /v1/models``, so the official OpenAI SDKs work against Techno by changing ``base_url``.
+"""OpenAI-compatible routes in front of the edge: ``POST /v1/chat/completions`` (plain and streamed),
+``GET /v1/models`` and ``GET /v1/models/{model}``, so the official OpenAI SDKs work against Techno by changing
+``base_url``.
 
 Every other request goes to the edge's own app untouched. These routes are governed like ``/v1/process``: the
 client's ``Authorization: Bearer <Techno key>`` and ``Idempotency-Key`` are forwarded as the same gRPC metadata
-(checked the same way), ``X-Request-Timeout`` lowers the deadline, the body limit is the edge's, and the gate
-decides, limits and audits. The mapping of the request and its answers is ``techno_edge.domain.openai_chat``.
-The context the policy is evaluated in comes from the ``X-Techno-Context`` header, else the configured default.
+(checked the same way), ``X-Request-Timeout`` lowers the deadline, the body limit is the edge's, CORS is the
+edge's setting, and the gate decides, limits and audits. The request is read and the answer sent by the same
+code as every other route's (``http_io``); the mapping of the request and its answers is
+``techno_edge.domain.openai_chat``. The context the policy is evaluated in comes from the ``X-Techno-Context``
+header, else the configured default.
 
-A streamed answer is sent as Server-Sent Events once the gate's first message is in, so a refusal (401, 403,
-429 …) is still a plain HTTP error the SDK raises as such; a failure after that is one ``data:`` event carrying
-the error object, then the end, as OpenAI does. A client that disconnects cancels the gate call, streamed or
-not. Metrics and spans name the route (``/v1/chat/completions``, ``/v1/models``) like every other route's.
+A streamed answer is the edge's one event-stream loop (``event_stream``) with OpenAI's framing
+(``openai_compat.ChunkRenderer``): sent once the gate's first message is in, so a refusal (401, 403, 429 …) is
+still a plain HTTP error the SDK raises as such; a failure after that is one ``data:`` event carrying the error
+object, then the end, as OpenAI does; ``: keep-alive`` comments while the gate is quiet (the SDKs skip comments).
+A client that disconnects cancels the gate call, streamed or not. Metrics and spans name the route
+(``/v1/chat/completions``, ``/v1/models``, ``/v1/models/{model}``) like every other route's.
 """
 
 from __future__ import annotations
@@ -19,65 +24,56 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from techno_core.tracing import current_trace_id
-from techno_edge.adapters import json_input, sse, transcoding
+from techno_edge.adapters import json_input, transcoding
 from techno_edge.adapters.metrics import HttpMetrics
-from techno_edge.adapters.openai_compat import CallOptions
+from techno_edge.adapters.openai_compat import CallOptions, ChunkRenderer
 from techno_edge.domain import errors
 from techno_edge.domain.errors import HttpError
 from techno_edge.domain.openai_chat import (
     ChatRequest,
-    ChunkWriter,
     Completion,
     TextChunk,
     completion_body,
     error_body,
+    model_body,
+    model_not_found,
     models_body,
     parse_chat_request,
 )
-
-# The edge app's own request handling, reused so these routes read and forward exactly as every other route does.
-from techno_edge.entrypoints.asgi import (
+from techno_edge.entrypoints.cors import ANY_HEADER, Cors
+from techno_edge.entrypoints.event_stream import CLIENT_CLOSED, EventStream, MessageStream
+from techno_edge.entrypoints.http_io import (
+    ClientGone,
     Limits,
     Receive,
     Response,
     Scope,
     Send,
-    _check_content_type,
-    _ClientGone,
-    _error_response,
-    _header,
-    _name_span,
-    _parse_headers,
-    _read_body,
-    _send,
-    _timeout,
+    check_content_type,
+    error_response,
+    header,
+    name_span,
+    parse_headers,
+    read_body,
+    request_timeout,
+    send_response,
+    unless_disconnected,
 )
-from techno_edge.entrypoints.event_stream import CLIENT_CLOSED, _disconnected, event_stream_headers
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 MODELS = "/v1/models"
-_ALLOWED = {CHAT_COMPLETIONS: ("POST",), MODELS: ("GET", "HEAD")}
+MODEL = "/v1/models/{model}"
+_MODEL_PREFIX = MODELS + "/"
+_ALLOWED = {CHAT_COMPLETIONS: ("POST",), MODELS: ("GET", "HEAD"), MODEL: ("GET", "HEAD")}
 CONTEXT_HEADER = b"x-techno-context"
-_DONE = b"data: [DONE]\n\n"
-# As for the edge's other streams: once the deadline has passed, how long a blocked send may still take.
-_SEND_GRACE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-@dataclasses.dataclass
-class _Answer:
-    """What the metrics record: the status, and when a stream's first event went out."""
-
-    status: int = CLIENT_CLOSED
-    first_event_at: float | None = None
 
 
 class ChatGate(Protocol):
@@ -87,163 +83,147 @@ class ChatGate(Protocol):
 
     def stream(
         self, chat: ChatRequest, context_id: str, options: CallOptions
-    ) -> AsyncGenerator[TextChunk | Completion, None]: ...
+    ) -> MessageStream[TextChunk | Completion]: ...
 
     async def models(self, options: CallOptions) -> list[str]: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    route: str  # the template, for metrics and spans
+    model: str  # the ``{model}`` of ``/v1/models/{model}``
+    scope: Scope
+    receive: Receive
+    trace_id: str
+
+
+def _route_of(path: str) -> tuple[str, str] | None:
+    """The route's template and its ``{model}``, or None when the path is not one of these routes."""
+    if path in _ALLOWED:
+        return path, ""
+    model = path.removeprefix(_MODEL_PREFIX)
+    if model != path and model and "/" not in model:
+        return MODEL, model
+    return None
+
+
 class OpenAIRoutes:
     def __init__(
-        self, app: AsgiApp, gate: ChatGate, metrics: HttpMetrics, limits: Limits, *, default_context: str
+        self,
+        app: AsgiApp,
+        gate: ChatGate,
+        metrics: HttpMetrics,
+        limits: Limits,
+        *,
+        default_context: str,
+        cors: Cors | None = None,
     ) -> None:
         self._app = app
         self._gate = gate
         self._metrics = metrics
         self._limits = limits
         self._default_context = default_context
+        self._cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = scope.get("path") if scope["type"] == "http" else None
-        if route not in _ALLOWED:
+        matched = _route_of(scope["path"]) if scope["type"] == "http" else None
+        if matched is None:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
         method: str = scope["method"]
-        trace_id = current_trace_id()
-        _name_span(method, route)
+        request = _Request(matched[0], matched[1], scope, receive, current_trace_id())
+        name_span(method, request.route)
+        origin = header(scope, b"origin") if self._cors is not None else None
+        cors_headers = () if self._cors is None else self._cors.response_headers(origin)
         self._metrics.in_flight.inc()
-        answer = _Answer()
+        status, answered = CLIENT_CLOSED, None
         try:
-            answer.status = await self._serve(route, scope, receive, send, trace_id, answer)
-        except _ClientGone:
+            answer = await self._answer(request, origin)
+            if isinstance(answer, EventStream):
+                # Counted to the first event, as the edge's other streams are: the rest is the answer's length.
+                answered = time.perf_counter()
+                status = await answer.send_to(send, request.trace_id, cors_headers)
+            else:
+                status = answer.status
+                await send_response(send, answer, request.trace_id, cors_headers)
+        except ClientGone:
             pass
         finally:
             self._metrics.in_flight.dec()
-            ended = answer.first_event_at or time.perf_counter()
-            self._metrics.observe(method, route, answer.status, ended - started)
+            self._metrics.observe(method, request.route, status, (answered or time.perf_counter()) - started)
 
-    async def _serve(
-        self, route: str, scope: Scope, receive: Receive, send: Send, trace_id: str, answer: _Answer
-    ) -> int:
-        """The answer, sent; returns its status. An ``HttpError`` becomes OpenAI's error object."""
+    async def _answer(self, request: _Request, origin: str | None) -> Response | EventStream[TextChunk | Completion]:
+        """The answer to send; an ``HttpError`` becomes OpenAI's error object."""
+        method = request.scope["method"]
         try:
-            if ("GET" if scope["method"] == "HEAD" else scope["method"]) not in _ALLOWED[route]:
-                raise errors.method_not_allowed(_ALLOWED[route])
-            headers = _parse_headers(scope)
-            options = CallOptions(headers.metadata, _timeout(headers.timeout, self._limits.timeout_seconds))
-            if route == MODELS:
-                providers = await _unless_gone(receive, self._gate.models(options))
-                return await _answer(send, Response(200, transcoding.dumps(models_body(providers))), trace_id)
-            body = await _read_body(receive, headers.content_length, self._limits.max_body_bytes)
-            if body.strip():  # an empty body is refused below as not an object, whatever its type
-                _check_content_type(headers.content_types)
-            chat = parse_chat_request(json_input.loads(body) if body.strip() else None)
-            context = _header(scope, CONTEXT_HEADER) or self._default_context
-            if chat.stream:  # a stream's deadline covers its whole answer: the edge's longer ceiling for streams
-                options = CallOptions(headers.metadata, _timeout(headers.timeout, self._limits.stream_timeout_seconds))
-                return await _unless_gone(receive, self._stream(send, chat, context, options, trace_id, answer))
-            completion = await _unless_gone(receive, self._gate.complete(chat, context, options))
-            reply = completion_body(completion, created=int(time.time()), model=chat.model)
-            return await _answer(send, Response(200, transcoding.dumps(reply)), trace_id)
+            allowed = _ALLOWED[request.route]
+            if method == "OPTIONS" and self._is_preflight(request.scope, origin):
+                return Response(204, b"", headers=Cors.preflight_headers(allowed, ANY_HEADER))
+            if ("GET" if method == "HEAD" else method) not in allowed:
+                raise errors.method_not_allowed(allowed)
+            if request.route == CHAT_COMPLETIONS:
+                return await self._chat(request)
+            return await self._models(request)
         except HttpError as error:
-            return await _answer(send, _openai_error(error, trace_id), trace_id)
-        except _ClientGone:
+            return _openai_error(error, request.trace_id)
+        except ClientGone:
             raise  # nobody is left to answer
         except Exception:  # as the edge app does: logged whole, answered as a 500 with the trace id only
-            log.exception("unhandled error serving %s %s", scope["method"], route)
-            return await _answer(send, _openai_error(errors.internal(), trace_id), trace_id)
+            log.exception("unhandled error serving %s %s", method, request.route)
+            return _openai_error(errors.internal(), request.trace_id)
 
-    async def _stream(
-        self, send: Send, chat: ChatRequest, context: str, options: CallOptions, trace_id: str, answer: _Answer
-    ) -> int:
+    def _is_preflight(self, scope: Scope, origin: str | None) -> bool:
+        """A CORS preflight from an allowed origin; any other OPTIONS is a 405 like the edge's own routes'."""
+        return (
+            self._cors is not None
+            and self._cors.allows(origin)
+            and header(scope, b"access-control-request-method") is not None
+        )
+
+    async def _models(self, request: _Request) -> Response:
+        headers = parse_headers(request.scope)
+        options = CallOptions(headers.metadata, request_timeout(headers.timeout, self._limits.timeout_seconds))
+        providers = await unless_disconnected(request.receive, self._gate.models(options))
+        if request.route == MODELS:
+            return Response(200, transcoding.dumps(models_body(providers)))
+        if request.model not in providers:
+            raise model_not_found(request.model)
+        return Response(200, transcoding.dumps(model_body(request.model)))
+
+    async def _chat(self, request: _Request) -> Response | EventStream[TextChunk | Completion]:
+        headers = parse_headers(request.scope)
+        body = await read_body(request.receive, headers.content_length, self._limits.max_body_bytes)
+        if body.strip():  # an empty body is refused below as not an object, whatever its type
+            check_content_type(headers.content_types)
+        chat = parse_chat_request(json_input.loads(body) if body.strip() else None)
+        context = header(request.scope, CONTEXT_HEADER) or self._default_context
+        # A stream's deadline covers its whole answer: the edge's longer ceiling for streams.
+        ceiling = self._limits.stream_timeout_seconds if chat.stream else self._limits.timeout_seconds
+        options = CallOptions(headers.metadata, request_timeout(headers.timeout, ceiling))
+        if chat.stream:
+            return await self._open_stream(request, chat, context, options)
+        completion = await unless_disconnected(request.receive, self._gate.complete(chat, context, options))
+        reply = completion_body(completion, created=int(time.time()), model=chat.model)
+        return Response(200, transcoding.dumps(reply))
+
+    async def _open_stream(
+        self, request: _Request, chat: ChatRequest, context: str, options: CallOptions
+    ) -> EventStream[TextChunk | Completion]:
+        """The stream, once the gate's first message is in; raises its ``HttpError`` when it failed before."""
         deadline = asyncio.get_running_loop().time() + options.timeout
-        events = self._gate.stream(chat, context, options)
-        try:
-            first = await anext(events, None)  # a refusal raises here, before anything is sent
-            if first is None:
-                raise errors.internal()
-            writer = ChunkWriter(first.trace_id or trace_id, int(time.time()), chat.model, chat.include_usage)
-            trace_header = [(b"x-trace-id", trace_id.encode())] if trace_id else []
-            await send({"type": "http.response.start", "status": 200, "headers": event_stream_headers() + trace_header})
-            # Counted to the first event, as the edge's other streams are: the rest is the answer's length.
-            answer.first_event_at = time.perf_counter()
-            # Sending is bounded by the deadline too: a client that stops reading cannot hold the stream open.
-            async with asyncio.timeout_at(deadline + _SEND_GRACE_SECONDS):
-                status = await _relay_or_report(send, writer, first, events)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return status
-        except TimeoutError:
-            log.warning("event stream dropped: the client did not read it before its deadline")
-            return errors.http_status_of("DEADLINE_EXCEEDED")
-        finally:
-            await events.aclose()  # cancels the gate call if it is still running
-
-
-async def _relay_or_report(
-    send: Send, writer: ChunkWriter, first: TextChunk | Completion, rest: AsyncGenerator[TextChunk | Completion, None]
-) -> int:
-    """The stream relayed; a failure after the status line is one event with the error object (as OpenAI sends
-    it). Returns the status the request is counted under."""
-    try:
-        await _relay(send, writer, first, rest)
-        return 200
-    except HttpError as error:
-        failure = error
-    except Exception:
-        log.exception("unhandled error streaming %s", CHAT_COMPLETIONS)
-        failure = errors.internal()
-    await send(_event(error_body(failure, writer.trace_id)))
-    return failure.status
-
-
-async def _relay(
-    send: Send, writer: ChunkWriter, first: TextChunk | Completion, rest: AsyncGenerator[TextChunk | Completion, None]
-) -> None:
-    await send(_event(writer.role()))
-    event: TextChunk | Completion | None = first
-    streamed = False
-    while event is not None:
-        if isinstance(event, Completion):
-            if not streamed and event.reply:  # a repeat of an Idempotency-Key: the stored answer, in one piece
-                await send(_event(writer.text(event.reply)))
-            await send(_event(writer.finish()))
-            if writer.include_usage:
-                await send(_event(writer.usage(event.usage)))
-            await send({"type": "http.response.body", "body": _DONE, "more_body": True})
-            return
-        if event.text:
-            await send(_event(writer.text(event.text)))
-            streamed = True
-        event = await anext(rest, None)
-    raise errors.internal()  # the gate ended the stream without its done message
-
-
-def _event(value: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "http.response.body", "body": sse.frame(transcoding.dumps(value)), "more_body": True}
-
-
-async def _unless_gone(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
-    """``work``'s result, unless the client disconnects first: then ``work`` is cancelled (and with it the gate
-    call it awaits) and ``_ClientGone`` raised. Only called once the request body has been read."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when this request's own task is cancelled (server shutdown)
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    if task.cancelled():
-        raise _ClientGone
-    return task.result()
+        stream = EventStream(
+            self._gate.stream(chat, context, options),
+            ChunkRenderer(request.trace_id, int(time.time()), chat.model, chat.include_usage),
+            request.receive,
+            self._limits.keepalive_seconds,
+            deadline,
+        )
+        if not await stream.start():
+            raise ClientGone
+        return stream
 
 
 def _openai_error(error: HttpError, trace_id: str) -> Response:
     """The edge's error response (status, ``Retry-After``, ``Allow``) with OpenAI's error object as its body."""
-    return dataclasses.replace(_error_response(error, trace_id), body=transcoding.dumps(error_body(error, trace_id)))
-
-
-async def _answer(send: Send, response: Response, trace_id: str) -> int:
-    await _send(send, response, trace_id)
-    return response.status
+    return dataclasses.replace(error_response(error, trace_id), body=transcoding.dumps(error_body(error, trace_id)))
