@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from techno_stack.stack import ROOT
+from tests.sse_events import EventReader
 
 from ..dashboard_queries import PanelQuery, substitute
 from .support import SUMMARIZE
@@ -77,6 +78,15 @@ class Clients:
     async def process(self, headers: dict[str, str] | None = None, **changes: Any) -> httpx.Response:
         return await self.edge.post("/v1/process", json={**SUMMARIZE, **changes}, headers=headers or self.admin)
 
+    async def stream(self) -> list[str]:
+        """One streamed answer through the edge (``POST /v1/process:stream`` as Server-Sent Events), read to its
+        end; the names of its events."""
+        headers = {**self.admin, "Accept": "text/event-stream"}
+        async with self.edge.stream("POST", "/v1/process:stream", json=SUMMARIZE, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"] == "text/event-stream"
+            return [event.name for event in await EventReader(response.aiter_lines()).rest()]
+
     async def breaker_state(self, provider: str = "fake") -> str:
         response = await self.edge.get("/v1/admin/breakers", headers=self.admin)
         assert response.status_code == 200, response.text
@@ -89,10 +99,14 @@ class Clients:
 
 
 async def drive_traffic(clients: Clients) -> None:
-    """Successes, denials, a rate-limit rejection, a two-turn chat in a session and lookups that miss, so every
-    service counts OK and non-OK RPCs, decisions of both outcomes and a limit rejection."""
+    """Successes, a streamed answer, denials, a rate-limit rejection, a two-turn chat in a session and lookups
+    that miss, so every service counts OK and non-OK RPCs (unary and streaming), decisions of both outcomes and a
+    limit rejection, and the provider's streams have a time to first token, a duration and a result."""
     for _ in range(5):
         assert (await clients.process()).status_code == 200
+    events = await clients.stream()
+    assert events[-1:] == ["done"], events
+    assert "chunk" in events, events
     assert (await clients.process(action="no-such-action")).status_code in (400, 403, 404)
     assert (await clients.process(headers={"X-API-Key": "not-a-key"})).status_code == 401
     statuses = [(await clients.process(headers=clients.tiny)).status_code for _ in range(7)]
