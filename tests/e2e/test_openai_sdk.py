@@ -56,6 +56,11 @@ async def test_models_are_the_providers_the_profile_allows(running_stack: Runnin
     models = await asyncio.to_thread(lambda: list(sdk(running_stack).models.list()))
     assert [model.id for model in models] == ["fake"]  # the e2e default profile: providers [fake]
     assert {model.owned_by for model in models} == {"techno"}
+    fake = await asyncio.to_thread(lambda: sdk(running_stack).models.retrieve("fake"))
+    assert (fake.id, fake.owned_by) == ("fake", "techno")
+    with pytest.raises(openai.NotFoundError) as refused:  # a provider the profile does not allow is not a model
+        await asyncio.to_thread(lambda: sdk(running_stack).models.retrieve("openai"))
+    assert refused.value.code == "model_not_found"
 
 
 async def test_a_completion_is_governed_and_audited(client: httpx.AsyncClient, running_stack: RunningStack) -> None:
@@ -189,8 +194,10 @@ async def test_the_routes_are_traced_and_counted_like_every_other(
 async def slow_stream_stack(
     create_postgres_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    """A stack whose fake provider streams 4 characters every 0.2 s and fails every stream after 3 pieces."""
+    """A stack whose fake provider streams 4 characters every 0.2 s and fails every stream after 3 pieces, and
+    whose edge sends a keep-alive comment whenever the gate is quiet for 0.05 s (between every two pieces)."""
     env = {
+        "TECHNO_EDGE_STREAM_KEEPALIVE_SECONDS": "0.05",
         "TECHNO_FAKE_STREAM_CHUNK_CHARS": "4",
         "TECHNO_FAKE_STREAM_CHUNK_DELAY_MS": "200",
         "TECHNO_FAKE_STREAM_FAULT_AFTER_CHUNKS": "3",
@@ -238,7 +245,7 @@ async def test_a_failure_mid_stream_reaches_the_sdk_as_an_api_error(slow_stream_
 
     with pytest.raises(openai.APIError) as failed:
         await asyncio.to_thread(read_until_it_fails)
-    assert len(pieces) > 1  # the role and at least one piece came before the failure
+    assert len(pieces) > 1  # the role and at least one piece came before the failure (keep-alives between them)
     assert isinstance(failed.value.body, dict)
     assert failed.value.body["type"] == "api_error"
     assert failed.value.body["reason_codes"]
@@ -248,3 +255,26 @@ async def test_a_failure_mid_stream_reaches_the_sdk_as_an_api_error(slow_stream_
         return await outcome_of(slow_stream_stack, key, trace_id) == "FAILED"
 
     await eventually(failed_outcome)
+
+
+async def test_keep_alive_comments_are_on_the_wire_and_the_sdk_skips_them(slow_stream_stack: Stack) -> None:
+    client, key = slow_sdk(slow_stream_stack)
+    request = {"model": "fake", "messages": HELLO, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=slow_stream_stack.edge_url, timeout=30) as raw,
+        raw.stream("POST", "/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}) as sent,
+    ):
+        lines = [line async for line in sent.aiter_lines() if line]
+    assert ": keep-alive" in lines
+    assert [line for line in lines if line != ": keep-alive" and not line.startswith("data: ")] == []
+
+    def read_what_the_sdk_sees() -> list[Any]:
+        chunks: list[Any] = []
+        with pytest.raises(openai.APIError):  # this stack fails every stream after its third piece
+            chunks.extend(client.chat.completions.create(model="fake", messages=HELLO, stream=True))
+        return chunks
+
+    chunks = await asyncio.to_thread(read_what_the_sdk_sees)
+    assert len(chunks) > 1  # the role, then pieces: the comments between them were no chunks, nor errors
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    assert all(chunk.choices[0].delta.content for chunk in chunks[1:])
