@@ -9,6 +9,7 @@ presents no Techno identity), counted in ``grpc_server_peer_denied_total`` and l
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -111,8 +112,11 @@ def _before(behavior: Any, check: Check) -> Any:
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             await check(context)
-            async for response in behavior(request, context):
-                yield response
+            # aclosing: a client that leaves closes this generator, and so at once the servicer's (its provider
+            # call with it), not whenever the garbage collector gets to it.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         return stream
 
