@@ -4,6 +4,7 @@ matching the bodies the edge renders."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,12 +13,24 @@ from openapi_spec_validator import validate
 
 from techno.gate.v1 import admin_pb2, gate_pb2
 from techno_core.contract import API_KEY_SCOPES, METHOD_SCOPES
+from techno_edge.adapters import openapi_openai
 from techno_edge.adapters.bindings import Binding, load_bindings
 from techno_edge.adapters.openapi import build_openapi
 from techno_edge.adapters.openapi_errors import RESPONSES
 from techno_edge.adapters.openapi_examples import Examples
 from techno_edge.adapters.proto_docs import PACKAGED, ProtoDocs
 from techno_edge.domain import errors
+from techno_edge.domain.openai_chat import (
+    ChunkWriter,
+    Completion,
+    Usage,
+    completion_body,
+    error_body,
+    model_body,
+    model_not_found,
+    models_body,
+    parse_chat_request,
+)
 from techno_edge.domain.templates import parse_template
 from techno_edge.settings import GATE_SERVICES
 from tests.openapi_support import escape, event_failures, failures, parse_events
@@ -36,13 +49,14 @@ def document(bindings: list[Binding]) -> dict[str, Any]:
     return build_openapi(bindings)
 
 
-def _operations(document: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """operationId → (JSON pointer of the operation, the operation)."""
+def _operations(document: dict[str, Any], *, openai: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """operationId → (JSON pointer of the operation, the operation): the gRPC bindings' operations, or with
+    ``openai`` the hand-described OpenAI-compatible ones."""
     return {
         operation["operationId"]: (f"/paths/{escape(path)}/{method}", operation)
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if method in _METHODS
+        if method in _METHODS and (openapi_openai.TAG in operation["tags"]) is openai
     }
 
 
@@ -135,10 +149,12 @@ def test_every_operation_has_examples_that_fit_their_schemas(document: dict[str,
 
 
 def test_every_error_response_has_an_example_of_the_error_schema(document: dict[str, Any]) -> None:
+    names = {name for name, _ in RESPONSES.values()}
     for name, response in document["components"]["responses"].items():
         (example,) = response["content"]["application/json"]["examples"].values()
-        _assert_fits(document, "/components/schemas/Error", example["value"])
-        assert name in {name for name, _ in RESPONSES.values()}
+        schema = "/components/schemas/Error" if name in names else "/components/schemas/OpenAI.Error"
+        _assert_fits(document, schema, example["value"])
+    assert set(document["components"]["responses"]) == {*names, "OpenAI.Error"}
 
 
 def test_an_example_that_breaks_its_schema_is_caught(document: dict[str, Any]) -> None:
@@ -258,3 +274,132 @@ def test_the_packaged_descriptor_set_carries_the_comments() -> None:
     assert docs.of("techno.gate.v1.ReasonCode.REASON_CODE_ALLOWED") == "The request passed every check."
     assert docs.of("techno.executor.v1.FaultProfile")  # every proto of the repository, not only the gate's
     assert docs.of("techno.gate.v1.NoSuchMessage") == ""
+
+
+# The OpenAI-compatible operations, described by hand (techno_edge.adapters.openapi_openai).
+
+_OPENAI = {
+    "OpenAI_CreateChatCompletion": ("/v1/chat/completions", "post", "techno.gate.v1.GateService.Process"),
+    "OpenAI_ListModels": ("/v1/models", "get", "techno.gate.v1.GateService.ListModels"),
+    "OpenAI_RetrieveModel": ("/v1/models/{model}", "get", "techno.gate.v1.GateService.ListModels"),
+}
+_CHAT_REQUEST = "/components/schemas/OpenAI.ChatCompletionRequest"
+
+
+def test_the_openai_routes_are_documented_with_the_scope_of_the_gate_method_they_call(
+    document: dict[str, Any],
+) -> None:
+    operations = _operations(document, openai=True)
+    assert set(operations) == set(_OPENAI)
+    assert {"name": openapi_openai.TAG, "description": openapi_openai.TAG_DESCRIPTION} in document["tags"]
+    for operation_id, (path, method, grpc_method) in _OPENAI.items():
+        pointer, operation = operations[operation_id]
+        assert pointer == f"/paths/{escape(path)}/{method}"
+        assert operation["tags"] == [openapi_openai.TAG]
+        assert operation["summary"]
+        assert not operation["summary"].endswith(".")
+        scope = METHOD_SCOPES[grpc_method]
+        scopes = [scope] if scope else []
+        assert operation["x-required-scopes"] == scopes, operation_id
+        assert operation["security"] == [{"ApiKeyAuth": scopes}, {"BearerAuth": scopes}]
+        assert (f"`{scope}`" if scope else "none") in operation["description"]
+        errors_ = {k: v["$ref"] for k, v in operation["responses"].items() if k != "200"}
+        assert set(errors_.values()) == {"#/components/responses/OpenAI.Error"}  # OpenAI's shape, not AIP-193
+        assert {"400", "401", "403", "404", "429", "5XX"} <= set(errors_)
+
+
+def test_the_openai_examples_fit_their_schemas(document: dict[str, Any]) -> None:
+    for pointer, operation in _operations(document, openai=True).values():
+        for media_type, content in operation["responses"]["200"]["content"].items():
+            (example,) = content["examples"].values()
+            media_pointer = f"{pointer}/responses/200/content/{escape(media_type)}"
+            if media_type == "text/event-stream":
+                _assert_openai_stream_fits(document, media_pointer, example["value"])
+            else:
+                _assert_fits(document, f"{media_pointer}/schema", example["value"])
+        body = operation.get("requestBody")
+        if body is not None:
+            (example,) = body["content"]["application/json"]["examples"].values()
+            _assert_fits(document, _CHAT_REQUEST, example["value"])
+            assert parse_chat_request(example["value"]).model == "fake"  # and the edge accepts it
+        for index, parameter in enumerate(operation["parameters"]):
+            if "$ref" not in parameter:
+                _assert_fits(document, f"{pointer}/parameters/{index}/schema", parameter["example"])
+
+
+def _assert_openai_stream_fits(document: dict[str, Any], media_pointer: str, text: str) -> None:
+    """Every event fits the stream's event schema, every data but ``[DONE]`` (the last) is a chunk or an error."""
+    events = parse_events(text)
+    assert [event["data"] for event in events][-1] == "[DONE]"
+    for event in events:
+        _assert_fits(document, f"{media_pointer}/schema", event)
+    for event in events[:-1]:
+        data = json.loads(event["data"])
+        _assert_fits(document, "/components/schemas/OpenAI.ChatCompletionChunk", data)
+
+
+def test_the_bodies_the_openai_routes_render_fit_the_schemas(document: dict[str, Any]) -> None:
+    usage = Usage(3, 2, 5)
+    completion = Completion(TRACE_ID, "Hello", "fake", usage)
+    _assert_fits(
+        document,
+        "/components/schemas/OpenAI.ChatCompletion",
+        completion_body(completion, created=1, model="fake"),
+    )
+    writer = ChunkWriter(TRACE_ID, 1, "fake", include_usage=True)
+    for chunk in (writer.role(), writer.text("Hel"), writer.finish(), writer.usage(usage)):
+        _assert_fits(document, "/components/schemas/OpenAI.ChatCompletionChunk", chunk)
+    _assert_fits(document, "/components/schemas/OpenAI.ModelList", models_body(["fake", "openai"]))
+    _assert_fits(document, "/components/schemas/OpenAI.Model", model_body("fake"))
+    refusals = [
+        model_not_found("openai"),
+        errors.invalid_argument("bad", errors.Violation("messages", "required")),
+        errors.HttpError(429, "RESOURCE_EXHAUSTED", "slow down", ("RATE_LIMITED",), retry_after_seconds=1),
+    ]
+    for error in refusals:
+        _assert_fits(document, "/components/schemas/OpenAI.Error", error_body(error, TRACE_ID))
+    assert failures(document, "/components/schemas/OpenAI.Error", errors.not_found().body(TRACE_ID))  # not AIP-193
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+        {"model": "fake", "messages": [{"role": "tool", "content": "42"}]},
+        {"model": "fake", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "n": 2},
+        {"model": "fake", "messages": []},
+        {"model": "", "messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi"}]},
+    ],
+)
+def test_what_the_chat_schema_refuses_the_edge_refuses(document: dict[str, Any], body: dict[str, Any]) -> None:
+    assert failures(document, _CHAT_REQUEST, body)
+    with pytest.raises(errors.HttpError):
+        parse_chat_request(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "fake", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+        {
+            "model": "fake",
+            "messages": [
+                {"role": "developer", "content": "Be brief.", "name": "ops"},
+                {"role": "assistant", "content": "ok", "refusal": None, "tool_calls": []},
+                {"role": "user", "content": "hi"},
+            ],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": 0.2,
+            "max_tokens": 100,
+            "n": 1,
+            "metadata": {"ticket": "42"},
+            "user": None,
+        },
+    ],
+)
+def test_what_the_chat_schema_accepts_the_edge_accepts(document: dict[str, Any], body: dict[str, Any]) -> None:
+    _assert_fits(document, _CHAT_REQUEST, body)
+    parse_chat_request(body)

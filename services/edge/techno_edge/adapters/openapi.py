@@ -35,7 +35,7 @@ from techno_core.contract import (
     METHOD_SCOPES,
     REQUEST_TIMEOUT,
 )
-from techno_edge.adapters import openapi_errors
+from techno_edge.adapters import openapi_errors, openapi_openai
 from techno_edge.adapters.bindings import Binding
 from techno_edge.adapters.openapi_errors import ERROR, TRACE_HEADER
 from techno_edge.adapters.openapi_examples import Examples, OperationExamples
@@ -457,7 +457,9 @@ its security requirement, its `x-required-scopes` and its description.
 **Errors.** Every 4xx and 5xx answers an `Error` body (AIP-193): `{"error": {"code", "message", "status", \
 "details"}}`, whose details always include a `google.rpc.ErrorInfo` with the machine-readable `reason` and the \
 request's `traceId`, and, as the case may be, `BadRequest` field violations, `QuotaFailure` and `RetryInfo` (also \
-sent as `Retry-After`). Every response carries `X-Trace-Id`.
+sent as `Retry-After`). Every response carries `X-Trace-Id`. The errors of the OpenAI-compatible operations are \
+not `Error` bodies but OpenAI's error object (`{"error": {"message", "type", "param", "code", "reason_codes", \
+"trace_id"}}`), which the OpenAI SDKs read.
 
 **Deadlines and retries.** `X-Request-Timeout` lowers the deadline; the operations that honour \
 `Idempotency-Key` list it."""
@@ -480,9 +482,10 @@ _SECURITY_SCHEMES: JsonSchema = {
 
 def _components(schemas: _Schemas, examples: Examples) -> JsonSchema:
     openapi_errors.add_error_schemas(schemas.components, schemas.message, schemas.docs)
+    schemas.components.update(openapi_openai.schemas())
     return {
         "schemas": dict(sorted(schemas.components.items())),
-        "responses": openapi_errors.error_responses(examples.errors),
+        "responses": {**openapi_errors.error_responses(examples.errors), **openapi_openai.responses()},
         "parameters": {
             "RequestTimeout": {
                 "name": "X-Request-Timeout",
@@ -530,6 +533,9 @@ def build_openapi(
         method = binding.http_method.lower()
         if method in {"get", "put", "post", "delete", "patch", "options", "head", "trace"} and method not in item:
             item[method] = _operation(schemas, binding, examples.of(binding.operation_id))
+    # Served in front of the bindings' routes by the edge itself (``entrypoints.openai_routes``), described by hand.
+    paths.update(openapi_openai.paths())
+    tags[openapi_openai.TAG] = openapi_openai.TAG_DESCRIPTION
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": _version(), "description": _DESCRIPTION},
