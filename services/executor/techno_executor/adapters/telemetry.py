@@ -7,9 +7,11 @@ those. Labels stay bounded: providers and models come from configuration, error 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from techno_core.metrics import trace_exemplar
 from techno_executor.domain.breaker import CircuitState
@@ -29,6 +31,9 @@ CIRCUIT_OPEN = "circuit_open"
 class PrometheusExecutionObserver:
     def __init__(self, registry: CollectorRegistry, executor_id: str) -> None:
         self._executor_id = executor_id
+        # Each metric's children by label values, looked up once: ``labels()`` (validation, a lock, keyword
+        # sorting) was several calls per execution. Bounded as the labels are.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self._latency = Histogram(
             "llm_request_latency_seconds",
             "Duration of one provider call (each attempt), failed ones included; for a stream, until its first piece.",
@@ -88,6 +93,14 @@ class PrometheusExecutionObserver:
             registry=registry,
         )
 
+    def _child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)`` (values in the order the labels were declared), kept."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def provider_registered(self, provider: str, model: str = "") -> None:
         """Show a provider's breaker as closed from the start, not only after its first transition."""
         self._breaker.labels(provider=provider).set(CircuitState.CLOSED.gauge_value)
@@ -96,20 +109,20 @@ class PrometheusExecutionObserver:
                 self._streams.labels(provider=provider, model=model, result=result)
 
     def first_chunk(self, provider: str, model: str, seconds: float) -> None:
-        self._first_token.labels(provider=provider, model=model).observe(seconds, exemplar=trace_exemplar())
+        self._child(self._first_token, provider, model).observe(seconds, exemplar=trace_exemplar())
 
     def stream_finished(self, provider: str, model: str, seconds: float, result: str) -> None:
-        self._stream_seconds.labels(provider=provider, model=model).observe(seconds)
-        self._streams.labels(provider=provider, model=model, result=result).inc()
+        self._child(self._stream_seconds, provider, model).observe(seconds)
+        self._child(self._streams, provider, model, result).inc()
 
     def call_received(self) -> None:
-        self._calls.labels(executor=self._executor_id).inc()
+        self._child(self._calls, self._executor_id).inc()
 
     def attempt_finished(self, provider: str, model: str, seconds: float, error_type: str | None) -> None:
         # Called on the Execute call's own task, so the gRPC server span is current: the exemplar is its trace.
-        self._latency.labels(provider=provider, model=model).observe(seconds, exemplar=trace_exemplar())
+        self._child(self._latency, provider, model).observe(seconds, exemplar=trace_exemplar())
         if error_type is not None:
-            self._errors.labels(provider=provider, error_type=error_type).inc()
+            self._child(self._errors, provider, error_type).inc()
 
     def attempt_reported(self, provider: str, model: str, report: AttemptReport) -> None:
         """One span event per attempt on the current (server) span: no extra spans, the trace shows the retries."""
@@ -143,12 +156,12 @@ class PrometheusExecutionObserver:
         output_tokens: int,
         breaker_state: CircuitState | None,
     ) -> None:
-        self._results.labels(status="succeeded" if succeeded else "failed").inc()
+        self._child(self._results, "succeeded" if succeeded else "failed").inc()
         if provider is not None and model is not None:
             if input_tokens:
-                self._tokens.labels(provider=provider, model=model, type="input").inc(input_tokens)
+                self._child(self._tokens, provider, model, "input").inc(input_tokens)
             if output_tokens:
-                self._tokens.labels(provider=provider, model=model, type="output").inc(output_tokens)
+                self._child(self._tokens, provider, model, "output").inc(output_tokens)
         # Domain attributes on the server span the gRPC instrumentation opened for this call.
         span = trace.get_current_span()
         if not span.is_recording():
