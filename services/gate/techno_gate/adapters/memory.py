@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
@@ -40,6 +40,18 @@ _KINDS = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _occurred_at(moment: datetime) -> timestamp_pb2.Timestamp | None:
+    """``to_timestamp`` of an aware datetime by integer arithmetic, the same value: ``FromDatetime`` went
+    through a time tuple and ``calendar.timegm`` for every event."""
+    if moment.tzinfo is None:
+        return to_timestamp(moment)
+    since = moment - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
+
+
 def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
     attributes = struct_pb2.Struct()
     attributes.update(record.attributes)
@@ -47,7 +59,7 @@ def audit_event(record: AuditRecord) -> memory_pb2.AuditEvent:
         event_id=record.event_id,
         trace_id=record.trace_id,
         kind=_KINDS[record.kind],
-        occurred_at=to_timestamp(record.occurred_at),
+        occurred_at=_occurred_at(record.occurred_at),
         service=record.service,
         principal_id=record.principal_id,
         action=record.action,
@@ -73,7 +85,9 @@ class MemoryAuditLog:
         self._batcher: CoalescingBatcher[memory_pb2.AuditEvent, None] = CoalescingBatcher(self._append)
 
     async def record(self, record: AuditRecord) -> None:
-        await asyncio.wait_for(self._batcher.submit(audit_event(record)), self._timeout)
+        # asyncio.timeout, not wait_for: the same TimeoutError and cancellation of the wait, without a task per call.
+        async with asyncio.timeout(self._timeout):
+            await self._batcher.submit(audit_event(record))
 
     async def _append(self, events: Sequence[memory_pb2.AuditEvent]) -> list[None]:
         """One append, sent again while memory is UNAVAILABLE and time is left: with several memory replicas

@@ -90,6 +90,17 @@ class Evaluation:
     def denied_by(self, error: errors.DomainError, rule: str) -> Evaluation:
         return dataclasses.replace(self, allowed=False, reason=error.reason, rule=rule, error=error)
 
+    def with_remaining(self, remaining: int | None) -> Evaluation:
+        # Built directly: dataclasses.replace inspects the fields on every call, and this runs on every request.
+        return Evaluation(
+            self.principal, self.allowed, self.reason, self.rule, self.policy_version, self.providers, self.error,
+            remaining,
+        )  # fmt: skip
+
+
+def _denied(principal: Principal | None, policy_version: str, error: errors.DomainError, rule: str) -> Evaluation:
+    return Evaluation(principal, False, error.reason, rule, policy_version, error=error)
+
 
 @dataclass(frozen=True)
 class Admitted:
@@ -157,10 +168,11 @@ class Gatekeeper:
         """The decision without limits and without side effects. ``configured``: the executor's providers (or
         why they could not be had), for an action whose providers name ``*``."""
         policy = self.policies.current
-        denied = Evaluation(principal, False, Reason.CREDENTIALS_MISSING, "", policy.version)
         try:
             principal = principal or self.authenticate(command.credentials)
-            denied = dataclasses.replace(denied, principal=principal)
+        except errors.DomainError as unknown:
+            return _denied(None, policy.version, unknown, "")
+        try:
             authorize(principal, command.method)
             self._check_shape(command)
             if isinstance(configured, errors.DomainError):
@@ -172,7 +184,7 @@ class Gatekeeper:
                 cls, message = _POLICY_ERRORS[decision.reason]
                 if decision.reason is Reason.PROVIDER_NOT_ALLOWED and command.provider:
                     message = _PROVIDER_REFUSED
-                return denied.denied_by(cls(reason=decision.reason, message=message), decision.rule)
+                return _denied(principal, policy.version, cls(reason=decision.reason, message=message), decision.rule)
             spec = policy.action(command.action)
             violations = payload_violations(command.payload, spec.input) if spec else []
             if violations:
@@ -180,9 +192,9 @@ class Gatekeeper:
                     reason=Reason.PAYLOAD_INVALID, message="the payload does not fit the action's input",
                     violations=violations,
                 )  # fmt: skip
-                return denied.denied_by(error, f"actions.{command.action}.input")
-        except errors.DomainError as error:
-            return denied.denied_by(error, "")
+                return _denied(principal, policy.version, error, f"actions.{command.action}.input")
+        except errors.DomainError as refusal:
+            return _denied(principal, policy.version, refusal, "")
         return Evaluation(principal, True, Reason.ALLOWED, decision.rule, policy.version, decision.providers)
 
     async def dry_run(self, command: ProcessCommand) -> Evaluation:
@@ -192,9 +204,7 @@ class Gatekeeper:
         if not evaluation.allowed:
             return evaluation
         spec = self.policies.current.document.profiles[principal.profile].limits
-        return dataclasses.replace(
-            evaluation, remaining=await self.limits.remaining(principal, principal.profile, spec)
-        )
+        return evaluation.with_remaining(await self.limits.remaining(principal, principal.profile, spec))
 
     async def admit(self, command: ProcessCommand) -> Admitted:
         """Every governed step before anything runs: the decision (recorded either way), the limits (held by the
@@ -208,7 +218,7 @@ class Gatekeeper:
             except errors.DomainError as refusal:
                 evaluation = evaluation.denied_by(refusal, f"profiles.{evaluation.profile}.limits")
             else:
-                evaluation = dataclasses.replace(evaluation, remaining=admission.remaining)
+                evaluation = evaluation.with_remaining(admission.remaining)
         if not evaluation.allowed:
             await self._record_denial(command, evaluation)
             assert evaluation.error is not None
