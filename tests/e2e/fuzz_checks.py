@@ -25,6 +25,9 @@ RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
         "IDEMPOTENCY_KEY_REUSED": frozenset(),
     },
     "GateService_ListModels": {"ACTION_UNKNOWN": frozenset()},
+    # The chat action's input rules are the policy's (a message not empty, without control characters, not too
+    # long): the rendered conversation may break them. Idempotency-Keys as for Process.
+    "OpenAI_CreateChatCompletion": {"PAYLOAD_INVALID": frozenset(), "IDEMPOTENCY_KEY_REUSED": frozenset()},
     # Profiles are the policy's; an expiry must be in the future at the moment of the call.
     "GateAdminService_CreateApiKey": {"INVALID_ARGUMENT": frozenset({"profile", "expires_at"})},
     # A revoked key cannot be rotated (FAILED_PRECONDITION): which keys are revoked is the moment's.
@@ -68,6 +71,8 @@ def refused_only_by_runtime_rules(ctx: Any, response: Any, case: Any) -> None:
     allowed = RUNTIME_RULES.get(operation_id, {})
     error = _error(response.content)
     reasons = [d.get("reason") for d in _details(error, "ErrorInfo")]
+    if "details" not in error and isinstance(error.get("reason_codes"), list):  # the OpenAI-compatible routes'
+        reasons = list(error["reason_codes"])
     fields = {v.get("field") for d in _details(error, "BadRequest") for v in d.get("fieldViolations") or []}
     for reason in reasons:
         if reason not in allowed:

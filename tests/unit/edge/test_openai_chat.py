@@ -94,6 +94,8 @@ def test_fields_openai_does_not_define_are_refused() -> None:
         (chat(messages="Hello"), "messages"),
         (chat(messages=["Hello"]), "messages[0]"),
         (chat(messages=[{"role": "robot", "content": "x"}]), "messages[0].role"),
+        (chat(messages=[{"role": {}, "content": "x"}]), "messages[0].role"),  # unhashable: was a 500 (fuzzing)
+        (chat(messages=[{"role": ["user"], "content": "x"}]), "messages[0].role"),
         (chat(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages[0].role"),
         (chat(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
         (chat(messages=[{"role": "user", "content": None}]), "messages[0].content"),
@@ -183,6 +185,7 @@ def test_models_are_the_providers_once_each_in_order() -> None:
         (HttpError(429, "RESOURCE_EXHAUSTED", "slow", ("RATE_LIMITED",)), "rate_limit_error", "rate_limit_exceeded"),
         (HttpError(400, "INVALID_ARGUMENT", "bad", ("PAYLOAD_INVALID",)), "invalid_request_error", "PAYLOAD_INVALID"),
         (HttpError(503, "UNAVAILABLE", "down", ("CIRCUIT_OPEN",)), "api_error", "CIRCUIT_OPEN"),
+        (HttpError(404, "NOT_FOUND", "no such model", ("MODEL_NOT_FOUND",)), "not_found_error", "model_not_found"),
         (HttpError(500, "INTERNAL", "oops"), "api_error", "INTERNAL"),
     ],
 )

@@ -371,6 +371,8 @@ def test_the_bodies_the_openai_routes_render_fit_the_schemas(document: dict[str,
         {"model": "fake", "messages": []},
         {"model": "", "messages": [{"role": "user", "content": "hi"}]},
         {"messages": [{"role": "user", "content": "hi"}]},
+        {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream_options": {}},
+        {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream_options": {}, "stream": False},
     ],
 )
 def test_what_the_chat_schema_refuses_the_edge_refuses(document: dict[str, Any], body: dict[str, Any]) -> None:

@@ -13,8 +13,10 @@ and no ``[DONE]``. Unit tests check that every example fits its schema and that 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+from techno_core.contract import CONTEXT_ID
 from techno_edge.adapters.openapi_errors import TRACE_HEADER
 
 JsonSchema = dict[str, Any]
@@ -101,6 +103,9 @@ _CHAT_REQUEST: JsonSchema = {
         "n": {"enum": [1, None], "description": "One choice is all the chat action answers."},
     },
     "additionalProperties": False,
+    # stream_options only with stream: true, as OpenAI has it (the edge refuses it otherwise).
+    "if": {"properties": {"stream_options": {"type": "object"}}, "required": ["stream_options"]},
+    "then": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
 }
 _MESSAGE: JsonSchema = {
     "type": "object",
@@ -347,8 +352,9 @@ _CONTEXT = {
     "in": "header",
     "required": False,
     "description": "The context the policy is evaluated in (e.g. a tenant or channel); the edge's configured "
-    "default when absent (TECHNO_EDGE_OPENAI_CONTEXT_ID).",
-    "schema": {"type": "string", "minLength": 1},
+    "default when absent or empty (TECHNO_EDGE_OPENAI_CONTEXT_ID).",
+    # The contract's context id (the gate refuses any other), or empty for the default.
+    "schema": {k: v for k, v in replace(CONTEXT_ID, min_length=0).json_schema().items() if k != "description"},
     "example": "support-chat",
 }
 _TIMEOUT = {"$ref": "#/components/parameters/RequestTimeout"}

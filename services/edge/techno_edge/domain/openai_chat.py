@@ -185,7 +185,7 @@ def _turn(index: int, message: Any) -> tuple[str, str]:
     role = message.get("role")
     if role in ("tool", "function"):
         raise _refused(f"{where}.role", f"{where}: {role} messages are not supported: the chat action has no tools")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:  # an object or a list is not even hashable
         raise _refused(f"{where}.role", f"{where}.role must be one of: {', '.join(sorted(_ROLES))}")
     for key, value in message.items():
         if key not in _MESSAGE_KEYS:
