@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from techno_core.errors import Unavailable
-from techno_memory.adapters.audit_appender import PostgresAuditAppender
+from techno_memory.adapters.audit_appender import PostgresAuditAppender, connect
 from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
 from techno_memory.domain.chain import ChainReport
@@ -152,3 +152,19 @@ async def test_an_unreachable_database_is_unavailable_and_reported() -> None:
     assert raised.value.reason == "DATABASE_UNAVAILABLE"
     assert failures.seen == ["OperationalError"]
     await appender.close()
+
+
+async def test_the_appenders_connection_finds_stored_event_ids_by_index_on_a_new_table(postgres: str) -> None:
+    # The appender keeps each statement's plan for the life of its connection (a generic plan). Made on a new,
+    # empty audit_events, the plan of its stored-event_ids check is a sequential scan, which then read the whole
+    # trail on every later append (issue #12). On the appender's connection it is the unique index, whatever the
+    # table's size.
+    async with await connect(postgres) as connection:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute(
+            "PREPARE stored(text[]) AS SELECT event_id FROM audit_events WHERE event_id = ANY($1)", prepare=False
+        )
+        rows = await (await connection.execute("EXPLAIN EXECUTE stored('{evt-1,evt-2}')", prepare=False)).fetchall()
+    plan = "\n".join(row[0] for row in rows)
+    assert "uq_audit_events_event_id" in plan, plan
+    assert "Seq Scan" not in plan, plan

@@ -102,6 +102,24 @@ _READ = (
 )
 
 
+# Every statement of the appender finds its rows through an index (the head by the primary key, stored event_ids
+# by their unique index). Their plans are prepared once per connection and then kept (a generic plan), and a
+# generic plan made while audit_events is small, as on a new database, reads it by a sequential scan, which is
+# the cheaper way while it is small: every later append then read the whole table, a cost growing with the trail
+# (most of PostgreSQL's CPU per request in issue #12) until the connection closed. Off, the planner takes the index
+# whatever the table's size or statistics.
+_SESSION_OPTIONS = "-c enable_seqscan=off"
+
+
+async def connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
+    """A connection as the appender uses it. Autocommit: the fast path's INSERT is a transaction of its own.
+    Every statement is prepared on first use (its text never changes), so later appends skip parsing and
+    planning; no sequential scans (``_SESSION_OPTIONS``), added to any ``options`` of ``conninfo``."""
+    given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options")
+    options = f"{given} {_SESSION_OPTIONS}" if given else _SESSION_OPTIONS
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=0, options=options)
+
+
 class FailureObserver(Protocol):
     """Told about every database operation that failed (``DatabaseFailures``)."""
 
@@ -254,11 +272,7 @@ class PostgresAuditAppender:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
-            # Autocommit: the fast path's INSERT is a transaction of its own. Every statement is prepared on first
-            # use (its text never changes), so later appends skip parsing and planning.
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, prepare_threshold=0
-            )
+            self._connection = await connect(self._conninfo)
         return self._connection
 
     async def _discard_broken(self, *, force: bool = False) -> None:
