@@ -116,6 +116,31 @@ async def test_cors_preflight_from_another_origin_is_405(cors_client: httpx.Asyn
     assert_refused(unknown, 404, "ROUTE_NOT_FOUND")
 
 
+async def test_the_openai_compatible_routes_follow_the_same_cors_setting(
+    client: httpx.AsyncClient, cors_client: httpx.AsyncClient
+) -> None:
+    """They are served in front of the edge's own routes (entrypoints.openai_routes), by the same setting."""
+    preflight = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-lang",
+    }
+    response = await cors_client.options("/v1/chat/completions", headers=preflight)
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert response.headers["access-control-allow-methods"] == "POST"
+    assert "Authorization" in response.headers["access-control-allow-headers"]
+    models = await cors_client.options("/v1/models/fake", headers={**preflight, "Access-Control-Request-Method": "GET"})
+    assert models.headers["access-control-allow-methods"] == "GET, HEAD"
+    refused = await cors_client.post("/v1/chat/completions", content=b"{", headers={**JSON, "Origin": ORIGIN})
+    assert refused.status_code == 400
+    assert refused.headers["access-control-allow-origin"] == ORIGIN  # a browser may read the error too
+    assert refused.json()["error"]["param"] == "body"  # OpenAI's shape
+    off = await client.options("/v1/chat/completions", headers=preflight)
+    assert off.status_code == 405
+    assert "access-control-allow-origin" not in off.headers
+
+
 # Content-Type.
 
 
