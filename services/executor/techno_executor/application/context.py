@@ -108,9 +108,11 @@ class ContextLoader:
             return EMPTY
         if not principal_id:
             return EMPTY
+        if not with_session:  # nothing to read beside them: no task (the usual call, their cache answers at once)
+            return PromptContext((), await self._preferences(context, principal_id, remaining))
         preferences = asyncio.ensure_future(self._preferences(context, principal_id, remaining))
         try:
-            history = await self._history(context, principal_id, session_id, remaining) if with_session else []
+            history = await self._history(context, principal_id, session_id, remaining)
         except BaseException:
             preferences.cancel()
             raise
