@@ -11,7 +11,7 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
@@ -117,10 +117,20 @@ class PolicyDecision:
     providers: tuple[str, ...] = ()
 
 
+# Bounds the providers kept per policy: (profile, action, configured providers) are few, but the executor's
+# configured list is not the policy's to bound.
+_KEPT_PROVIDER_LISTS = 1024
+
+
 @dataclass(frozen=True)
 class Policy:
     document: PolicyDocument
     version: str
+    # ``providers_for``'s answers, computed once per policy version (a new version is a new Policy): matching
+    # every provider against every glob was most of a decision's cost.
+    _providers: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_document(cls, document: PolicyDocument, source: bytes) -> Policy:
@@ -149,6 +159,17 @@ class Policy:
         """The action's providers the profile may use, in the action's order, ``*`` expanded to ``configured``."""
         return tuple(p for p in _listed(action, configured) if any(glob_matches(p, g) for g in profile.providers))
 
+    def _allowed_providers(self, profile: str, action: str, configured: Sequence[str]) -> tuple[str, ...]:
+        key = (profile, action, tuple(configured))
+        providers = self._providers.get(key)
+        if providers is None:
+            if len(self._providers) >= _KEPT_PROVIDER_LISTS:
+                self._providers.clear()
+            providers = self._providers[key] = self.providers_for(
+                self.document.profiles[profile], self.document.actions[action], configured
+            )
+        return providers
+
     def evaluate(
         self, profile: str, action: str, context_id: str, *, provider: str = "", configured: Sequence[str] = ()
     ) -> PolicyDecision:
@@ -164,7 +185,7 @@ class Policy:
             return PolicyDecision(False, Reason.ACTION_NOT_ALLOWED, f"profiles.{profile}.actions")
         if not any(glob_matches(context_id, pattern) for pattern in spec.contexts):
             return PolicyDecision(False, Reason.CONTEXT_NOT_ALLOWED, f"profiles.{profile}.contexts")
-        providers = self.providers_for(spec, action_spec, configured)
+        providers = self._allowed_providers(profile, action, configured)
         if provider:
             if provider not in providers:  # the rule that excludes it: the action's list, or the profile's globs
                 listed = provider in _listed(action_spec, configured)
