@@ -1,8 +1,8 @@
 """Authorization between services: which peer identity may call which RPC, as one declared table per service.
 
-Each service declares ``CALLERS`` (full method name → the identities allowed), next to its servicers; this
-interceptor enforces it for every handler kind, before any of the service's code runs. A method missing from
-the table is refused (fail closed: a new RPC is unreachable until someone decides who may call it). Health and
+Each service declares ``CALLERS`` (full method name → the identities allowed), next to its servicers; the
+server's interceptor enforces it for every handler kind, before any of the service's code runs. A method missing
+from the table is refused (fail closed: a new RPC is unreachable until someone decides who may call it). Health and
 reflection are open to every authenticated peer. A refusal is PERMISSION_DENIED (UNAUTHENTICATED when the peer
 presents no Techno identity), counted in ``grpc_server_peer_denied_total`` and logged with the peer.
 """
@@ -34,7 +34,12 @@ def callers(table: Mapping[str, frozenset[Identity]], service: str) -> dict[str,
     return {f"/{service}/{method}": allowed for method, allowed in table.items()}
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class Authorization:
+    """The caller table of one service, enforced by the server's interceptor (``interceptors.ServerInterceptor``)
+    on every call: ``permits`` once per method when its wrapper is built, its check on each call, ``refuse`` for a
+    peer it does not permit. ``guarded`` puts the same check before handlers the interceptor does not otherwise
+    wrap (the health service's Watch, reflection)."""
+
     def __init__(self, table: CallerTable, registry: CollectorRegistry) -> None:
         self._table = dict(table)
         self._denied = Counter(
@@ -49,26 +54,18 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
             return EVERY_PEER
         return self._table.get(method, frozenset())
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def permits(self, method: str) -> Callable[[grpc.aio.ServicerContext[Any, Any]], bool]:
+        """Whether a call's peer may call ``method``: a plain function, so an allowed call awaits nothing."""
         allowed = self.allowed(method)
 
-        async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            peer = peer_identity(context)
-            if peer in allowed:
-                return
-            await self._refuse(context, method, peer)
+        def permitted(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+            return peer_identity(context) in allowed
 
-        return _guarded(handler, check)
+        return permitted
 
-    async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any], method: str, peer: Identity | None) -> None:
+    async def refuse(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        """Ends a call ``permits`` refused: counted, logged with the peer, answered with the reason (raises)."""
+        peer = peer_identity(context)
         service, _, name = method.lstrip("/").rpartition("/")
         error: errors.DomainError
         code = grpc.StatusCode.UNAUTHENTICATED if peer is None else grpc.StatusCode.PERMISSION_DENIED
@@ -87,6 +84,16 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         )
         aio_context: Any = context  # grpc-stubs lacks the aio context's abort_with_status
         await aio_context.abort_with_status(to_grpc_status(error))
+
+    def guarded(self, handler: Any, method: str) -> Any:
+        """The same handler with the check run before its behaviour, whatever kind of RPC it is."""
+        permitted = self.permits(method)
+
+        async def check(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if not permitted(context):
+                await self.refuse(context, method)
+
+        return _guarded(handler, check)
 
 
 Check = Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]

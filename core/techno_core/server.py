@@ -18,14 +18,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from techno_core.authorization import AuthorizationInterceptor, CallerTable
+from techno_core.authorization import Authorization, CallerTable
 from techno_core.channels import MAX_MESSAGE_BYTES
 from techno_core.health import LIVENESS, READINESS, DependencyMonitor, Probe
 from techno_core.interceptors import server_interceptors
 from techno_core.metrics import MetricsServer, serve_metrics
 from techno_core.runner import StartupError
 from techno_core.settings import GrpcServerSettings
-from techno_core.stream_interceptors import StreamErrorMappingInterceptor
 from techno_core.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -164,15 +163,9 @@ class GrpcApp:
         )
 
     def _grpc_server(self) -> grpc.aio.Server:
-        authorization = (
-            AuthorizationInterceptor(self.definition.callers, self.registry) if self.options.transport.secure else None
-        )
+        authorization = Authorization(self.definition.callers, self.registry) if self.options.transport.secure else None
         return grpc.aio.server(
-            # Streaming answers get their error mapping innermost too, beside the unary one (stream_interceptors).
-            interceptors=[
-                *server_interceptors(self.tracer_provider, self.registry, authorization),
-                StreamErrorMappingInterceptor(),
-            ],
+            interceptors=server_interceptors(self.tracer_provider, self.registry, authorization),
             options=self.options.grpc_options(),
         )
 

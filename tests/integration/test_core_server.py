@@ -23,6 +23,8 @@ from techno_core.authorization import callers
 from techno_core.grpc_errors import rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
+from techno_core.settings import TechnoSettings
+from techno_core.tracing import build_tracer_provider
 from techno_core.transport import Transport
 from tests.tls import certificate_files, connect
 from tests.waiting import eventually
@@ -69,8 +71,12 @@ class ScriptedExecutor(executor_pb2_grpc.ExecutorServiceServicer):
             self.stream_closed.set()
 
 
-@pytest.fixture
-async def app(tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
+@pytest.fixture(params=["spans recorded", "spans not recorded"])
+async def app(request: pytest.FixtureRequest, tracer_provider: TracerProvider) -> AsyncIterator[GrpcApp]:
+    """Both chains a service may run: OpenTelemetry's interceptor before the fused one (spans are exported), or
+    the fused one alone with its own trace context (no exporter, as the services start by default)."""
+    if request.param == "spans not recorded":
+        tracer_provider = build_tracer_provider("scripted", "scripted-0", TechnoSettings())
     healthy = {"ok": True}
 
     async def probe() -> None:
@@ -276,3 +282,33 @@ async def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(app: Grpc
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await eventually(lambda: bool(_stream_handled(app, "DEADLINE_EXCEEDED")))
     assert _stream_handled(app, "CANCELLED") == 0
+
+
+async def test_a_refused_peer_is_counted_with_its_code_and_as_a_denial(app: GrpcApp) -> None:
+    async with connect(app.address, identity=Identity.EDGE, server=Identity.EXECUTOR) as channel:
+        stub = executor_pb2_grpc.ExecutorServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as unary:
+            await stub.Execute(executor_pb2.ExecuteRequest(action="ok"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as stream:
+            [message async for message in _stream(channel, "ok", timeout=5)]
+    assert unary.value.code() == stream.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # An abort sends the status before the server's wrapper has unwound (and counted): wait for that.
+    await eventually(lambda: app.registry.get_sample_value("grpc_server_in_flight_requests") == 0)
+    for labels in ({"grpc_service": SERVICE, "grpc_method": "Execute"}, STREAM):
+        denied = {**labels, "grpc_code": "PERMISSION_DENIED"}
+        assert app.registry.get_sample_value("grpc_server_handled_total", denied) == 1
+        assert app.registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 1
+        assert app.registry.get_sample_value("grpc_server_peer_denied_total", {**denied, "peer": "edge"}) == 1
+    assert not app.servicer.stream_closed.is_set()  # type: ignore[attr-defined]  # the servicer never started
+
+
+async def test_an_undecodable_request_is_answered_and_counted_invalid_argument(app: GrpcApp) -> None:
+    async with as_gate(app.address) as channel:
+        execute = channel.unary_unary(f"/{SERVICE}/Execute", None, None)  # no serializers: the bytes as they are
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await execute(b"\xff\xff", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "could not be decoded" in (raised.value.details() or "")
+    await eventually(lambda: app.registry.get_sample_value("grpc_server_in_flight_requests") == 0)
+    labels = {"grpc_service": SERVICE, "grpc_method": "Execute", "grpc_code": "INVALID_ARGUMENT"}
+    assert app.registry.get_sample_value("grpc_server_handled_total", labels) == 1

@@ -1,5 +1,5 @@
-"""The metrics interceptor counts every call with children made once per method, and the innermost interceptor
-reuses its wrapped handler across calls instead of building one per call."""
+"""The server's interceptor counts every call with children made once per method, and reuses its wrapped handler
+across calls instead of building one per call."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 from prometheus_client import CollectorRegistry
 
-from techno_core.interceptors import UNDECODABLE, ErrorMappingInterceptor, MetricsInterceptor
+from techno_core.interceptors import UNDECODABLE, ServerInterceptor
 
 METHOD = "/techno.gate.v1.GateService/Process"
 LABELS = {"grpc_service": "techno.gate.v1.GateService", "grpc_method": "Process"}
@@ -41,6 +41,11 @@ SERVICER_HANDLER = grpc.unary_unary_rpc_method_handler(
 )
 
 
+def interceptor_for(registry: CollectorRegistry) -> ServerInterceptor:
+    """Metrics and error mapping alone: no trace context, no authorization (a plaintext transport)."""
+    return ServerInterceptor(registry, trace=None, authorization=None)
+
+
 async def handler_for(interceptor: Any, method: str = METHOD) -> Any:
     async def continuation(details: grpc.HandlerCallDetails) -> Any:
         return SERVICER_HANDLER
@@ -50,7 +55,7 @@ async def handler_for(interceptor: Any, method: str = METHOD) -> Any:
 
 def test_every_call_is_counted_by_method_and_code() -> None:
     registry = CollectorRegistry()
-    interceptor = MetricsInterceptor(registry)
+    interceptor = interceptor_for(registry)
 
     async def calls() -> None:
         for code in (None, None, grpc.StatusCode.NOT_FOUND):
@@ -73,7 +78,7 @@ def test_every_call_is_counted_by_method_and_code() -> None:
 
 def test_methods_are_labelled_apart() -> None:
     registry = CollectorRegistry()
-    interceptor = MetricsInterceptor(registry)
+    interceptor = interceptor_for(registry)
 
     async def calls() -> None:
         for method in (METHOD, "/techno.gate.v1.GateService/Health", METHOD):
@@ -85,8 +90,8 @@ def test_methods_are_labelled_apart() -> None:
     assert registry.get_sample_value("grpc_server_handled_total", {**ok, "grpc_method": "Health"}) == 1
 
 
-def test_the_innermost_wrapped_handler_is_reused_and_still_tolerates_undecodable_requests() -> None:
-    interceptor = ErrorMappingInterceptor()
+def test_the_wrapped_handler_is_reused_and_tolerates_undecodable_requests() -> None:
+    interceptor = interceptor_for(CollectorRegistry())
 
     async def handlers() -> tuple[Any, Any, Any]:
         return await handler_for(interceptor), await handler_for(interceptor), await handler_for(interceptor, "/x/Y")
@@ -121,7 +126,7 @@ STREAM_LABELS = {"grpc_service": "techno.gate.v1.GateService", "grpc_method": "S
 
 def test_a_stream_is_counted_when_it_ends_and_its_messages_on_the_way() -> None:
     registry = CollectorRegistry()
-    handler = stream_handler_for(MetricsInterceptor(registry), numbers)
+    handler = stream_handler_for(interceptor_for(registry), numbers)
 
     async def consume() -> list[Any]:
         return [number async for number in handler.unary_stream(b"x", Context())]
@@ -146,7 +151,7 @@ class CancelledContext(Context):
 
 def test_a_stream_closed_before_its_end_is_cancelled_or_past_its_deadline() -> None:
     registry = CollectorRegistry()
-    handler = stream_handler_for(MetricsInterceptor(registry), numbers)
+    handler = stream_handler_for(interceptor_for(registry), numbers)
 
     async def abandon(context: Any) -> None:
         responses = handler.unary_stream(b"x", context)
@@ -164,5 +169,5 @@ def test_a_stream_closed_before_its_end_is_cancelled_or_past_its_deadline() -> N
 
 
 def test_a_stream_written_with_context_write_is_left_alone() -> None:
-    handler = stream_handler_for(MetricsInterceptor(CollectorRegistry()), watch)
+    handler = stream_handler_for(interceptor_for(CollectorRegistry()), watch)
     assert handler.unary_stream is watch
