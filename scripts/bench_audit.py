@@ -5,8 +5,9 @@ starts ``python -m techno_memory`` on free loopback ports with mutual TLS (a dev
 clients call as the gate), then drives AppendAuditEvents from separate client
 processes (so the load generator does not share the service's process or event loop) at a fixed concurrency for a
 fixed time. It prints the events acknowledged per second, the calls' latency percentiles, and, from the service's
-own /metrics, the transactions per second and mean group-commit batch size; then it checks that the hash chain
-verifies and drops the database. ``--compare`` runs the same once more with ``TECHNO_MEMORY_MAX_BATCH=1``: one
+own /metrics, the transactions per second and mean group-commit batch size, and the CPU time of memory's
+PostgreSQL backends (a local server: read from ``/proc``) per append; then it checks that the hash chain verifies
+and drops the database. ``--compare`` runs the same once more with ``TECHNO_MEMORY_MAX_BATCH=1``: one
 transaction per event, the cost group commit saves.
 
 After the load, the same service gets one caller sending one event at a time (``--single-seconds``): the latency
@@ -245,16 +246,46 @@ def machine_cpu_seconds() -> tuple[float, float] | None:
     return (total - ticks[3] - ticks[4]) / _TICKS, total / _TICKS
 
 
+def postgres_backend_cpu(admin_url: str, database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to ``database`` (memory's connections), by process
+    id; empty without a database or when the server is not on this machine (its backends are not ours to read)."""
+    if not database:
+        return {}
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+    seconds = {}
+    for (pid,) in rows:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                seconds[int(pid)] = process_cpu_seconds(int(pid))
+    return {pid: cpu for pid, cpu in seconds.items() if cpu is not None}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     at: float
     metrics: dict[str, float]
     service_cpu: float | None
     machine_cpu: tuple[float, float] | None
+    postgres_cpu: dict[int, float]  # backend process id → CPU seconds (empty on SQLite or a remote server)
 
 
-def snapshot(metrics_port: int, pid: int) -> Snapshot:
-    return Snapshot(time.time(), scrape(metrics_port), process_cpu_seconds(pid), machine_cpu_seconds())
+def snapshot(service: MemoryService) -> Snapshot:
+    return Snapshot(
+        time.time(),
+        scrape(service.metrics_port),
+        process_cpu_seconds(service.pid),
+        machine_cpu_seconds(),
+        postgres_backend_cpu(service.admin_url, service.database),
+    )
+
+
+def postgres_cpu_seconds(before: Snapshot, after: Snapshot) -> float | None:
+    """CPU time of memory's PostgreSQL backends between the two snapshots (a backend opened in between counts
+    from zero); None when they were not measured."""
+    if not after.postgres_cpu:
+        return None
+    return sum(cpu - before.postgres_cpu.get(pid, 0.0) for pid, cpu in after.postgres_cpu.items())
 
 
 # --- the database and the service -------------------------------------------------------------------------------
@@ -341,10 +372,14 @@ class MemoryService:
     pid: int
     port: int
     metrics_port: int
+    admin_url: str = ""
+    database: str = ""  # the PostgreSQL database, whose backends' CPU the report counts ("" on SQLite)
 
 
 @contextlib.asynccontextmanager
-async def memory_service(env: Mapping[str, str], log: Path) -> AsyncIterator[MemoryService]:
+async def memory_service(
+    env: Mapping[str, str], log: Path, *, admin_url: str = "", database: str = ""
+) -> AsyncIterator[MemoryService]:
     """``python -m techno_memory`` on free loopback ports, once its gRPC health says SERVING; SIGTERM after."""
     port, metrics_port, health_port = free_port(), free_port(), free_port()
     env = {
@@ -366,7 +401,7 @@ async def memory_service(env: Mapping[str, str], log: Path) -> AsyncIterator[Mem
                 raise BenchError(f"memory not serving after {START_TIMEOUT_SECONDS:.0f}s; its log is above")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 0.1)
-        yield MemoryService(process.pid, port, metrics_port)
+        yield MemoryService(process.pid, port, metrics_port, admin_url, database)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -466,9 +501,9 @@ async def measure(
         for client in clients:
             client.control.send((start_at, end_at))
         await _until(start_at)
-        before = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+        before = await asyncio.to_thread(snapshot, service)
         await _until(end_at)
-        after = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+        after = await asyncio.to_thread(snapshot, service)
         wait = CALL_TIMEOUT_SECONDS + 30
         results = [await asyncio.to_thread(_receive, c.control, wait, "result") for c in clients]
     return [r for r in results if isinstance(r, ClientResult)], before, after
@@ -494,7 +529,8 @@ async def run_once(label: str, max_batch: int | None, options: Options) -> RunRe
                 status, output = await run_to_end([*command, "migrate"], env, log, START_TIMEOUT_SECONDS * 4)
                 if status != 0:
                     raise BenchError(f"migrate failed with {status}: {output}")
-                async with memory_service(env, log) as service:
+                name = "" if options.sqlite else url.rpartition("/")[2]
+                async with memory_service(env, log, admin_url=options.admin_url, database=name) as service:
                     clients, before, after = await measure(service, options, tls)
                     single = await measure_single(service, options, tls)
                 verify_status, verify_output = await run_to_end([*command, "verify"], env, log, VERIFY_TIMEOUT_SECONDS)
@@ -513,9 +549,9 @@ async def measure_single(service: MemoryService, options: Options, tls_dir: Path
     if options.single_seconds <= 0:
         return None
     single = replace(options, concurrency=1, processes=1, events_per_call=1, seconds=options.single_seconds, warmup=1)
-    idle_from = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+    idle_from = await asyncio.to_thread(snapshot, service)
     await asyncio.sleep(IDLE_SECONDS)
-    idle_to = await asyncio.to_thread(snapshot, service.metrics_port, service.pid)
+    idle_to = await asyncio.to_thread(snapshot, service)
     idle_cpu = None
     if idle_from.service_cpu is not None and idle_to.service_cpu is not None:
         idle_cpu = (idle_to.service_cpu - idle_from.service_cpu) / (idle_to.at - idle_from.at)
@@ -537,6 +573,10 @@ def _cpu_line(result: RunResult) -> str:
     parts = []
     if result.before.service_cpu is not None and result.after.service_cpu is not None:
         parts.append(f"memory {100 * (result.after.service_cpu - result.before.service_cpu) / window:.0f}%")
+    postgres = postgres_cpu_seconds(result.before, result.after)
+    if postgres is not None:
+        per_event = f" ({1e6 * postgres / result.events:,.0f} µs per append)" if result.events else ""
+        parts.append(f"PostgreSQL backends {100 * postgres / window:.0f}%{per_event}")
     clients = ", ".join(f"{100 * c.cpu_seconds / result.window:.0f}%" for c in result.clients)
     parts.append(f"client process(es) {clients}")
     if result.before.machine_cpu is not None and result.after.machine_cpu is not None:
@@ -585,6 +625,9 @@ def report_single(phase: Phase) -> None:
         if phase.idle_cpu is not None:  # less what the service spends with no calls at all
             net = cpu - phase.idle_cpu * phase.scraped_seconds
             per_append += f" ({1e6 * net / phase.events:,.0f} µs above idle, idle {100 * phase.idle_cpu:.1f}%)"
+    postgres = postgres_cpu_seconds(phase.before, phase.after)
+    if postgres is not None and phase.events:
+        per_append += f", PostgreSQL {1e6 * postgres / phase.events:,.0f} µs"
     print(
         f"  one caller      {phase.events / phase.window:10,.0f} appends/s   p50 {_percentile(latencies, 0.50):6.2f} ms"
         f"   p99 {_percentile(latencies, 0.99):6.2f} ms   memory CPU per append {per_append}"
