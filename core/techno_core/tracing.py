@@ -22,13 +22,11 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import grpc
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
-from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -165,42 +163,18 @@ def end_span(span: trace.Span, token: object) -> None:
     span.end()
 
 
-def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-    propagate.inject(metadata, setter=_METADATA_SETTER)
-    return grpc.aio.ClientCallDetails(
-        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
-
-
-class TraceContextClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    """What the gRPC client instrumentation does when nothing is recorded, and no more: the current trace context
-    goes out in the call's metadata (W3C ``traceparent``), so the callee joins the caller's trace. No client span,
-    no attributes, no wrapped response: those only mattered for spans that would have been dropped."""
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(_with_context(client_call_details), request)
-
-
-class TraceContextStreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    """The same for server-streaming calls. A class of its own: grpc.aio files each channel interceptor under
-    the first call kind it implements (an ``elif`` chain), so one class for both would never see a stream."""
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(_with_context(client_call_details), request)
-
-
-class _MetadataSetter(Setter[grpc.aio.Metadata]):
-    def set(self, carrier: grpc.aio.Metadata, key: str, value: str) -> None:
-        carrier[key] = value
-
-
-_METADATA_SETTER = _MetadataSetter()
+def with_trace_context(metadata: Any) -> tuple[tuple[str, str], ...]:
+    """``metadata`` of an outgoing call plus the current trace context (W3C ``traceparent``), so the callee joins
+    the caller's trace. What the gRPC client instrumentation does when nothing is recorded, and no more: no client
+    span, no attributes, no wrapped call (a grpc.aio client interceptor cost ~30 µs per call for this)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return (*tuple(metadata or ()), *carrier.items())
 
 
 def client_interceptors(tracer_provider: TracerProvider) -> list[Any]:
-    """The interceptors that carry the trace context on a channel's calls: the official instrumentation (a
-    client span per call) when spans are recorded, the lean propagation alone when they are not."""
+    """The official instrumentation's channel interceptors (a client span per call) when spans are recorded;
+    none when they are not, and the channel adds ``with_trace_context`` to each call's metadata instead."""
     if records(tracer_provider):
         return list(aio_client_interceptors(tracer_provider=tracer_provider))  # type: ignore[no-untyped-call]
-    return [TraceContextClientInterceptor(), TraceContextStreamClientInterceptor()]
+    return []

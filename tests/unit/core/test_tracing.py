@@ -16,7 +16,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from techno_core.runner import StartupError
 from techno_core.settings import TechnoSettings
-from techno_core.tracing import build_tracer_provider, current_trace_id, exporter_names, records
+from techno_core.tracing import build_tracer_provider, current_trace_id, exporter_names, records, with_trace_context
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SAMPLED_PARENT = {"traceparent": f"00-{PARENT_TRACE}-00f067aa0ba902b7-01"}
@@ -179,3 +179,12 @@ def test_only_a_provider_whose_spans_go_somewhere_records(monkeypatch: pytest.Mo
     assert records(TracerProvider())  # a test's own provider
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     assert records(provider())
+
+
+def test_an_outgoing_calls_metadata_gains_the_current_trace_context_and_keeps_its_own() -> None:
+    with provider().get_tracer("test").start_as_current_span("Process"):
+        trace_id = current_trace_id()
+        metadata = dict(with_trace_context((("idempotency-key", "k1"),)))
+    assert metadata["idempotency-key"] == "k1"
+    assert metadata["traceparent"].startswith(f"00-{trace_id}-")
+    assert dict(with_trace_context(None)) == {}  # outside any span there is nothing to carry
