@@ -1,5 +1,5 @@
 """The thin gRPC face of the memory service: proto in → use case → proto out. Errors are raised as domain
-errors; the shared ``ErrorMappingInterceptor`` turns them into statuses."""
+errors; the shared server interceptor (``techno_core.interceptors``) turns them into statuses."""
 
 from __future__ import annotations
 
