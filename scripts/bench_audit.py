@@ -37,6 +37,7 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from bench_support import postgres_database
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -289,22 +290,6 @@ def postgres_cpu_seconds(before: Snapshot, after: Snapshot) -> float | None:
 
 
 # --- the database and the service -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database as a ``postgresql+psycopg://`` URL; dropped afterwards."""
-    name = f"techno_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        raise BenchError(f"PostgreSQL is required at {admin_url}: {error}") from error
-    try:
-        yield f"{admin_url.rpartition('/')[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def postgres_durability(options: Options) -> str:
