@@ -440,7 +440,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--p2-seconds", type=int, default=15, help="measured seconds of each P2 row (default 15)")
     parser.add_argument("--soak-minutes", type=float, default=0, help="add a c=64 run this long (P4 soak)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file ('-': standard output)")
-    add_stack_options(parser)
+    add_stack_options(parser, default_database="a fresh PostgreSQL database, dropped afterwards")
     options = parser.parse_args(argv)
     if options.quick:
         options.seconds, options.warmup, options.connections, options.provider_latency = 1, 1, [1, 16], False

@@ -25,8 +25,8 @@ POLICY = Path(__file__).with_name("bench_policy.yaml")
 POSTGRES_ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def add_stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", default="", help="memory's database (default: SQLite in a temp dir)")
+def add_stack_options(parser: argparse.ArgumentParser, *, default_database: str = "SQLite in a temp dir") -> None:
+    parser.add_argument("--database-url", default="", help=f"memory's database (default: {default_database})")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for every service"
     )
