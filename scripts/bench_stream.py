@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per concurrency (default 10)")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per concurrency (default 3)")
     parser.add_argument("--chunk-delay-ms", type=int, default=0, help="the fake provider's pause between pieces")
-    add_stack_options(parser)
+    add_stack_options(parser, default_database="a fresh PostgreSQL database, dropped afterwards")
     options = parser.parse_args()
     with bench_database(options.database_url) as (database_url, _):
         print(
