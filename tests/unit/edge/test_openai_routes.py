@@ -24,6 +24,15 @@ KEY = {"Authorization": "Bearer tk_test"}
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "Hello"}]}
 JSON = {"Content-Type": "application/json"}
 DONE = Completion("trace-1", "Hello there", "fake", Usage(4, 2, 6))
+# A streamed chat as the ASGI server hands it over, for the tests that drive the routes without httpx.
+CHAT_SCOPE: Scope = {
+    "type": "http",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "raw_path": b"/v1/chat/completions",
+    "query_string": b"",
+    "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer tk_test")],
+}
 
 
 class FakeStream:
@@ -280,15 +289,7 @@ async def test_a_client_that_disconnects_mid_stream_cancels_the_gate_call(
         if b"there" in message.get("body", b""):  # every chunk is out: the client leaves
             gone.set()
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer tk_test")],
-    }
-    await routes(scope, receive, send)
+    await routes(dict(CHAT_SCOPE), receive, send)
     assert gate.stream_cancelled.is_set()
     assert not any(b"[DONE]" in m.get("body", b"") for m in sent)
     assert counted(registry, "POST", "/v1/chat/completions", 499) == 1
@@ -370,15 +371,7 @@ async def send_streamed(routes: OpenAIRoutes, on_body: Callable[[bytes], None]) 
             sent.append(message["body"])
             on_body(message["body"])
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer tk_test")],
-    }
-    await routes(scope, receive, send)
+    await routes(dict(CHAT_SCOPE), receive, send)
     return sent
 
 
