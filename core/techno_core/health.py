@@ -8,13 +8,14 @@ every service name. Uses grpc_health's asyncio servicer (standard Check and Watc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+
+from techno_core.periodic import Periodic
 
 Probe = Callable[[], Awaitable[None]]
 # Health service names for orchestrators: `liveness` is SERVING while the process serves at all (a probe that
@@ -39,9 +40,8 @@ class DependencyMonitor:
         self._servicer = servicer
         self._names = ["", *service_names]
         self._probes = list(probes)
-        self._interval = interval_seconds
         self._timeout = probe_timeout_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.check_once, interval_seconds=interval_seconds, name="dependency-monitor")
         self._serving: bool | None = None
 
     @property
@@ -76,19 +76,11 @@ class DependencyMonitor:
             return False
         return True
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="dependency-monitor")
-
-    async def _loop(self) -> None:
-        while True:
-            await self.check_once()
-            await asyncio.sleep(self._interval)
+    async def start(self) -> None:
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.close()
 
 
 def grpc_health_probe(channel: grpc.aio.Channel, service: str = "") -> Probe:

@@ -150,7 +150,7 @@ class GrpcApp:
         await self._health_server.start()
         await server.start()
         self._server = server
-        self._monitor.start()
+        await self._monitor.start()
         log.info(
             "%s serving",
             self.definition.name,
