@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -376,12 +377,19 @@ class ExecuteAction:
         raise NextProvider(invalid) from problem
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
+        async with self.attempt(provider, timeout):
+            return await provider.complete(prompt, timeout=timeout)
+
+    @asynccontextmanager
+    async def attempt(self, provider: Provider, timeout: float) -> AsyncIterator[None]:
+        """One provider attempt (a call, or a stream's wait for its first piece): bounded by ``timeout`` — a
+        backstop, adapters enforce it themselves but one that does not must not hold the caller — and reported
+        to the observer with its duration and error type."""
         begun = self._clock()
         error_type: str | None = None
         try:
-            # A backstop: adapters enforce ``timeout`` themselves, but one that does not must not hold the caller.
             async with asyncio.timeout(timeout):
-                return await provider.complete(prompt, timeout=timeout)
+                yield
         except TimeoutError as error:
             error_type = ProviderTimeout.error_type
             raise ProviderTimeout(f"{provider.name} did not answer within {timeout:.3f}s") from error

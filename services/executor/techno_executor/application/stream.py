@@ -140,25 +140,13 @@ class StreamAction:
 
     async def _open(self, provider: Provider, prompt: str, timeout: float, run: _Run) -> _Opened:
         """One attempt: start the provider's stream and wait up to ``timeout`` for its first event."""
-        begun = self._clock()
-        error_type: str | None = None
         events = _events(provider, prompt, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                first = await anext(events)
-        except StopAsyncIteration as error:
-            error_type = ProviderServerError.error_type
-            raise ProviderServerError(f"{provider.name} ended its stream before answering") from error
-        except TimeoutError as error:
-            error_type = ProviderTimeout.error_type
-            raise ProviderTimeout(f"{provider.name} sent nothing within {timeout:.3f}s") from error
-        except ProviderError as error:
-            error_type = error.error_type
+            async with self._execute.attempt(provider, timeout):
+                first = await _first(events, provider)
+        except ProviderError:
+            await events.aclose()
             raise
-        finally:
-            self._observer.attempt_finished(provider.name, provider.model, self._clock() - begun, error_type)
-            if error_type is not None:
-                await events.aclose()
         run.opened_at = self._clock()
         self._observer.first_chunk(provider.name, provider.model, run.opened_at - run.started)
         return _Opened(events, first)
@@ -221,6 +209,13 @@ class StreamAction:
             raise ProviderServerError(f"{provider.name} ended its stream without its usage") from error
         except TimeoutError as error:
             raise ProviderTimeout(f"{provider.name} sent nothing more for {timeout:.3f}s") from error
+
+
+async def _first(events: AsyncGenerator[StreamEvent, None], provider: Provider) -> StreamEvent:
+    try:
+        return await anext(events)
+    except StopAsyncIteration as error:
+        raise ProviderServerError(f"{provider.name} ended its stream before answering") from error
 
 
 def _events(provider: Provider, prompt: str, timeout: float) -> AsyncGenerator[StreamEvent, None]:
