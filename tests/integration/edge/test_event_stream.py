@@ -36,6 +36,12 @@ def process(action: str) -> dict[str, Any]:
     return {"action": action, "contextId": "tenant-a", "payload": {"text": "hello"}}
 
 
+async def counted_once(client: httpx.AsyncClient, status: int) -> bool:
+    """Whether the edge's metrics count one stream under its route with this status."""
+    metrics = (await client.get("/metrics")).text
+    return f'http_requests_total{{method="POST",route="{STREAM}",status="{status}"}} 1.0' in metrics
+
+
 @pytest.fixture
 async def edge(gate: GrpcUpstream, tracer_provider: TracerProvider) -> AsyncIterator[EdgeServer]:
     settings = edge_settings(
@@ -92,12 +98,7 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream_with_an_error_eve
     error = events[-1].json()["error"]
     assert (error["code"], error["status"], reasons_of(error)) == (503, "UNAVAILABLE", ["TEST_REASON"])
     assert trace_id_of(error) == response.headers["x-trace-id"]
-
-    async def counted_with_the_errors_status() -> bool:  # not as the 200 its status line said
-        metrics = (await client.get("/metrics")).text
-        return 'http_requests_total{method="POST",route="/v1/process:stream",status="503"} 1.0' in metrics
-
-    await eventually(counted_with_the_errors_status)
+    await eventually(lambda: counted_once(client, 503))  # with the error's status, not the 200 its status line said
 
 
 async def test_the_client_leaving_cancels_the_upstream_call(
@@ -110,12 +111,7 @@ async def test_the_client_leaving_cancels_the_upstream_call(
     # Leaving the block closed the connection mid-stream; the gate's handler is cancelled, not left running.
     await asyncio.wait_for(gate.seen.stream_cancelled.wait(), WAIT)
     assert not gate.seen.release.is_set()
-
-    async def counted_as_client_closed() -> bool:
-        metrics = (await client.get("/metrics")).text
-        return 'http_requests_total{method="POST",route="/v1/process:stream",status="499"} 1.0' in metrics
-
-    await eventually(counted_as_client_closed)
+    await eventually(lambda: counted_once(client, 499))  # the client closed it
 
 
 async def test_the_client_leaving_before_the_first_chunk_cancels_the_call_too(
@@ -126,12 +122,7 @@ async def test_the_client_leaving_before_the_first_chunk_cancels_the_call_too(
     waiting.cancel()  # httpx closes the connection while the edge still awaits the first message
     await asyncio.gather(waiting, return_exceptions=True)
     await asyncio.wait_for(gate.seen.stream_cancelled.wait(), WAIT)
-
-    async def counted_under_its_route() -> bool:
-        metrics = (await client.get("/metrics")).text
-        return 'http_requests_total{method="POST",route="/v1/process:stream",status="499"} 1.0' in metrics
-
-    await eventually(counted_under_its_route)
+    await eventually(lambda: counted_once(client, 499))  # the client closed it
 
 
 async def test_keep_alive_comments_while_the_upstream_is_quiet_and_the_slow_client_guard_lets_it_be(
