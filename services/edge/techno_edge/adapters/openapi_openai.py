@@ -131,36 +131,49 @@ _USAGE: JsonSchema = {
     "properties": dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens"), _INTEGER),
 }
 _ID = {"type": "string", "description": "`chatcmpl-` and the request's trace id (its audit trail's)."}
+
+
+def _head(kind: str) -> JsonSchema:
+    """The properties a completion and its chunks share; ``kind`` is their ``object``."""
+    return {"id": _ID, "object": {"const": kind}, "created": _INTEGER, "model": {"type": "string"}}
+
+
+def _choices(field: str, schema: JsonSchema, finish_reason: JsonSchema) -> JsonSchema:
+    """The one choice of a completion (its ``message``) or of a chunk (its ``delta``)."""
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["index", field, "finish_reason"],
+            "properties": {
+                "index": _INTEGER,
+                field: schema,
+                "logprobs": {"type": "null"},
+                "finish_reason": finish_reason,
+            },
+        },
+    }
+
+
 _CHAT_COMPLETION: JsonSchema = {
     "type": "object",
     "description": "The provider's reply, as one choice.",
     "required": ["id", "object", "created", "model", "choices", "usage"],
     "properties": {
-        "id": _ID,
-        "object": {"const": "chat.completion"},
-        "created": _INTEGER,
-        "model": {"type": "string"},
-        "choices": {
-            "type": "array",
-            "items": {
+        **_head("chat.completion"),
+        "choices": _choices(
+            "message",
+            {
                 "type": "object",
-                "required": ["index", "message", "finish_reason"],
+                "required": ["role", "content"],
                 "properties": {
-                    "index": _INTEGER,
-                    "message": {
-                        "type": "object",
-                        "required": ["role", "content"],
-                        "properties": {
-                            "role": {"const": "assistant"},
-                            "content": {"type": "string"},
-                            "refusal": {"type": "null"},
-                        },
-                    },
-                    "logprobs": {"type": "null"},
-                    "finish_reason": {"const": "stop"},
+                    "role": {"const": "assistant"},
+                    "content": {"type": "string"},
+                    "refusal": {"type": "null"},
                 },
             },
-        },
+            {"const": "stop"},
+        ),
         "usage": _ref(USAGE),
     },
 }
@@ -170,26 +183,12 @@ _CHUNK: JsonSchema = {
     "with `stream_options.include_usage`, a last chunk with no choices and the usage (null before it).",
     "required": ["id", "object", "created", "model", "choices"],
     "properties": {
-        "id": _ID,
-        "object": {"const": "chat.completion.chunk"},
-        "created": _INTEGER,
-        "model": {"type": "string"},
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "delta", "finish_reason"],
-                "properties": {
-                    "index": _INTEGER,
-                    "delta": {
-                        "type": "object",
-                        "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
-                    },
-                    "logprobs": {"type": "null"},
-                    "finish_reason": {"enum": ["stop", None]},
-                },
-            },
-        },
+        **_head("chat.completion.chunk"),
+        "choices": _choices(
+            "delta",
+            {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
+            {"enum": ["stop", None]},
+        ),
         "usage": {"anyOf": [_ref(USAGE), {"type": "null"}]},
     },
 }
