@@ -8,10 +8,10 @@ the next request asks again; it is ``EXECUTOR_UNAVAILABLE`` for the request that
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from techno_core.single_flight import SingleFlight
 from techno_gate.application.ports import ProviderInfo
 
 DEFAULT_TTL_SECONDS = 10.0
@@ -30,23 +30,17 @@ class ProviderCatalogue:
         self._clock = clock
         self._kept: tuple[ProviderInfo, ...] | None = None
         self._kept_until = 0.0
-        self._pending: asyncio.Future[tuple[ProviderInfo, ...]] | None = None
+        self._flight: SingleFlight[None, tuple[ProviderInfo, ...]] = SingleFlight()
 
     async def providers(self) -> tuple[ProviderInfo, ...]:
         if self._kept is not None and self._clock() < self._kept_until:
             return self._kept
-        if self._pending is None:
-            # A task of its own, so one caller's cancellation does not fail the others waiting on it.
-            self._pending = asyncio.ensure_future(self._refresh())
-        return await asyncio.shield(self._pending)
+        return await self._flight.run(None, self._refresh)
 
     async def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in await self.providers())
 
     async def _refresh(self) -> tuple[ProviderInfo, ...]:
-        try:
-            providers = await self._fetch()
-            self._kept, self._kept_until = providers, self._clock() + self._ttl
-            return providers
-        finally:
-            self._pending = None
+        providers = await self._fetch()
+        self._kept, self._kept_until = providers, self._clock() + self._ttl
+        return providers
