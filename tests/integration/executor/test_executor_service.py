@@ -4,7 +4,6 @@ google.rpc details, the circuit breaker end to end, and the metrics operators re
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,8 +21,8 @@ from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
 from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.provider import Completion, ProviderServerError
-from techno_executor.settings import ExecutorSettings
-from tests.tls import as_identity, connect
+from tests.integration.executor.conftest import AppFactory, settings
+from tests.tls import connect
 
 PAYLOADS: dict[str, dict[str, Any]] = {
     "chat": {"message": "Hello there. How are you?"},
@@ -32,38 +31,6 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "extract": {"text": "name: Ada Lovelace, born = 1815", "fields": ["name", "born"]},
     "analyze_document": {"document": "Revenue grew. Costs fell. Outlook is stable."},
 }
-
-AppFactory = Callable[..., Awaitable[GrpcApp]]
-
-
-def settings(**overrides: Any) -> ExecutorSettings:
-    values: dict[str, Any] = {
-        **as_identity(Identity.EXECUTOR),
-        "host": "127.0.0.1",
-        "executor_port": 0,
-        "executor_metrics_port": 0,
-        "executor_id": "executor-test",
-        # Retries back off for real here: keep the waits tiny (their bounds are unit-tested).
-        "executor_retry_initial_backoff_seconds": 0.001,
-        "executor_retry_max_backoff_seconds": 0.01,
-        **overrides,
-    }
-    return ExecutorSettings(**values)
-
-
-@pytest.fixture
-async def start_app(tracer_provider: TracerProvider) -> AsyncIterator[AppFactory]:
-    apps: list[GrpcApp] = []
-
-    async def start(**overrides: Any) -> GrpcApp:
-        app = await bootstrap(settings(**overrides), tracer_provider=tracer_provider, registry=CollectorRegistry())
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        await app.stop()
 
 
 async def execute(app: GrpcApp, action: str, payload: dict[str, Any], timeout: float = 5) -> Any:

@@ -4,48 +4,28 @@ cancelled caller that must close the vendor's HTTP call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
-from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_executor.adapters.fake_provider import FakeProvider
-from techno_executor.bootstrap import bootstrap
 from techno_executor.domain.faults import FaultProfile, FaultSwitch, StreamShape
-from techno_executor.domain.provider import Completion, Provider, StreamEvent
+from techno_executor.domain.provider import Completion, StreamEvent
+from tests.integration.executor.conftest import AppFactory
 from tests.integration.executor.scripted_vendor import serve
 from tests.integration.executor.streaming_vendor import EVENTS, Stream, StreamingVendor
-from tests.integration.executor.test_executor_service import PAYLOADS, reason_of, settings
+from tests.integration.executor.test_executor_service import PAYLOADS, reason_of
 from tests.integration.executor.test_resilience_over_http import KEY
 from tests.tls import connect
 from tests.waiting import eventually
 
-Start = Callable[..., Awaitable[GrpcApp]]
 STREAMED = ("chat", "summarize", "analyze_document")
-
-
-@pytest.fixture
-async def start(tracer_provider: TracerProvider) -> AsyncIterator[Start]:
-    apps: list[GrpcApp] = []
-
-    async def started(*, providers: list[Provider] | None = None, **overrides: Any) -> GrpcApp:
-        app = await bootstrap(
-            settings(**overrides), tracer_provider=tracer_provider, registry=CollectorRegistry(), providers=providers
-        )
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield started
-    for app in apps:
-        await app.stop()
 
 
 def request(action: str, payload: dict[str, Any]) -> executor_pb2.StreamExecuteRequest:
@@ -81,8 +61,8 @@ def sample(app: GrpcApp, name: str, **labels: str) -> float:
 
 
 @pytest.mark.parametrize("action", STREAMED)
-async def test_streams_pieces_then_done_with_the_result_and_usage(start: Start, action: str) -> None:
-    app = await start(fake_stream_chunk_chars=4)
+async def test_streams_pieces_then_done_with_the_result_and_usage(start_app: AppFactory, action: str) -> None:
+    app = await start_app(fake_stream_chunk_chars=4)
     received: list[executor_pb2.StreamExecuteResponse] = []
     await stream(app, action, PAYLOADS[action], received)
 
@@ -106,8 +86,8 @@ async def test_streams_pieces_then_done_with_the_result_and_usage(start: Start, 
     assert sample(app, "llm_tokens_total", provider="fake", model="fake-echo-1", type="output") > 0
 
 
-async def test_list_providers_names_each_configured_provider_with_its_model(start: Start) -> None:
-    app = await start()
+async def test_list_providers_names_each_configured_provider_with_its_model(start_app: AppFactory) -> None:
+    app = await start_app()
     async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         listed = await executor_pb2_grpc.ExecutorServiceStub(channel).ListProviders(
             executor_pb2.ListProvidersRequest(), timeout=5
@@ -115,8 +95,8 @@ async def test_list_providers_names_each_configured_provider_with_its_model(star
     assert [(p.name, p.model) for p in listed.providers] == [("fake", "fake-echo-1")]
 
 
-async def test_only_the_gate_may_stream(start: Start) -> None:
-    app = await start()
+async def test_only_the_gate_may_stream(start_app: AppFactory) -> None:
+    app = await start_app()
     async with connect(app.address, identity=Identity.EDGE, server=Identity.EXECUTOR) as channel:
         call = executor_pb2_grpc.ExecutorServiceStub(channel).StreamExecute(
             request("summarize", PAYLOADS["summarize"]), timeout=5
@@ -126,8 +106,8 @@ async def test_only_the_gate_may_stream(start: Start) -> None:
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_bad_input_ends_the_stream_with_its_reason_before_any_piece(start: Start) -> None:
-    app = await start()
+async def test_bad_input_ends_the_stream_with_its_reason_before_any_piece(start_app: AppFactory) -> None:
+    app = await start_app()
     received: list[executor_pb2.StreamExecuteResponse] = []
     error = await stream_failure(app, "translate", {"text": "hola"}, received)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -135,11 +115,13 @@ async def test_bad_input_ends_the_stream_with_its_reason_before_any_piece(start:
     assert received == []
 
 
-async def test_a_fault_mid_stream_ends_it_unavailable_is_not_retried_and_counts_for_the_breaker(start: Start) -> None:
+async def test_a_fault_mid_stream_ends_it_unavailable_is_not_retried_and_counts_for_the_breaker(
+    start_app: AppFactory,
+) -> None:
     fake = FakeProvider(
         faults=FaultSwitch(FaultProfile(error_rate=1.0)), stream_shape=StreamShape(chunk_chars=2, fault_after_chunks=3)
     )
-    app = await start(providers=[fake])
+    app = await start_app(providers=[fake])
     received: list[executor_pb2.StreamExecuteResponse] = []
     error = await stream_failure(app, "summarize", PAYLOADS["summarize"], received)
 
@@ -155,16 +137,16 @@ async def test_a_fault_mid_stream_ends_it_unavailable_is_not_retried_and_counts_
     assert sample(app, "llm_streams_total", provider="fake", model="fake-echo-1", result="failed") == 1
 
 
-async def test_a_fault_before_the_first_piece_is_retried_like_execute(start: Start) -> None:
-    app = await start(fake_error_rate=1.0, executor_retry_max_attempts=3)
+async def test_a_fault_before_the_first_piece_is_retried_like_execute(start_app: AppFactory) -> None:
+    app = await start_app(fake_error_rate=1.0, executor_retry_max_attempts=3)
     fake_errors = await stream_failure(app, "summarize", PAYLOADS["summarize"], [])
     assert reason_of(fake_errors) == "PROVIDER_UNAVAILABLE"
     assert "3 attempt(s)" in (fake_errors.details() or "")
 
 
-async def test_a_cancelled_caller_stops_the_fake_provider(start: Start) -> None:
+async def test_a_cancelled_caller_stops_the_fake_provider(start_app: AppFactory) -> None:
     fake = FakeProvider(stream_shape=StreamShape(chunk_chars=1, chunk_delay_ms=20))
-    app = await start(providers=[fake])
+    app = await start_app(providers=[fake])
     async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         call = executor_pb2_grpc.ExecutorServiceStub(channel).StreamExecute(
             request("summarize", PAYLOADS["summarize"]), timeout=10
@@ -199,11 +181,11 @@ def openai_settings(url: str) -> dict[str, Any]:
 
 
 async def test_a_vendor_failing_before_the_stream_is_retried_then_streams(
-    start: Start, vendor: tuple[StreamingVendor, str]
+    start_app: AppFactory, vendor: tuple[StreamingVendor, str]
 ) -> None:
     stand_in, url = vendor
     stand_in.queue_streams(Stream(status=503))
-    app = await start(**openai_settings(url))
+    app = await start_app(**openai_settings(url))
     received: list[executor_pb2.StreamExecuteResponse] = []
     await stream(app, "summarize", PAYLOADS["summarize"], received)
     assert chunks(received) == ["Le chat", " dort", "."]
@@ -214,12 +196,12 @@ async def test_a_vendor_failing_before_the_stream_is_retried_then_streams(
 
 
 async def test_a_cancelled_caller_closes_the_vendors_http_call(
-    start: Start, vendor: tuple[StreamingVendor, str]
+    start_app: AppFactory, vendor: tuple[StreamingVendor, str]
 ) -> None:
     stand_in, url = vendor
     events = EVENTS["openai"](["Le chat", " dort", "."])
     stand_in.queue_streams(Stream(events, hang_after=2))  # role event, first piece, then holds the answer open
-    app = await start(**openai_settings(url))
+    app = await start_app(**openai_settings(url))
     async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         call = executor_pb2_grpc.ExecutorServiceStub(channel).StreamExecute(
             request("summarize", PAYLOADS["summarize"]), timeout=10
@@ -233,10 +215,10 @@ async def test_a_cancelled_caller_closes_the_vendors_http_call(
 
 
 async def test_invalid_json_streamed_for_a_json_action_is_provider_output_invalid(
-    start: Start, vendor: tuple[StreamingVendor, str]
+    start_app: AppFactory, vendor: tuple[StreamingVendor, str]
 ) -> None:
     stand_in, url = vendor
-    app = await start(**openai_settings(url))
+    app = await start_app(**openai_settings(url))
     received: list[executor_pb2.StreamExecuteResponse] = []
     error = await stream_failure(app, "analyze_document", PAYLOADS["analyze_document"], received)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -245,10 +227,12 @@ async def test_invalid_json_streamed_for_a_json_action_is_provider_output_invali
     assert len(stand_in.calls) == 1  # and not asked for again
 
 
-async def test_a_hang_mid_stream_ends_with_provider_timeout(start: Start, vendor: tuple[StreamingVendor, str]) -> None:
+async def test_a_hang_mid_stream_ends_with_provider_timeout(
+    start_app: AppFactory, vendor: tuple[StreamingVendor, str]
+) -> None:
     stand_in, url = vendor
     stand_in.queue_streams(Stream(EVENTS["openai"](["Le chat", " dort"]), hang_after=2))
-    app = await start(**openai_settings(url), executor_provider_timeout_seconds=0.3)
+    app = await start_app(**openai_settings(url), executor_provider_timeout_seconds=0.3)
     received: list[executor_pb2.StreamExecuteResponse] = []
     error = await stream_failure(app, "summarize", PAYLOADS["summarize"], received)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -271,8 +255,8 @@ class CrashingProvider:
         raise RuntimeError("bug reading /srv/secret/config")
 
 
-async def test_a_crash_mid_stream_is_internal_with_a_generic_message(start: Start) -> None:
-    app = await start(providers=[CrashingProvider()])
+async def test_a_crash_mid_stream_is_internal_with_a_generic_message(start_app: AppFactory) -> None:
+    app = await start_app(providers=[CrashingProvider()])
     received: list[executor_pb2.StreamExecuteResponse] = []
     error = await stream_failure(app, "summarize", PAYLOADS["summarize"], received)
     assert error.code() == grpc.StatusCode.INTERNAL
@@ -282,8 +266,8 @@ async def test_a_crash_mid_stream_is_internal_with_a_generic_message(start: Star
     assert chunks(received) == ["A "]
 
 
-async def test_an_undecodable_stream_request_is_invalid_argument(start: Start) -> None:
-    app = await start()
+async def test_an_undecodable_stream_request_is_invalid_argument(start_app: AppFactory) -> None:
+    app = await start_app()
     async with connect(app.address, identity=Identity.GATE, server=Identity.EXECUTOR) as channel:
         # Field 1 (request) announced as 50 bytes long, with 1 byte: protobuf refuses it.
         method = channel.unary_stream("/techno.executor.v1.ExecutorService/StreamExecute", None, None)
