@@ -9,7 +9,6 @@ descriptors, so a new RPC is covered without anyone remembering to add it here.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_gate.domain.keys import generate_key
 from tests.tls import connect
+from tests.waiting import eventually
 
 from . import test_rest_denials
 from .test_rest_denials import Stack, StackFactory
@@ -87,13 +87,15 @@ async def await_known(stack: Stack) -> None:
             request_serializer=gate_pb2.ListActionsRequest.SerializeToString,
             response_deserializer=gate_pb2.ListActionsResponse.FromString,
         )
-        for _ in range(200):
+
+        async def known() -> bool:
             try:
                 await list_actions(gate_pb2.ListActionsRequest(), metadata=[("x-api-key", probe)], timeout=5)
-                return
             except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.05)
-    pytest.fail("the gate never learned of the new keys")
+                return False
+            return True
+
+        await eventually(known)
 
 
 async def test_every_authenticated_rpc_is_rate_limited(make_stack: StackFactory) -> None:
