@@ -18,7 +18,7 @@ from techno_executor.domain.provider import (
     Usage,
 )
 from tests.integration.executor.scripted_vendor import serve
-from tests.integration.executor.streaming_vendor import EVENTS, Stream, StreamingVendor, error_event
+from tests.integration.executor.streaming_vendor import EVENTS, Event, Stream, StreamingVendor, error_event
 
 KEY = "sk-test-streaming-0123456789"
 VENDORS = ("openai", "anthropic", "google")
@@ -49,6 +49,11 @@ async def collect(provider: Adapter, events: list[StreamEvent]) -> None:
     # One by one: a test of a failing stream reads what arrived before the failure.
     async for event in provider.stream("Say hello.", timeout=5.0):
         events.append(event)  # noqa: PERF401
+
+
+def first_text_event(events: list[Event]) -> int:
+    """The index of the vendor event that carries the first piece, ``PIECES[0]``."""
+    return next(i for i, (_, data) in enumerate(events) if PIECES[0] in str(data))
 
 
 async def test_streams_the_pieces_in_order_then_the_usage(vendor: tuple[StreamingVendor, Adapter]) -> None:
@@ -83,7 +88,7 @@ async def test_a_vendor_error_mid_stream_fails_after_the_first_pieces(
     stand_in, provider = vendor
     events = EVENTS[stand_in.name](PIECES)
     # The error comes right after the first text piece (the second Gemini event, the second OpenAI delta …).
-    first_text = next(i for i, (_, data) in enumerate(events) if "Bon" in str(data))
+    first_text = first_text_event(events)
     stand_in.queue_streams(Stream([*events[: first_text + 1], error_event(stand_in.name)]))
     received: list[StreamEvent] = []
     with pytest.raises(ProviderServerError, match="mid-stream") as raised:
@@ -125,7 +130,7 @@ async def test_closing_the_stream_early_hangs_up_on_the_vendor(
 ) -> None:
     stand_in, provider = vendor
     events = EVENTS[stand_in.name](PIECES)
-    first_text = next(i for i, (_, data) in enumerate(events) if "Bon" in str(data))
+    first_text = first_text_event(events)
     stand_in.queue_streams(Stream(events, hang_after=first_text + 1))
     async with aclosing(provider.stream("Say hello.", timeout=5.0)) as pieces:
         assert await anext(pieces) == "Bon"
