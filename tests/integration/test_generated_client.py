@@ -9,7 +9,6 @@ requests. A missing generator fails these tests; they never skip.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import subprocess
@@ -34,6 +33,7 @@ from tests.integration.services import InProcess, migrated_sqlite
 from tests.openapi_support import event_failures, parse_events
 from tests.rest_errors import reasons_of, trace_id_of
 from tests.tls import connect
+from tests.waiting import eventually
 
 POLICY = Path(__file__).resolve().parents[1] / "e2e" / "policy.yaml"
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
@@ -72,11 +72,11 @@ async def _create_key(memory_address: str, scope: str) -> str:
 async def _known(url: str, secret: str) -> None:
     """Until the gate's key cache (refreshed every 0.5 s) knows the key: ListActions needs no scope."""
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        for _ in range(100):
-            if (await client.get("/v1/actions", headers={"X-API-Key": secret})).status_code != 401:
-                return
-            await asyncio.sleep(0.05)
-    pytest.fail("the gate never learned of the new key")
+
+        async def known() -> bool:
+            return (await client.get("/v1/actions", headers={"X-API-Key": secret})).status_code != 401
+
+        await eventually(known)
 
 
 @pytest.fixture
