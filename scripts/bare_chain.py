@@ -49,11 +49,17 @@ def certificate_files(tls_dir: Path, identity: Identity) -> CertificateFiles:
     return CertificateFiles(tls_dir / f"{identity}.crt", tls_dir / f"{identity}.key", tls_dir / "ca.crt")
 
 
+def identity_channel(tls_dir: Path, address: str, *, server: Identity, as_: Identity) -> grpc.aio.Channel:
+    """A mutual TLS channel to the service ``server`` at ``address``, presenting the certificate of ``as_`` from the
+    development PKI in ``tls_dir`` (a stack's ``config.tls_dir``), as the services call each other."""
+    options = [("grpc.ssl_target_name_override", server.value)]
+    credentials = channel_credentials(certificate_files(tls_dir, as_).read())
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 def client(tls_dir: Path, address: str, *, server: Identity, as_: Identity) -> tuple[grpc.aio.Channel, Call]:
     """A mutual TLS channel to ``address`` and a unary call on it that sends and returns raw bytes."""
-    credentials = channel_credentials(certificate_files(tls_dir, as_).read())
-    options = [("grpc.ssl_target_name_override", server.value)]
-    channel = grpc.aio.secure_channel(address, credentials, options=options)
+    channel = identity_channel(tls_dir, address, server=server, as_=as_)
     call = channel.unary_unary(METHOD, None, None)  # no serializers: bytes in, bytes out
 
     async def invoke(body: bytes) -> bytes:

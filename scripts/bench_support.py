@@ -14,11 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import psycopg
+from bare_chain import identity_channel as identity_channel  # the benchmarks' mTLS channel, made in one place
 
-from techno_core.identity import Identity
-from techno_core.tls import CertificateFiles, channel_credentials
 from techno_stack.stack import Ports, Stack, StackConfig
 
 POLICY = Path(__file__).with_name("bench_policy.yaml")
@@ -48,14 +46,6 @@ async def bench_stack(database_url: str, extra_env: dict[str, str]) -> AsyncIter
             yield stack, Path(tmp)
         finally:
             await stack.stop()
-
-
-def identity_channel(tls_dir: Path, address: str, *, server: Identity, as_: Identity) -> grpc.aio.Channel:
-    """A mutual TLS channel to the service ``server`` at ``address``, presenting the certificate of ``as_`` from the
-    development PKI in ``tls_dir`` (a stack's ``config.tls_dir``), as the services call each other."""
-    files = CertificateFiles(tls_dir / f"{as_}.crt", tls_dir / f"{as_}.key", tls_dir / "ca.crt")
-    options = [("grpc.ssl_target_name_override", server.value)]
-    return grpc.aio.secure_channel(address, channel_credentials(files.read()), options=options)
 
 
 def wrk(
