@@ -175,16 +175,20 @@ class ExecuteAction:
             succeeded = True
             return execution
         finally:
-            completion = progress.completion
-            self._observer.execution_finished(
-                succeeded=succeeded,
-                provider=progress.provider,
-                model=progress.model,
-                attempts=progress.attempts,
-                input_tokens=completion.input_tokens if completion else 0,
-                output_tokens=completion.output_tokens if completion else 0,
-                breaker_state=progress.breaker_state,
-            )
+            self.report(progress, succeeded=succeeded)
+
+    def report(self, progress: Progress, *, succeeded: bool) -> None:
+        """Tell the observer how an execution (unary or streamed) ended."""
+        completion = progress.completion
+        self._observer.execution_finished(
+            succeeded=succeeded,
+            provider=progress.provider,
+            model=progress.model,
+            attempts=progress.attempts,
+            input_tokens=completion.input_tokens if completion else 0,
+            output_tokens=completion.output_tokens if completion else 0,
+            breaker_state=progress.breaker_state,
+        )
 
     def chain(self, requested: Sequence[str]) -> tuple[ProviderRoute, ...]:
         """The routes to try, in order: the requested providers this executor has, or the default chain."""

@@ -99,16 +99,8 @@ class StreamAction:
             self._finished(run, result)
 
     def _finished(self, run: _Run, result: str) -> None:
-        progress, completion = run.progress, run.progress.completion
-        self._observer.execution_finished(
-            succeeded=result == "completed",
-            provider=progress.provider,
-            model=progress.model,
-            attempts=progress.attempts,
-            input_tokens=completion.input_tokens if completion else 0,
-            output_tokens=completion.output_tokens if completion else 0,
-            breaker_state=progress.breaker_state,
-        )
+        progress = run.progress
+        self._execute.report(progress, succeeded=result == "completed")
         if progress.provider is not None and progress.model is not None:
             self._observer.stream_finished(progress.provider, progress.model, self._clock() - run.started, result)
 
