@@ -18,10 +18,9 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.rpc import error_details_pb2
 
 from techno.gate.v1 import admin_pb2, gate_pb2, gate_pb2_grpc
-from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
-from techno_gate.domain.keys import generate_key
+from tests.integration.keys import store_keys
 from tests.tls import connect
 from tests.waiting import eventually
 
@@ -64,16 +63,7 @@ def caller_of(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
 
 async def create_keys(stack: Stack, count: int, *, profile: str) -> list[tuple[str, str]]:
     """``count`` keys of ``profile`` with every scope, stored as techno-keys stores them; (key id, secret)."""
-    keys = [generate_key() for _ in range(count)]
-    async with connect(stack.memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-        memory = memory_pb2_grpc.MemoryServiceStub(channel)
-        for key in keys:
-            await memory.CreateApiKey(
-                memory_pb2.CreateApiKeyRequest(
-                    key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="t", profile=profile,
-                    scopes=EVERY_SCOPE,
-                )
-            )  # fmt: skip
+    keys = await store_keys(stack.memory.address, count, name="t", profile=profile, scopes=EVERY_SCOPE)
     return [(key.key_id, key.secret) for key in keys]
 
 

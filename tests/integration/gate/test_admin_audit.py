@@ -19,9 +19,9 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_gate.domain.keys import generate_key
 from techno_memory.adapters.chain import verify_chain
 from techno_memory.adapters.database import create_database_engine
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.tls import connect
 from tests.waiting import eventually
@@ -77,15 +77,7 @@ class Services:
 
 
 async def create_key(memory: GrpcApp, *scopes: str) -> Admin:
-    key = generate_key()
-    async with connect(memory.address, identity=Identity.GATE, server=Identity.MEMORY) as channel:
-        await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-            memory_pb2.CreateApiKeyRequest(
-                key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default",
-                scopes=scopes,
-            ),
-            timeout=10,
-        )  # fmt: skip
+    key = await store_key(memory.address, scopes=scopes)
     return Admin(key.key_id, key.secret)
 
 

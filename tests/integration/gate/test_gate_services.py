@@ -19,7 +19,7 @@ from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.grpc_errors import error_info_of, rpc_status_of
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_gate.domain.keys import generate_key
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.tls import connect
 
@@ -48,13 +48,7 @@ async def services(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIter
     async with InProcess(tracer_provider) as start:
         memory = await start.memory(await migrated_sqlite(tmp_path / "memory.db"))
         executor = await start.executor(memory, executor_id="executor-it")
-        key = generate_key()
-        async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-            await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-                memory_pb2.CreateApiKeyRequest(
-                    key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default"
-                )
-            )
+        key = await store_key(memory.address)
         gate = await start.gate(memory, executor, policy_file=POLICY, gate_id="gate-it", gate_audit_timeout_seconds=1.0)
         yield Services(memory, executor, gate, key.secret, gate.registry)
 

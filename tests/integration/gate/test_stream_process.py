@@ -24,7 +24,7 @@ from techno_core import errors
 from techno_core.grpc_errors import error_info_of, rpc_status_of, to_grpc_status
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_gate.domain.keys import generate_key
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.tls import add_port, connect
 from tests.waiting import eventually
@@ -175,24 +175,13 @@ async def stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterato
         port = add_port(server, Identity.EXECUTOR)
         await server.start()
         keys = {}
-        async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-            for name, profile, scopes in [
-                ("default", "default", ["process"]),
-                ("restricted", "restricted", ["process"]),
-                ("reader", "default", ["audit:read"]),
-            ]:
-                key = generate_key()
-                await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-                    memory_pb2.CreateApiKeyRequest(
-                        key_id=key.key_id,
-                        prefix=key.prefix,
-                        key_hash=key.key_hash,
-                        name=name,
-                        profile=profile,
-                        scopes=scopes,
-                    )
-                )
-                keys[name] = (key.key_id, key.secret)
+        for name, profile, scopes in [
+            ("default", "default", ["process"]),
+            ("restricted", "restricted", ["process"]),
+            ("reader", "default", ["audit:read"]),
+        ]:
+            key = await store_key(memory.address, name=name, profile=profile, scopes=scopes)
+            keys[name] = (key.key_id, key.secret)
         gate = await start.gate(
             memory, cast(GrpcApp, _Address(f"127.0.0.1:{port}")), policy_file=policy, gate_id="gate-stream"
         )

@@ -16,7 +16,7 @@ from techno.gate.v1 import gate_pb2, gate_pb2_grpc
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.identity import Identity
 from techno_core.server import GrpcApp
-from techno_gate.domain.keys import generate_key
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.tls import connect
 from tests.waiting import eventually
@@ -63,13 +63,7 @@ async def stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterato
         executor = await start.executor(
             memory, executor_id="executor-stream", fake_stream_chunk_chars=2, fake_stream_chunk_delay_ms=20
         )
-        key = generate_key()
-        async with connect(memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-            await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-                memory_pb2.CreateApiKeyRequest(
-                    key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="it", profile="default"
-                )
-            )
+        key = await store_key(memory.address)
         gate = await start.gate(memory, executor, policy_file=POLICY, gate_id="gate-stream-it")
         yield Stack(memory, executor, gate, key.secret)
 
