@@ -10,20 +10,17 @@ from typing import Any
 
 import schemathesis
 
+# Process's: which actions exist and what each takes is the policy's (GET /v1/actions), the document only has the
+# shape; which Idempotency-Keys the caller has used, and for what, is the moment's.
+_PROCESS = {
+    "ACTION_UNKNOWN": frozenset[str](),
+    "PAYLOAD_INVALID": frozenset[str](),
+    "IDEMPOTENCY_KEY_REUSED": frozenset[str](),
+}
 # operation id -> {reason: fields that reason may name (empty: any)}
 RUNTIME_RULES: dict[str, dict[str, frozenset[str]]] = {
-    # Which actions exist and what each takes is the policy's (GET /v1/actions); the document only has the shape.
-    # Which Idempotency-Keys the caller has used, and for what, is the moment's.
-    "GateService_Process": {
-        "ACTION_UNKNOWN": frozenset(),
-        "PAYLOAD_INVALID": frozenset(),
-        "IDEMPOTENCY_KEY_REUSED": frozenset(),
-    },
-    "GateService_StreamProcess": {
-        "ACTION_UNKNOWN": frozenset(),
-        "PAYLOAD_INVALID": frozenset(),
-        "IDEMPOTENCY_KEY_REUSED": frozenset(),
-    },
+    "GateService_Process": _PROCESS,
+    "GateService_StreamProcess": _PROCESS,  # the same request, answered as a stream
     "GateService_ListModels": {"ACTION_UNKNOWN": frozenset()},
     # The chat action's input rules are the policy's (a message not empty, without control characters, not too
     # long): the rendered conversation may break them. Idempotency-Keys as for Process.
