@@ -1,7 +1,8 @@
 """OpenTelemetry set-up: one tracer provider per service, gRPC spans from the official instrumentation.
 
-Context crosses every hop through the instrumentation's interceptors (W3C ``traceparent`` in gRPC metadata);
-service code only adds domain attributes to the current span.
+Context crosses every hop as W3C ``traceparent`` in gRPC metadata (put there by the instrumentation's interceptors
+when spans are recorded, by ``with_trace_context`` when not); service code only adds domain attributes to the
+current span.
 
 Configured by the standard ``OTEL_*`` variables, read by the SDK where it reads them itself:
 ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``; comma-separated for several),

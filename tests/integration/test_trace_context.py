@@ -66,7 +66,8 @@ async def started(servicer: Hop) -> GrpcApp:
 
 @pytest.fixture
 async def first_hop() -> AsyncIterator[GrpcApp]:
-    """``first`` calls ``second`` through a core channel (the lean trace-context client interceptor)."""
+    """``first`` calls ``second`` through a core channel (``TraceContextChannel``: the trace context in each call's
+    metadata)."""
     second = await started(Hop("second"))
     tracer = build_tracer_provider("first", "first-0", TechnoSettings())
     channel = Transport(certificate_files(Identity.GATE)).channel(second.address, tracer, Identity.EXECUTOR)
