@@ -9,7 +9,8 @@ connection, with the whole batch in one JSON parameter, on a connection kept for
 flush at a time, so one connection is all a process can use.
 
 Writers of the chain (``techno_memory.domain.chain``), in any replica, take the transaction-scoped advisory lock
-``CHAIN_LOCK_KEY`` before inserting and keep it until their COMMIT, as the SQLAlchemy path does. Two paths:
+``CHAIN_LOCK_KEY`` before inserting and keep it until their COMMIT (on PostgreSQL this appender is the only
+writer; the SQLAlchemy path in ``repository`` serves SQLite, whose lock is ``BEGIN IMMEDIATE``). Two paths:
 
 Fast (one statement, autocommit: the answer comes after the commit's WAL flush): the appender remembers the head
 it last wrote and sends the *guarded* INSERT, the batch chained after that head, which takes the lock, then
@@ -47,8 +48,8 @@ from techno_memory.domain.records import AuditEvent, new_events
 
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 
-# Any constant, the same in every replica and in the SQLAlchemy path: the key of the PostgreSQL advisory lock
-# that serialises extending the audit chain ("audit" in ASCII).
+# Any constant, the same in every replica: the key of the PostgreSQL advisory lock that serialises extending the
+# audit chain ("audit" in ASCII).
 CHAIN_LOCK_KEY = 0x6175646974
 
 _LOCK = sql.SQL("SELECT pg_advisory_xact_lock({key})").format(key=sql.Literal(CHAIN_LOCK_KEY))
