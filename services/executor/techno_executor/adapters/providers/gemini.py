@@ -69,6 +69,7 @@ class GeminiProvider(JsonHttpProvider):
 
     @staticmethod
     def _usage(usage: Any) -> Usage:
+        """Input and output tokens of a ``usageMetadata``; the thinking tokens are billed as output."""
         output_tokens = require_int(usage.get("candidatesTokenCount", 0))
         output_tokens += require_int(usage.get("thoughtsTokenCount", 0))
         return Usage(require_int(usage["promptTokenCount"]), output_tokens)
@@ -81,11 +82,8 @@ class GeminiProvider(JsonHttpProvider):
             texts = [part["text"] for part in parts if "text" in part and not part.get("thought")]
             if not texts or not all(isinstance(text, str) for text in texts):
                 raise TypeError("no text part")
-            usage = answer["usageMetadata"]
-            input_tokens = require_int(usage["promptTokenCount"])
-            output_tokens = require_int(usage.get("candidatesTokenCount", 0))
-            output_tokens += require_int(usage.get("thoughtsTokenCount", 0))
+            usage = self._usage(answer["usageMetadata"])
         except (KeyError, IndexError, TypeError, AttributeError) as error:
             # A candidate without content is also how a safety block looks (finishReason SAFETY).
             raise self.bad_response("candidates[0].content.parts[].text and usageMetadata") from error
-        return Completion(text="".join(texts), input_tokens=input_tokens, output_tokens=output_tokens)
+        return Completion(text="".join(texts), input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)

@@ -76,18 +76,21 @@ class OpenAICompatibleProvider(JsonHttpProvider):
 
     def _usage(self, usage: Any) -> Usage:
         try:
-            return Usage(require_int(usage["prompt_tokens"]), require_int(usage["completion_tokens"]))
+            return _usage_of(usage)
         except (KeyError, TypeError) as error:
             raise self.bad_response("usage") from error
 
     def _completion(self, answer: Any) -> Completion:
         try:
             text = answer["choices"][0]["message"]["content"]
-            usage = answer["usage"]
-            input_tokens = require_int(usage["prompt_tokens"])
-            output_tokens = require_int(usage["completion_tokens"])
+            usage = _usage_of(answer["usage"])
         except (KeyError, IndexError, TypeError) as error:
             raise self.bad_response("choices[0].message.content and usage") from error
         if not isinstance(text, str):  # null when the model refused or only called tools
             raise self.bad_response("a text answer")
-        return Completion(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+        return Completion(text=text, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+
+
+def _usage_of(usage: Any) -> Usage:
+    """The tokens of a ``usage`` object, a whole answer's or a stream's last event's."""
+    return Usage(require_int(usage["prompt_tokens"]), require_int(usage["completion_tokens"]))
