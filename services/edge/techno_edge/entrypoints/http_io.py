@@ -201,12 +201,15 @@ async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) ->
     return task.result()
 
 
-def error_response(error: HttpError, trace_id: str) -> Response:
-    """The AIP-193 error body, with the error's own headers (``Allow``) and its ``Retry-After``."""
+def error_response(error: HttpError, trace_id: str, body: bytes | None = None) -> Response:
+    """The AIP-193 error body, with the error's own headers (``Allow``) and its ``Retry-After``. ``body`` is
+    another API's error shape (OpenAI's) answered instead, with the same status and headers."""
     headers = error.headers
     if error.retry_after_seconds is not None:
         headers = (*headers, ("retry-after", str(error.retry_after_seconds)))
-    return Response(error.status, transcoding.dumps(error.body(trace_id)), headers=headers)
+    if body is None:
+        body = transcoding.dumps(error.body(trace_id))
+    return Response(error.status, body, headers=headers)
 
 
 def encode_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:

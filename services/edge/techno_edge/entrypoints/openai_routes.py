@@ -226,4 +226,4 @@ class OpenAIRoutes:
 
 def _openai_error(error: HttpError, trace_id: str) -> Response:
     """The edge's error response (status, ``Retry-After``, ``Allow``) with OpenAI's error object as its body."""
-    return dataclasses.replace(error_response(error, trace_id), body=transcoding.dumps(error_body(error, trace_id)))
+    return error_response(error, trace_id, transcoding.dumps(error_body(error, trace_id)))
