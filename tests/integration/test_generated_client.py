@@ -24,15 +24,12 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.contract import API_KEY_SCOPES
-from techno_core.identity import Identity
 from techno_edge.bootstrap import EdgeServer
-from techno_gate.domain.keys import generate_key
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.openapi_support import event_failures, parse_events
 from tests.rest_errors import reasons_of, trace_id_of
-from tests.tls import connect
 from tests.waiting import eventually
 
 POLICY = Path(__file__).resolve().parents[1] / "e2e" / "policy.yaml"
@@ -53,22 +50,6 @@ class Stack:
         return f"http://127.0.0.1:{self.edge.port}"
 
 
-async def _create_key(memory_address: str, scope: str) -> str:
-    key = generate_key()
-    async with connect(memory_address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-        await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-            memory_pb2.CreateApiKeyRequest(
-                key_id=key.key_id,
-                prefix=key.prefix,
-                key_hash=key.key_hash,
-                name=scope,
-                profile="default",
-                scopes=[scope],
-            )
-        )
-    return key.secret
-
-
 async def _known(url: str, secret: str) -> None:
     """Until the gate's key cache (refreshed every 0.5 s) knows the key: ListActions needs no scope."""
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
@@ -86,7 +67,7 @@ async def stack(tmp_path: Path, tracer_provider: TracerProvider) -> AsyncIterato
         executor = await start.executor(memory, executor_id="ex")
         gate = await start.gate(memory, executor, policy_file=POLICY)
         edge = await start.edge(gate)
-        keys = {scope: await _create_key(memory.address, scope) for scope in API_KEY_SCOPES}
+        keys = {scope: (await store_key(memory.address, name=scope, scopes=[scope])).secret for scope in API_KEY_SCOPES}
         url = f"http://127.0.0.1:{edge.port}"
         for secret in keys.values():
             await _known(url, secret)
