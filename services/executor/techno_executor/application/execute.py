@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -381,19 +380,17 @@ class ExecuteAction:
         raise NextProvider(invalid) from problem
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
-        async with self.attempt(provider, timeout):
-            return await provider.complete(prompt, timeout=timeout)
+        return await self.attempt(provider, timeout, lambda: provider.complete(prompt, timeout=timeout))
 
-    @asynccontextmanager
-    async def attempt(self, provider: Provider, timeout: float) -> AsyncIterator[None]:
-        """One provider attempt (a call, or a stream's wait for its first piece): bounded by ``timeout`` — a
-        backstop, adapters enforce it themselves but one that does not must not hold the caller — and reported
-        to the observer with its duration and error type."""
+    async def attempt(self, provider: Provider, timeout: float, call: Callable[[], Awaitable[T]]) -> T:
+        """One provider attempt (a call, or a stream's wait for its first piece): ``call()`` bounded by
+        ``timeout`` — a backstop, adapters enforce it themselves but one that does not must not hold the caller —
+        and reported to the observer with its duration and error type."""
         begun = self._clock()
         error_type: str | None = None
         try:
             async with asyncio.timeout(timeout):
-                yield
+                return await call()
         except TimeoutError as error:
             error_type = ProviderTimeout.error_type
             raise ProviderTimeout(f"{provider.name} did not answer within {timeout:.3f}s") from error
