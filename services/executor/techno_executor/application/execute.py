@@ -380,9 +380,9 @@ class ExecuteAction:
         raise NextProvider(invalid) from problem
 
     async def _call(self, provider: Provider, prompt: str, timeout: float) -> Completion:
-        return await self.attempt(provider, timeout, lambda: provider.complete(prompt, timeout=timeout))
+        return await self.bounded_call(provider, timeout, lambda: provider.complete(prompt, timeout=timeout))
 
-    async def attempt(self, provider: Provider, timeout: float, call: Callable[[], Awaitable[T]]) -> T:
+    async def bounded_call(self, provider: Provider, timeout: float, call: Callable[[], Awaitable[T]]) -> T:
         """One provider attempt (a call, or a stream's wait for its first piece): ``call()`` bounded by
         ``timeout`` — a backstop, adapters enforce it themselves but one that does not must not hold the caller —
         and reported to the observer with its duration and error type."""

@@ -134,7 +134,7 @@ class StreamAction:
         """One attempt: start the provider's stream and wait up to ``timeout`` for its first event."""
         events = _events(provider, prompt, timeout)
         try:
-            first = await self._execute.attempt(provider, timeout, lambda: _first(events, provider))
+            first = await self._execute.bounded_call(provider, timeout, lambda: _first(events, provider))
         except ProviderError:
             await events.aclose()
             raise
