@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
+from techno_core.single_flight import SingleFlight
 from techno_executor.application.context import ConversationContext, Preferences, Turn
 
 log = logging.getLogger(__name__)
@@ -50,32 +51,21 @@ class CachedPreferences:
         self._ttl = ttl_seconds
         self._clock = clock
         self._cache: TTLCache[str, _Entry] = TTLCache(maxsize=max_principals, ttl=2 * ttl_seconds, timer=clock)
-        self._reads: dict[str, asyncio.Task[Preferences]] = {}
+        self._reads: SingleFlight[str, Preferences] = SingleFlight()
 
     async def preferences(self, principal_id: str, *, timeout: float | None = None) -> Preferences:
         entry = self._cache.get(principal_id)
         if entry is None:
-            # shield: a caller that gives up (cancelled) must not cancel the read the others wait for.
-            return await asyncio.shield(self._read(principal_id, timeout))
-        if self._clock() - entry.read_at >= self._ttl and principal_id not in self._reads:
-            self._read(principal_id, timeout).add_done_callback(_log_failed_refresh)
+            return await self._reads.run(principal_id, lambda: self._read(principal_id, timeout))
+        if self._clock() - entry.read_at >= self._ttl and not self._reads.in_flight(principal_id):
+            refresh = self._reads.start(principal_id, lambda: self._read(principal_id, timeout))
+            refresh.add_done_callback(_log_failed_refresh)
         return entry.preferences
 
-    def _read(self, principal_id: str, timeout: float | None) -> asyncio.Task[Preferences]:
-        """The one read of ``principal_id``'s preferences in flight, started if there is none."""
-        running = self._reads.get(principal_id)
-        if running is None:
-            running = asyncio.create_task(self._read_and_store(principal_id, timeout))
-            self._reads[principal_id] = running
-        return running
-
-    async def _read_and_store(self, principal_id: str, timeout: float | None) -> Preferences:
-        try:
-            found = await self._inner.preferences(principal_id, timeout=timeout)
-            self._cache[principal_id] = _Entry(found, self._clock())  # failures are not cached: the next asks again
-            return found
-        finally:
-            del self._reads[principal_id]
+    async def _read(self, principal_id: str, timeout: float | None) -> Preferences:
+        found = await self._inner.preferences(principal_id, timeout=timeout)
+        self._cache[principal_id] = _Entry(found, self._clock())  # failures are not cached: the next asks again
+        return found
 
     async def history(self, principal_id: str, session_id: str, *, timeout: float | None = None) -> list[Turn]:
         return await self._inner.history(principal_id, session_id, timeout=timeout)
