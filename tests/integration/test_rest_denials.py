@@ -14,15 +14,13 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from techno.memory.v1 import memory_pb2, memory_pb2_grpc
-from techno_core.identity import Identity
 from techno_core.server import GrpcApp
 from techno_edge.bootstrap import EdgeServer
-from techno_gate.domain.keys import generate_key
 from techno_stack.stack import free_port
+from tests.integration.keys import store_key
 from tests.integration.services import InProcess, migrated_sqlite
 from tests.rest_errors import quota_violations_of, reasons_of, trace_id_of
-from tests.tls import connect
+from tests.waiting import eventually
 
 POLICY = Path(__file__).resolve().parents[1] / "e2e" / "policy.yaml"
 SUMMARIZE = {"action": "summarize", "contextId": "public-1", "payload": {"text": "governed"}}
@@ -36,21 +34,16 @@ class Stack:
     edge: EdgeServer
 
     async def key(self, profile: str) -> str:
-        key = generate_key()
-        # As the operator's techno-keys does.
-        async with connect(self.memory.address, identity=Identity.OPERATOR, server=Identity.MEMORY) as channel:
-            await memory_pb2_grpc.MemoryServiceStub(channel).CreateApiKey(
-                memory_pb2.CreateApiKeyRequest(
-                    key_id=key.key_id, prefix=key.prefix, key_hash=key.key_hash, name="t", profile=profile
-                )
-            )
+        key = await store_key(self.memory.address, name="t", profile=profile)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.edge.port}", timeout=5) as client:
-            for _ in range(100):  # until the gate's key cache has refreshed (every 0.5 s): not 401 any more
-                # (a key of a profile the policy lacks is known, and refused with 403 PROFILE_UNKNOWN)
-                if (await client.get("/v1/actions", headers={"X-API-Key": key.secret})).status_code != 401:
-                    return key.secret
-                await asyncio.sleep(0.05)
-        pytest.fail("the gate never learned of the new key")
+
+            async def known() -> bool:
+                # Until the gate's key cache has refreshed (every 0.5 s): not 401 any more (a key of a profile the
+                # policy lacks is known, and refused with 403 PROFILE_UNKNOWN).
+                return (await client.get("/v1/actions", headers={"X-API-Key": key.secret})).status_code != 401
+
+            await eventually(known, within=5)
+        return key.secret
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
