@@ -40,16 +40,28 @@ class CoalescingBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
+        (future,) = self._enqueue((item,))
+        return await future
+
+    async def submit_many(self, items: Sequence[Item]) -> list[Result]:
+        """``submit`` of each item, in order, as one call: the items join the same batch (or consecutive ones,
+        past ``max_batch``), without a task per item as ``gather`` of ``submit`` calls would make."""
+        if not items:
+            return []
+        return list(await asyncio.gather(*self._enqueue(items)))
+
+    def _enqueue(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
         if self._closed:
             raise BatcherClosed("batcher is closed")
         loop = asyncio.get_running_loop()
         if self._worker is None:
             # An empty context: the worker outlives the request that happened to start it.
             self._worker = loop.create_task(self._run(), name="coalescing-batcher", context=contextvars.Context())
-        future: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((item, future, contextvars.copy_context()))
+        context = contextvars.copy_context()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
+        self._pending += zip(items, futures, [context] * len(items), strict=True)
         self._wakeup.set()
-        return await future
+        return futures
 
     async def close(self) -> None:
         """Flush what is pending, then stop. Later submits raise ``BatcherClosed``."""

@@ -102,3 +102,43 @@ async def test_each_flush_runs_in_the_context_of_its_first_submitter() -> None:
     assert await asyncio.create_task(submit_as("first")) == "first"
     assert await asyncio.create_task(submit_as("second")) == "second"
     assert seen == ["first", "second"]
+
+
+async def test_submit_many_puts_its_items_in_one_flush_and_answers_in_order() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
+    assert await batcher.submit_many([3, 1, 2]) == [30, 10, 20]
+    assert batches == [[3, 1, 2]]
+    assert await batcher.submit_many([]) == []
+    assert batches == [[3, 1, 2]]
+
+
+async def test_submit_many_past_max_batch_spans_flushes_and_fails_when_one_of_them_fails() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if 4 in items:
+            raise ConnectionError("database down")
+        return list(items)
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush, max_batch=3)
+    with pytest.raises(ConnectionError):
+        await batcher.submit_many([1, 2, 3, 4, 5])
+    assert batches == [[1, 2, 3], [4, 5]]
+    assert await batcher.submit_many([6, 7]) == [6, 7]
+
+
+async def test_submit_many_after_close_is_refused() -> None:
+    async def flush(items: Sequence[int]) -> list[int]:
+        return list(items)
+
+    batcher: CoalescingBatcher[int, int] = CoalescingBatcher(flush)
+    await batcher.close()
+    with pytest.raises(BatcherClosed):
+        await batcher.submit_many([1])
