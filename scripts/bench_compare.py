@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -97,6 +98,7 @@ class Row:
     error_kinds: dict[str, int]  # the same by kind, for the ones that happened
     cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
     rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
+    round: int = 1  # which of ``--rounds`` (each round measures the chain, then the stack)
 
     @property
     def rate(self) -> float:
@@ -111,10 +113,18 @@ class Row:
 class Results:
     rows: list[Row] = field(default_factory=list)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)  # "stack edge" → VmHWM over its life
+    rounds: int = 1  # ``--rounds``: how many times each concurrency was measured on both systems
     notes: list[str] = field(default_factory=list)
 
     def row(self, system: str, label: str) -> Row | None:
         return next((r for r in self.rows if r.system == system and r.label == label), None)
+
+    def pairs(self, label: str) -> list[tuple[Row, Row]]:
+        """(chain, stack) rows of ``label`` measured in the same round, in round order."""
+        chains = {r.round: r for r in self.rows if r.system == "chain" and r.label == label}
+        return [
+            (chains[r.round], r) for r in self.rows if r.system == "stack" and r.label == label and r.round in chains
+        ]
 
 
 # --- the bare chain ---------------------------------------------------------------------------------------------
@@ -253,16 +263,19 @@ def record_peaks(results: Results, system: System, suffix: str = "") -> None:
 
 
 async def run(options: argparse.Namespace, database_url: str, pg_database: str) -> Results:
-    results = Results()
+    results = Results(rounds=options.rounds)
     env = {"TECHNO_LOG_LEVEL": "INFO", **dict(item.split("=", 1) for item in options.env)}
     plan = Plan(options.warmup, options.seconds, options.scratch / "process.lua")
     plan.script.write_text(LUA)
     async with full_stack(database_url, env, pg_database) as stack:
         async with bare_chain(options.scratch / "tls", options.scratch) as chain:
             for connections in options.connections:
-                for system in (chain, stack):
-                    results.rows.append(await measure(system, connections, plan, f"c={connections}"))
-                    print_progress(results.rows[-1])
+                for round_ in range(1, options.rounds + 1):
+                    for system in (chain, stack):
+                        row = await measure(system, connections, plan, f"c={connections}")
+                        row.round = round_
+                        results.rows.append(row)
+                        print_progress(row, options.rounds)
             if options.soak_minutes:
                 soak = Plan(0, int(options.soak_minutes * 60), plan.script)
                 results.rows.append(await measure(stack, 64, soak, f"soak {options.soak_minutes:g}min"))
@@ -311,8 +324,13 @@ async def run_provider_latency(
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
-def print_progress(row: Row) -> None:
-    print(f"  … {row.system} {row.label}: {row.rate:,.0f} requests/s", file=sys.stderr, flush=True)
+def print_progress(row: Row, rounds: int = 1) -> None:
+    print(f"  … {row.system} {_label(row, rounds)}: {row.rate:,.0f} requests/s", file=sys.stderr, flush=True)
+
+
+def _label(row: Row, rounds: int) -> str:
+    """The row's load, with its round when the run has several (``c=64 #2``)."""
+    return f"{row.label} #{row.round}" if rounds > 1 else row.label
 
 
 def print_table(results: Results) -> None:
@@ -327,13 +345,13 @@ def print_table(results: Results) -> None:
         rss = "".join(f"{row.rss_mib.get(n, 0.0):>7.1f}" for n in names)
         errors = f"{row.non_2xx}/{row.errors}"
         print(
-            f"{row.system:<6} {row.label:<17}{row.rate:>9,.0f}{_ms(row.p50_ms)}{_ms(row.p99_ms)}{errors:>11}"
-            f"{cpu}  {rss}"
+            f"{row.system:<6} {_label(row, results.rounds):<17}{row.rate:>9,.0f}{_ms(row.p50_ms)}{_ms(row.p99_ms)}"
+            f"{errors:>11}{cpu}  {rss}"
         )
     for row in results.rows:
         if row.error_kinds:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in row.error_kinds.items())
-            print(f"  ({row.system} {row.label} socket errors: {kinds})")
+            print(f"  ({row.system} {_label(row, results.rounds)} socket errors: {kinds})")
     for note in results.notes:
         print(f"  ({note})")
 
@@ -355,27 +373,37 @@ class Verdict:
     passed: bool | None  # None: not measured in this run
 
 
+def _median(values: list[float]) -> tuple[float, str]:
+    """The median, and how it reads: ``0.56`` for one value, ``0.56 (0.51-0.57)`` for several (their range)."""
+    middle = statistics.median(values)
+    return middle, "" if len(values) == 1 else f" ({min(values):.2f}-{max(values):.2f})"
+
+
 def verdicts(results: Results) -> list[Verdict]:
+    """The targets, each from the median over the rounds (a ratio per round: the chain and the stack measured
+    one after the other, so a slow spell of the machine weighs on both sides of it)."""
     out: list[Verdict] = []
-    stack64, chain64 = results.row("stack", "c=64"), results.row("chain", "c=64")
-    if stack64 and chain64 and chain64.rate and chain64.p99_ms:
-        ratio = stack64.rate / chain64.rate
+    pairs = [(chain, stack) for chain, stack in results.pairs("c=64") if chain.rate and chain.p99_ms]
+    if pairs:
+        ratio, spread = _median([stack.rate / chain.rate for chain, stack in pairs])
         out.append(
             Verdict(
                 "P1 c=64 throughput stack/chain",
-                f"{ratio:.2f}",
+                f"{ratio:.2f}{spread}",
                 f"≥ {P1_THROUGHPUT_RATIO}",
                 ratio >= P1_THROUGHPUT_RATIO,
             )
         )
-        p99 = stack64.p99_ms / chain64.p99_ms
-        out.append(Verdict("P1 c=64 p99 stack/chain", f"{p99:.2f}", f"≤ {P1_P99_RATIO}", p99 <= P1_P99_RATIO))
+        p99, spread = _median([stack.p99_ms / chain.p99_ms for chain, stack in pairs])
+        out.append(Verdict("P1 c=64 p99 stack/chain", f"{p99:.2f}{spread}", f"≤ {P1_P99_RATIO}", p99 <= P1_P99_RATIO))
     else:
         out.append(Verdict("P1 c=64 stack/chain", "not measured", "", None))
-    stack1 = results.row("stack", "c=1")
+    stack1 = [row for row in results.rows if row.system == "stack" and row.label == "c=1"]
     if stack1:
-        out.append(Verdict("P3 c=1 p50", f"{stack1.p50_ms:.2f} ms", f"≤ {P3_P50_MS:g} ms", stack1.p50_ms <= P3_P50_MS))
-        out.append(Verdict("P3 c=1 p99", f"{stack1.p99_ms:.2f} ms", f"≤ {P3_P99_MS:g} ms", stack1.p99_ms <= P3_P99_MS))
+        p50, _ = _median([row.p50_ms for row in stack1])
+        p99, _ = _median([row.p99_ms for row in stack1])
+        out.append(Verdict("P3 c=1 p50", f"{p50:.2f} ms", f"≤ {P3_P50_MS:g} ms", p50 <= P3_P50_MS))
+        out.append(Verdict("P3 c=1 p99", f"{p99:.2f} ms", f"≤ {P3_P99_MS:g} ms", p99 <= P3_P99_MS))
     out += _p2_verdicts(results)
     rss = {name: mib for name, mib in results.peak_rss_mib.items() if name.startswith("stack")}
     if rss:
@@ -408,7 +436,8 @@ def _p2_verdicts(results: Results) -> list[Verdict]:
 
 
 def print_targets(results: Results) -> None:
-    print("\ntargets (issue #12), from this run")
+    rounds = f", median of {results.rounds} rounds (their range)" if results.rounds > 1 else ""
+    print(f"\ntargets (issue #12), from this run{rounds}")
     for v in verdicts(results):
         status = "" if v.passed is None else ("PASS" if v.passed else "MISS")
         print(f"  {v.target:<40}{v.figure:>18}  {v.bound:<18}{status}")
@@ -433,6 +462,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections", type=lambda text: [int(c) for c in text.split(",")], default=[1, 16, 64],
         help="concurrencies, comma-separated (default 1,16,64)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure each concurrency this many times, chain then stack each time; targets from the median",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="the CI smoke run: 1 s rows at c=1 and 16, no P2")
     parser.add_argument(
         "--provider-latency", action="store_true", help="add the P2 rows (fake provider 200 ms, c=150 and 2,000)"
@@ -442,6 +475,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures to this file ('-': standard output)")
     add_stack_options(parser, default_database="a fresh PostgreSQL database, dropped afterwards")
     options = parser.parse_args(argv)
+    if options.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if options.quick:
         options.seconds, options.warmup, options.connections, options.provider_latency = 1, 1, [1, 16], False
     return options
@@ -460,13 +495,14 @@ def main() -> None:
             "seconds": options.seconds,
             "warmup_seconds": options.warmup,
             "connections": options.connections,
+            "rounds": options.rounds,
             "open_files_limit": descriptors,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         print(
             f"POST /v1/process: the stack (edge → gate → memory + executor, {header['database']}, internal mTLS) "
             f"against the bare chain (uvicorn → A → B, C; mTLS), {options.seconds} s per row after "
-            f"{options.warmup} s warm-up, wrk -t1"
+            f"{options.warmup} s warm-up, wrk -t1" + (f", {options.rounds} rounds" if options.rounds > 1 else "")
         )
         results = asyncio.run(run(options, database_url, pg_database))
     print_table(results)

@@ -1,5 +1,6 @@
-"""``make bench-compare`` runs, once, as CI's smoke test: ``scripts/bench_compare.py --quick`` starts the stack on
-PostgreSQL and the bare chain, drives both with wrk, and prints its table. Correctness only: every row served
+"""``make bench-compare`` runs, once, as CI's smoke test: ``scripts/bench_compare.py --quick --rounds 2`` starts the
+stack on PostgreSQL and the bare chain, drives both with wrk (each row twice, chain and stack alternating), and
+prints its table. Correctness only: every row served
 requests and every answer was a 2xx. No timing is asserted (CI machines are too noisy for that; the figures are
 for people, see docs/benchmarks.md). wrk is required: without it the test fails, it never skips."""
 
@@ -28,24 +29,26 @@ def test_quick_bench_compare_serves_every_row_without_errors(tmp_path: Path) -> 
         )
     figures = tmp_path / "bench.json"
     finished = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(figures)],
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--json", str(figures)],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, cwd=ROOT, check=False,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-3000:]
 
     document = json.loads(figures.read_text())
-    rows = {(row["system"], row["label"]): row for row in document["rows"]}
-    assert set(rows) == {(system, f"c={c}") for system in ("chain", "stack") for c in (1, 16)}
+    rows = {(row["system"], f"{row['label']} #{row['round']}"): row for row in document["rows"]}
+    expected = {(system, f"c={c} #{r}") for system in ("chain", "stack") for c in (1, 16) for r in (1, 2)}
+    assert set(rows) == expected
+    assert document["rounds"] == 2
     for key, row in rows.items():
         assert row["requests"] > 0, key
         assert (row["non_2xx"], row["errors"]) == (0, 0), key
         assert all(cpu >= 0 for cpu in row["cpu_us"].values()), key
-    assert set(rows["stack", "c=1"]["cpu_us"]) == {"edge", "gate", "executor", "memory", "pg"}
+    assert set(rows["stack", "c=1 #1"]["cpu_us"]) == {"edge", "gate", "executor", "memory", "pg"}
     assert document["database"].startswith("postgresql")
 
     table = finished.stdout
     for system, label in rows:
-        assert any(line.split()[:2] == [system, label] for line in table.splitlines()), (system, label)
-    assert "targets (issue #12)" in table
+        assert any(line.split()[:3] == [system, *label.split()] for line in table.splitlines()), (system, label)
+    assert "targets (issue #12), from this run, median of 2 rounds" in table
     for target in ("P1", "P2", "P3", "P4", "P5"):
         assert f"  {target} " in table, target
