@@ -12,7 +12,8 @@ row) and the targets of issue #12 with PASS or MISS:
 - P2 (``--provider-latency``): fake provider latency 200 ms (the chain's C waits as long); at c=150 ≥ 90 % of
   the ideal 750 requests/s and p99 ≤ 260 ms; at c=2,000 no errors (the edge's connection budget is raised to
   fit them: by default it sheds above 1,000 connections, on purpose);
-- P4: peak RSS of every service ≤ 120 MiB over the whole run (``--soak-minutes`` adds a long run at c=64).
+- P4: peak RSS of every service ≤ 120 MiB over the whole run; ``--soak-minutes`` adds a long run at c=64, over
+  which no service's resident size may grow by more than 5 % (its last tenth against its first).
 
 P5, durable audit appends, is ``make bench-audit`` (scripts/bench_audit.py). docs/benchmarks.md explains how to
 read the figures.
@@ -71,6 +72,7 @@ P3_P99_MS = 10.0
 P2_IDEAL_SHARE = 0.90
 P2_P99_MS = 260.0
 P4_RSS_MIB = 120.0
+P4_SOAK_GROWTH = 0.05
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Row:
     cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
     rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
     round: int = 1  # which of ``--rounds`` (each round measures the chain, then the stack)
+    rss_growth: dict[str, float] = field(default_factory=dict)  # per process: last tenth's peak / first tenth's - 1
 
     @property
     def rate(self) -> float:
@@ -195,10 +198,14 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {name: process_cpu_seconds(pid) for name, pid in pids.items()}
 
 
-async def _sample_rss(pids: dict[str, int], peaks: dict[str, float], stop: asyncio.Event) -> None:
+async def _sample_rss(
+    pids: dict[str, int], peaks: dict[str, float], series: dict[str, list[float]], stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         for name, pid in pids.items():
-            peaks[name] = max(peaks.get(name, 0.0), resident_mib(pid))
+            mib = resident_mib(pid)
+            peaks[name] = max(peaks.get(name, 0.0), mib)
+            series.setdefault(name, []).append(mib)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RSS_SAMPLE_SECONDS)
 
@@ -214,8 +221,9 @@ async def measure(system: System, connections: int, plan: Plan, label: str) -> R
     extra = system.extra_pids()
     before = _cpu(system.pids) | _cpu(extra)
     peaks: dict[str, float] = {}
+    series: dict[str, list[float]] = {}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_rss(system.pids, peaks, stop))
+    sampler = asyncio.create_task(_sample_rss(system.pids, peaks, series, stop))
     try:
         figures = await asyncio.to_thread(
             wrk,
@@ -253,7 +261,20 @@ async def measure(system: System, connections: int, plan: Plan, label: str) -> R
         },
         cpu_us=cpu,
         rss_mib=peaks,
+        rss_growth=rss_growth(series),
     )
+
+
+def rss_growth(series: dict[str, list[float]]) -> dict[str, float]:
+    """Per process, how much its resident size grew over the row: the peak of the last tenth of the samples
+    against the peak of the first tenth (peaks of a stretch, so one sample taken mid-collection does not decide).
+    P4's soak reads it; too few samples (a row shorter than ~5 s) give none."""
+    growth = {}
+    for name, samples in series.items():
+        tenth = len(samples) // 10
+        if tenth:
+            growth[name] = max(samples[-tenth:]) / max(samples[:tenth]) - 1
+    return growth
 
 
 def record_peaks(results: Results, system: System, suffix: str = "") -> None:
@@ -409,8 +430,24 @@ def verdicts(results: Results) -> list[Verdict]:
     if rss:
         name, mib = max(rss.items(), key=lambda item: item[1])
         out.append(Verdict(f"P4 peak RSS ({name})", f"{mib:.1f} MiB", f"≤ {P4_RSS_MIB:g} MiB", mib <= P4_RSS_MIB))
+    out += _soak_verdicts(results)
     out.append(Verdict("P5 audit appends", "make bench-audit", "", None))
     return out
+
+
+def _soak_verdicts(results: Results) -> list[Verdict]:
+    soak = next((row for row in results.rows if row.label.startswith("soak")), None)
+    if soak is None or not soak.rss_growth:
+        return [Verdict("P4 soak RSS growth", "not measured", "--soak-minutes 10", None)]
+    name, growth = max(soak.rss_growth.items(), key=lambda item: item[1])
+    return [
+        Verdict(
+            f"P4 {soak.label} RSS growth ({name})",
+            f"{growth:+.1%}",
+            f"≤ {P4_SOAK_GROWTH:.0%}",
+            growth <= P4_SOAK_GROWTH,
+        )
+    ]
 
 
 def _p2_verdicts(results: Results) -> list[Verdict]:

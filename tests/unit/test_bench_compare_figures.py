@@ -1,0 +1,62 @@
+"""The figures ``make bench-compare`` derives from its rows: the medians over ``--rounds`` and the soak's RSS
+growth (P4), from hand-made rows, so a wrong verdict cannot hide behind a noisy machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from bench_compare import Results, Row, rss_growth, verdicts
+
+
+def _row(system: str, label: str, round_: int, *, rate: float, p99: float, growth: float = 0.0) -> Row:
+    return Row(
+        system=system, label=label, connections=64, requests=int(rate * 10), seconds=10.0, p50_ms=p99 / 2,
+        p99_ms=p99, non_2xx=0, errors=0, error_kinds={}, cpu_us={}, rss_mib={}, round=round_,
+        rss_growth={"gate": growth} if growth else {},
+    )  # fmt: skip
+
+
+def _verdict(results: Results, target: str) -> tuple[str, bool | None]:
+    found = next(v for v in verdicts(results) if v.target.startswith(target))
+    return found.figure, found.passed
+
+
+def test_p1_is_the_median_of_the_per_round_ratios_with_their_range() -> None:
+    rows = []
+    for round_, (chain_rate, stack_rate) in enumerate([(500, 250), (400, 360), (500, 450)], start=1):
+        rows += [
+            _row("chain", "c=64", round_, rate=chain_rate, p99=100),
+            _row("stack", "c=64", round_, rate=stack_rate, p99=110),
+        ]
+    figure, passed = _verdict(Results(rows=rows, rounds=3), "P1 c=64 throughput")
+    # Ratios 0.50, 0.90, 0.90: the median passes, the range shows the slow round.
+    assert (figure, passed) == ("0.90 (0.50-0.90)", True)
+
+
+def test_p1_pairs_rows_of_the_same_round_only() -> None:
+    rows = [_row("chain", "c=64", 1, rate=500, p99=100), _row("stack", "c=64", 2, rate=500, p99=100)]
+    assert _verdict(Results(rows=rows, rounds=2), "P1 c=64") == ("not measured", None)
+
+
+def test_the_soak_verdict_is_the_largest_growth_against_five_percent() -> None:
+    soak = _row("stack", "soak 10min", 1, rate=300, p99=300, growth=0.07)
+    assert _verdict(Results(rows=[soak]), "P4 soak") == ("+7.0%", False)
+    assert _verdict(Results(), "P4 soak") == ("not measured", None)
+
+
+@pytest.mark.parametrize(
+    ("samples", "growth"),
+    [
+        ([100.0] * 10 + [105.0] * 10, 0.05),  # last tenth against first tenth
+        ([100.0, 120.0] + [100.0] * 18, -1 / 6),  # peaks of each tenth: a spike at the start counts
+        ([100.0] * 9, None),  # fewer than ten samples: no figure
+    ],
+)
+def test_rss_growth_compares_the_peaks_of_the_first_and_last_tenth(samples: list[float], growth: float | None) -> None:
+    result = rss_growth({"gate": samples})
+    assert result.get("gate") == (pytest.approx(growth) if growth is not None else None)
