@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -11,6 +10,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
+from techno_core.structs import struct_dict
 from techno_executor.application.execute import ExecuteAction, ExecuteCommand, Execution
 from techno_executor.application.stream import StreamAction
 
@@ -75,27 +75,3 @@ def _command(request: executor_pb2.ExecuteRequest) -> ExecuteCommand:
         providers=tuple(request.providers),
         principal_id=request.principal_id,
     )
-
-
-def struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """``json_format.MessageToDict`` of a Struct, the same values (numbers as floats, NaN and infinities refused
-    alike) at a fraction of its cost: its generic printer walked descriptors for every value of every request."""
-    return {key: _plain(value) for key, value in struct.fields.items()}
-
-
-def _plain(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if math.isinf(number) or math.isnan(number):
-            raise ValueError(f"Fail to serialize {number} for Value.number_value, which would parse as string_value")
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_dict(value.struct_value)
-    if kind == "list_value":
-        return [_plain(item) for item in value.list_value.values]
-    return None  # null_value, or no kind set (MessageToDict reads both as null)

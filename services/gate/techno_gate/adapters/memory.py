@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from techno.memory.v1 import memory_pb2, memory_pb2_grpc
 from techno_core.batching import CoalescingBatcher
 from techno_core.grpc_errors import from_rpc_error
+from techno_core.structs import struct_dict
 from techno_core.timestamps import from_timestamp, to_timestamp
 from techno_gate.application.audit_query import AuditEventView, AuditPage, AuditQuery
 from techno_gate.application.idempotency import Claim, ClaimState
@@ -340,7 +341,7 @@ def event_view(event: memory_pb2.AuditEvent) -> AuditEventView:
         context_id=event.context_id,
         result=event.result,
         reason_codes=tuple(event.reason_codes),
-        attributes=json_format.MessageToDict(event.attributes),
+        attributes=struct_dict(event.attributes),
     )
 
 

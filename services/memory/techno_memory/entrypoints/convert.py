@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from techno.memory.v1 import memory_pb2
 from techno_core.errors import FieldViolation
+from techno_core.structs import struct_dict
 from techno_core.timestamps import requested_time, to_timestamp
 from techno_memory.domain.audit_query import INVALID_AUDIT_QUERY, AuditFilter, AuditPage, AuditQuery
 from techno_memory.domain.records import ApiKey, AuditEvent, AuditEventKind, KeyListing, NewApiKey
@@ -45,7 +46,7 @@ def event_from_proto(message: memory_pb2.AuditEvent, path: str) -> tuple[AuditEv
         context_id=message.context_id,
         result=message.result,
         reason_codes=tuple(message.reason_codes),
-        attributes=json_format.MessageToDict(message.attributes),
+        attributes=struct_dict(message.attributes),
     )
     return event, violations
 
