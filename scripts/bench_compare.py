@@ -100,7 +100,7 @@ class Row:
     error_kinds: dict[str, int]  # the same by kind, for the ones that happened
     cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
     rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
-    round: int = 1  # which of ``--rounds`` (each round measures the chain, then the stack)
+    round: int = 0  # which of ``--rounds`` (1…N) when there are several; 0 for a row measured once
     rss_growth: dict[str, float] = field(default_factory=dict)  # per process: last tenth's peak / first tenth's - 1
 
     @property
@@ -294,9 +294,9 @@ async def run(options: argparse.Namespace, database_url: str, pg_database: str) 
                 for round_ in range(1, options.rounds + 1):
                     for system in (chain, stack):
                         row = await measure(system, connections, plan, f"c={connections}")
-                        row.round = round_
+                        row.round = round_ if options.rounds > 1 else 0
                         results.rows.append(row)
-                        print_progress(row, options.rounds)
+                        print_progress(row)
             if options.soak_minutes:
                 soak = Plan(0, int(options.soak_minutes * 60), plan.script)
                 results.rows.append(await measure(stack, 64, soak, f"soak {options.soak_minutes:g}min"))
@@ -345,13 +345,13 @@ async def run_provider_latency(
 # --- the report ---------------------------------------------------------------------------------------------------
 
 
-def print_progress(row: Row, rounds: int = 1) -> None:
-    print(f"  … {row.system} {_label(row, rounds)}: {row.rate:,.0f} requests/s", file=sys.stderr, flush=True)
+def print_progress(row: Row) -> None:
+    print(f"  … {row.system} {_label(row)}: {row.rate:,.0f} requests/s", file=sys.stderr, flush=True)
 
 
-def _label(row: Row, rounds: int) -> str:
-    """The row's load, with its round when the run has several (``c=64 #2``)."""
-    return f"{row.label} #{row.round}" if rounds > 1 else row.label
+def _label(row: Row) -> str:
+    """The row's load, with its round when it is one of several (``c=64 #2``)."""
+    return f"{row.label} #{row.round}" if row.round else row.label
 
 
 def print_table(results: Results) -> None:
@@ -366,13 +366,13 @@ def print_table(results: Results) -> None:
         rss = "".join(f"{row.rss_mib.get(n, 0.0):>7.1f}" for n in names)
         errors = f"{row.non_2xx}/{row.errors}"
         print(
-            f"{row.system:<6} {_label(row, results.rounds):<17}{row.rate:>9,.0f}{_ms(row.p50_ms)}{_ms(row.p99_ms)}"
+            f"{row.system:<6} {_label(row):<17}{row.rate:>9,.0f}{_ms(row.p50_ms)}{_ms(row.p99_ms)}"
             f"{errors:>11}{cpu}  {rss}"
         )
     for row in results.rows:
         if row.error_kinds:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in row.error_kinds.items())
-            print(f"  ({row.system} {_label(row, results.rounds)} socket errors: {kinds})")
+            print(f"  ({row.system} {_label(row)} socket errors: {kinds})")
     for note in results.notes:
         print(f"  ({note})")
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from bench_compare import Results, Row, rss_growth, verdicts
+from bench_compare import Results, Row, _label, rss_growth, verdicts
 
 
 def _row(system: str, label: str, round_: int, *, rate: float, p99: float, growth: float = 0.0) -> Row:
@@ -38,6 +38,11 @@ def test_p1_is_the_median_of_the_per_round_ratios_with_their_range() -> None:
     assert (figure, passed) == ("0.90 (0.50-0.90)", True)
 
 
+def test_a_single_round_run_pairs_its_two_rows() -> None:
+    rows = [_row("chain", "c=64", 0, rate=500, p99=100), _row("stack", "c=64", 0, rate=300, p99=150)]
+    assert _verdict(Results(rows=rows), "P1 c=64 throughput") == ("0.60", False)
+
+
 def test_p1_pairs_rows_of_the_same_round_only() -> None:
     rows = [_row("chain", "c=64", 1, rate=500, p99=100), _row("stack", "c=64", 2, rate=500, p99=100)]
     assert _verdict(Results(rows=rows, rounds=2), "P1 c=64") == ("not measured", None)
@@ -60,3 +65,8 @@ def test_the_soak_verdict_is_the_largest_growth_against_five_percent() -> None:
 def test_rss_growth_compares_the_peaks_of_the_first_and_last_tenth(samples: list[float], growth: float | None) -> None:
     result = rss_growth({"gate": samples})
     assert result.get("gate") == (pytest.approx(growth) if growth is not None else None)
+
+
+def test_only_rows_of_a_series_of_rounds_are_labelled_with_their_round() -> None:
+    assert _label(_row("stack", "c=64", 2, rate=1, p99=1)) == "c=64 #2"
+    assert _label(_row("stack", "c=150 +200ms", 0, rate=1, p99=1)) == "c=150 +200ms"  # P2 and soak: measured once
