@@ -35,11 +35,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bare_chain import CALLS
 from bench import LUA
 from bench_support import (
     POSTGRES_ADMIN_URL,
     add_stack_options,
+    bare_role,
     bench_database,
     bench_stack,
     database_name,
@@ -51,14 +51,12 @@ from bench_support import (
 )
 
 from techno_stack.certs import ensure_development_pki
-from techno_stack.stack import free_port, open_log, terminate
+from techno_stack.stack import free_port
 
-CHAIN = Path(__file__).with_name("bare_chain.py")
 # The processes of each system in the table's column order; the chain's stand in for the stack's (http → edge,
 # A → gate, C → executor, B → memory).
 STACK_PROCESSES = ("edge", "gate", "executor", "memory")
 CHAIN_PROCESSES = ("http", "a", "c", "b")
-READY_TIMEOUT_SECONDS = 30.0
 RSS_SAMPLE_SECONDS = 0.25
 PROVIDER_LATENCY_MS = 200
 P2_CONNECTIONS = (150, 2000)
@@ -135,35 +133,15 @@ class Results:
 
 @contextlib.asynccontextmanager
 async def bare_chain(tls_dir: Path, log_dir: Path, *, latency_ms: int = 0) -> AsyncIterator[System]:
-    """The four processes of the bare chain on free loopback ports, started leaves first; stopped afterwards."""
+    """The four processes of the bare chain on free loopback ports, started leaves first; stopped front first, as
+    the stack stops."""
     ports = {role: free_port() for role in ("c", "b", "a", "http")}
-    processes: dict[str, asyncio.subprocess.Process] = {}
-    try:
+    async with contextlib.AsyncExitStack() as started:
+        pids = {}
         for role, port in ports.items():
-            command = [sys.executable, str(CHAIN), role, "--port", str(port), "--tls-dir", str(tls_dir)]
-            command += [arg for name in CALLS[role] for arg in ("--call", f"127.0.0.1:{ports[name]}")]
-            if role == "c":
-                command += ["--latency-ms", str(latency_ms)]
-            with open_log(log_dir / f"chain-{role}.log") as log:
-                process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log)
-            processes[role] = process
-            await _ready(role, process, log_dir)
-        pids = {role: processes[role].pid for role in CHAIN_PROCESSES}
-        yield System("chain", f"http://127.0.0.1:{ports['http']}", "", pids)
-    finally:
-        for process in reversed(processes.values()):  # front first, as the stack stops
-            await terminate(process, 5.0)
-
-
-async def _ready(role: str, process: asyncio.subprocess.Process, log_dir: Path) -> None:
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_SECONDS)
-    except TimeoutError:
-        line = b""
-    if line.strip() != b"READY":  # the scratch directory goes at the end of the run: show the log's end now
-        log = (log_dir / f"chain-{role}.log").read_text(errors="replace")[-2000:]
-        raise SystemExit(f"bench: bare chain {role} did not start; its log ends:\n{log}")
+            role_process = bare_role(role, port, tls_dir, log_dir, calls=ports, latency_ms=latency_ms)
+            pids[role] = (await started.enter_async_context(role_process)).pid
+        yield System("chain", f"http://127.0.0.1:{ports['http']}", "", {role: pids[role] for role in CHAIN_PROCESSES})
 
 
 # --- the stack ----------------------------------------------------------------------------------------------------

@@ -4,23 +4,28 @@ and the command-line options that choose its database and environment."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
+from bare_chain import CALLS
 from bare_chain import identity_channel as identity_channel  # the benchmarks' mTLS channel, made in one place
 
-from techno_stack.stack import Ports, Stack, StackConfig
+from techno_stack.stack import Ports, Stack, StackConfig, open_log, terminate
 
 POLICY = Path(__file__).with_name("bench_policy.yaml")
 POSTGRES_ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+CHAIN = Path(__file__).with_name("bare_chain.py")
+READY_TIMEOUT_SECONDS = 30.0
 
 
 def add_stack_options(parser: argparse.ArgumentParser, *, default_database: str = "SQLite in a temp dir") -> None:
@@ -157,3 +162,38 @@ def postgres_backends(admin_url: str, database: str) -> list[int]:
 
 def service_pids(stack: Stack) -> list[int]:
     return [service.process.pid for service in stack.services if service.process is not None]
+
+
+@contextlib.asynccontextmanager
+async def bare_role(
+    role: str, port: int, tls_dir: Path, log_dir: Path, *, calls: dict[str, int], latency_ms: int = 0
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """One process of the bare chain (``bare_chain.py``) serving ``role`` on ``port`` once it says READY; it calls
+    the roles it calls (``CALLS``) on their ports in ``calls``. Its stderr goes to ``log_dir/chain-<role>.log``.
+    Stopped (SIGTERM) afterwards."""
+    command = [sys.executable, str(CHAIN), role, "--port", str(port), "--tls-dir", str(tls_dir)]
+    command += [arg for name in CALLS[role] for arg in ("--call", f"127.0.0.1:{calls[name]}")]
+    if role == "c":
+        command += ["--latency-ms", str(latency_ms)]
+    log_path = log_dir / f"chain-{role}.log"
+    with open_log(log_path) as log:
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log)
+    try:
+        await _ready(role, process, log_path)
+        yield process
+    finally:
+        await terminate(process, 5.0)
+
+
+async def _ready(role: str, process: asyncio.subprocess.Process, log_path: Path) -> None:
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        line = b""
+    if line.strip() != b"READY":  # the scratch directory goes at the end of the run: show the log's end now
+        raise SystemExit(f"bench: bare chain {role} did not start; its log ends:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, characters: int = 2000) -> str:
+    return path.read_text(errors="replace")[-characters:]
