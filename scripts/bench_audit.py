@@ -14,6 +14,12 @@ After the load, the same service gets one caller sending one event at a time (``
 of an append that finds memory idle (no batching window may delay it) and the memory process's CPU time per
 append, the cost every governed request pays twice (its DECISION and OUTCOME events). The load's appends/s is
 judged against the P5 target (``--target``, 5,000/s with 64 callers sending one event each): PASS or MISS.
+
+Then the transport's ceiling (``--ceiling-seconds``): the same client processes and callers, sending the same
+request bytes over the same mutual TLS, to the bare chain's role ``b`` (``bare_chain.py``): one grpc.aio process
+with no logic at all, answering every call at once. Its calls/s is what one Python process on these libraries
+can take from this load on this machine, whatever it does with the calls; memory's appends/s is shown as a
+share of it, a figure that means the same on a fast machine and a slow one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -31,13 +38,15 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import psycopg
-from bench_support import postgres_database
+from bare_chain import METHOD as BARE_METHOD
+from bench_support import bare_role, postgres_database
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,6 +58,8 @@ from techno_core.tls import CertificateFiles, channel_credentials
 from techno_memory.settings import MemorySettings
 from techno_stack.certs import ensure_development_pki
 from techno_stack.stack import free_port
+
+T = TypeVar("T")
 
 ADMIN_URL = os.environ.get("TECHNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START_TIMEOUT_SECONDS = 30.0
@@ -85,6 +96,7 @@ class ClientPlan:
     callers: int
     events_per_call: int
     tls_dir: Path  # the run's development PKI: clients present the gate's certificate, as the gate does
+    bare: bool = False  # call the bare chain's one method (the transport's ceiling) instead of AppendAuditEvents
 
 
 def _gate_channel(plan: ClientPlan) -> grpc.aio.Channel:
@@ -126,7 +138,7 @@ async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connectio
     errors: collections.Counter[str] = collections.Counter()
     async with _gate_channel(plan) as channel:
         await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_SECONDS)
-        stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        append = _append_call(channel, plan)
         control.send("ready")
         start_at, end_at = await asyncio.to_thread(control.recv)
 
@@ -135,7 +147,7 @@ async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connectio
                 request = _request(plan.events_per_call)
                 began = time.perf_counter()
                 try:
-                    response = await stub.AppendAuditEvents(request, timeout=CALL_TIMEOUT_SECONDS)
+                    appended = await append(request)
                 except grpc.aio.AioRpcError as error:
                     if start_at <= time.time() < end_at:
                         errors[error.code().name] += 1
@@ -143,7 +155,7 @@ async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connectio
                 elapsed_ms = (time.perf_counter() - began) * 1000
                 if start_at <= time.time() < end_at:  # counted when acknowledged inside the window
                     result.calls += 1
-                    result.events += response.appended
+                    result.events += appended
                     result.latencies_ms.append(elapsed_ms)
 
         async def cpu_meter() -> None:
@@ -155,6 +167,28 @@ async def _drive(plan: ClientPlan, control: multiprocessing.connection.Connectio
         await asyncio.gather(cpu_meter(), *(caller() for _ in range(plan.callers)))
     result.errors = dict(errors)
     return result
+
+
+def _append_call(
+    channel: grpc.aio.Channel, plan: ClientPlan
+) -> Callable[[memory_pb2.AppendAuditEventsRequest], Awaitable[int]]:
+    """Sends one request; returns how many of its events the answer says were stored. The bare chain stores
+    nothing and answers bytes: each of its answers counts the request's events."""
+    if plan.bare:
+        bare = channel.unary_unary(BARE_METHOD, memory_pb2.AppendAuditEventsRequest.SerializeToString, None)
+
+        async def call_bare(request: memory_pb2.AppendAuditEventsRequest) -> int:
+            await bare(request, timeout=CALL_TIMEOUT_SECONDS)
+            return len(request.events)
+
+        return call_bare
+    stub = memory_pb2_grpc.MemoryServiceStub(channel)
+
+    async def call_memory(request: memory_pb2.AppendAuditEventsRequest) -> int:
+        response = await stub.AppendAuditEvents(request, timeout=CALL_TIMEOUT_SECONDS)
+        return int(response.appended)
+
+    return call_memory
 
 
 def _client_main(plan: ClientPlan, control: multiprocessing.connection.Connection) -> None:
@@ -411,6 +445,7 @@ class Options:
     admin_url: str
     extra_env: dict[str, str]
     single_seconds: float = 0.0  # the one-caller phase after the load (0: none)
+    ceiling_seconds: float = 0.0  # the transport's ceiling, measured after the load (0: not measured)
     target: float = P5_APPENDS_PER_SECOND
 
 
@@ -478,7 +513,16 @@ def _plans(target: str, options: Options, tls_dir: Path) -> list[ClientPlan]:
 async def measure(
     service: MemoryService, options: Options, tls_dir: Path
 ) -> tuple[list[ClientResult], Snapshot, Snapshot]:
-    with client_processes(_plans(f"127.0.0.1:{service.port}", options, tls_dir)) as clients:
+    plans = _plans(f"127.0.0.1:{service.port}", options, tls_dir)
+    return await _window(plans, options, functools.partial(snapshot, service))
+
+
+async def _window(
+    plans: list[ClientPlan], options: Options, observe: Callable[[], T]
+) -> tuple[list[ClientResult], T, T]:
+    """The clients of ``plans`` driven for ``options``' warm-up and measured seconds; ``observe`` (run in a thread)
+    at the start and at the end of the measured window."""
+    with client_processes(plans) as clients:
         for client in clients:
             await asyncio.to_thread(_receive, client.control, START_TIMEOUT_SECONDS, "readiness")
         start_at = time.time() + options.warmup
@@ -486,12 +530,48 @@ async def measure(
         for client in clients:
             client.control.send((start_at, end_at))
         await _until(start_at)
-        before = await asyncio.to_thread(snapshot, service)
+        before = await asyncio.to_thread(observe)
         await _until(end_at)
-        after = await asyncio.to_thread(snapshot, service)
+        after = await asyncio.to_thread(observe)
         wait = CALL_TIMEOUT_SECONDS + 30
         results = [await asyncio.to_thread(_receive, c.control, wait, "result") for c in clients]
     return [r for r in results if isinstance(r, ClientResult)], before, after
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The transport's ceiling: the same load on the bare chain's no-logic server (role b)."""
+
+    window: float
+    clients: list[ClientResult]
+    server_cpu_seconds: float | None
+
+    @property
+    def calls(self) -> int:
+        return sum(c.calls for c in self.clients)
+
+    @property
+    def events(self) -> int:
+        return sum(c.events for c in self.clients)
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(c.errors.values()) for c in self.clients)
+
+
+async def measure_ceiling(options: Options) -> Ceiling:
+    """``options``' load (callers, client processes, events per call), for ``ceiling_seconds``, on one bare
+    chain process that presents memory's certificate from a PKI of its own."""
+    ceiling = replace(options, seconds=options.ceiling_seconds)
+    with tempfile.TemporaryDirectory(prefix="techno-bench-ceiling-") as tmp:
+        scratch = Path(tmp)
+        tls = ensure_development_pki(scratch / "tls")
+        port = free_port()
+        async with bare_role("b", port, tls, scratch, calls={}) as server:
+            plans = [replace(plan, bare=True) for plan in _plans(f"127.0.0.1:{port}", ceiling, tls)]
+            clients, before, after = await _window(plans, ceiling, functools.partial(process_cpu_seconds, server.pid))
+    cpu = after - before if after is not None and before is not None else None
+    return Ceiling(ceiling.seconds, clients, cpu)
 
 
 async def run_once(label: str, max_batch: int | None, options: Options) -> RunResult:
@@ -619,12 +699,34 @@ def report_single(phase: Phase) -> None:
     )
 
 
-def verdict(result: RunResult, options: Options) -> str:
-    """P5: appends/s at the target, with the chain verified afterwards."""
+def report_ceiling(ceiling: Ceiling, result: RunResult) -> None:
+    latencies = sorted(x for c in ceiling.clients for x in c.latencies_ms)
+    rate = ceiling.events / ceiling.window
+    cpu = "n/a"
+    if ceiling.server_cpu_seconds is not None and ceiling.calls:
+        cpu = f"{1e6 * ceiling.server_cpu_seconds / ceiling.calls:,.0f} µs per call"
+    print("transport ceiling: the same callers and request bytes over the same mTLS to one bare grpc.aio process")
+    print("(bare_chain.py b: no logic, answers at once)")
+    print(f"  events/s        {rate:10,.0f}   ({ceiling.calls:,} calls, {ceiling.errors:,} failed)")
+    print(
+        f"  call latency    p50 {_percentile(latencies, 0.50):7.2f} ms   p99 {_percentile(latencies, 0.99):7.2f} ms"
+        f"   server CPU {cpu}"
+    )
+    if rate:
+        print(f"  memory's durable appends/s are {result.events / result.window / rate:.2f} of the ceiling")
+
+
+def verdict(result: RunResult, options: Options, ceiling: Ceiling | None = None) -> str:
+    """P5: appends/s at the target, with the chain verified afterwards; where the ceiling was measured, how the
+    target compares with it."""
     rate = result.events / result.window
     met = rate >= options.target and _ok(result)
-    return f"P5 {'PASS' if met else 'MISS'}: {rate:,.0f} durable appends/s (target {options.target:,.0f}/s), " + (
-        "chain verified" if result.verify_status == 0 else "chain NOT verified"
+    against = ""
+    if ceiling is not None and ceiling.events:
+        against = f", {options.target / (ceiling.events / ceiling.window):.1f}x the transport ceiling"
+    return (
+        f"P5 {'PASS' if met else 'MISS'}: {rate:,.0f} durable appends/s (target {options.target:,.0f}/s{against}), "
+        + ("chain verified" if result.verify_status == 0 else "chain NOT verified")
     )
 
 
@@ -640,7 +742,11 @@ async def bench(options: Options, compare: bool) -> list[RunResult]:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     results = [await run_once(f"group commit (max batch {_max_batch_label(options)})", None, options)]
     report(results[0])
-    print(f"  {verdict(results[0], options)}")
+    ceiling = await measure_ceiling(options) if options.ceiling_seconds > 0 else None
+    if ceiling is not None:
+        print()
+        report_ceiling(ceiling, results[0])
+    print(f"  {verdict(results[0], options, ceiling)}")
     if compare:
         print()
         single_off = replace(options, single_seconds=0)  # the idle case is the same without group commit
@@ -670,6 +776,12 @@ def main() -> None:
         "--single-seconds", type=float, default=5, help="one-caller phase after the load (default 5; 0: none)"
     )
     parser.add_argument(
+        "--ceiling-seconds",
+        type=float,
+        default=10,
+        help="the same load on a bare grpc.aio process after the run, the transport's ceiling (default 10; 0: none)",
+    )
+    parser.add_argument(
         "--target", type=float, default=P5_APPENDS_PER_SECOND, help="appends/s for PASS (default 5000, P5)"
     )
     parser.add_argument("--postgres-admin-url", default=ADMIN_URL, help="where to create the throwaway database")
@@ -689,6 +801,7 @@ def main() -> None:
         admin_url=args.postgres_admin_url,
         extra_env=dict(item.split("=", 1) for item in args.env),
         single_seconds=max(0.0, args.single_seconds),
+        ceiling_seconds=max(0.0, args.ceiling_seconds),
         target=args.target,
     )
     try:
