@@ -132,8 +132,8 @@ bench-gate: $(PY) ## latency the gate adds per request (p50/p99), against callin
 bench-audit: $(PY) ## sustained durable audit appends/s of the memory service on PostgreSQL (group commit)
 	$(PY) scripts/bench_audit.py --compare
 
-bench-compare: $(PY) bench-tools ## the stack against a bare chain of its shape (PostgreSQL, mTLS), with provider latency: one table, #12 targets
-	$(PY) scripts/bench_compare.py --provider-latency $(BENCH_ARGS)
+bench-compare: $(PY) bench-tools ## the stack against a bare chain of its shape and the floor (PostgreSQL, mTLS), with provider latency: one table, #12 targets
+	$(PY) scripts/bench_compare.py --provider-latency --floor $(BENCH_ARGS)
 
 bench-stream: $(PY) ## time to first token of POST /v1/process:stream (SSE) through the whole stack, c=1 and c=64
 	$(PY) scripts/bench_stream.py $(BENCH_ARGS)

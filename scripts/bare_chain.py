@@ -14,6 +14,12 @@ The messages are bytes (no protobuf): a handler receives the body and answers a 
 Each role is one process: ``python scripts/bare_chain.py <role> --port P ...``; it prints ``READY`` on stdout
 once it serves and stops on SIGTERM. ``--latency-ms`` makes ``c`` wait before answering, as the fake provider
 does.
+
+The *floor* is the same chain in the governed path's own shape, still with no logic: ``a --governed`` calls
+``b``, then ``c``, then ``b`` again (the decision committed, the action, the outcome committed), and
+``b --durable URL`` commits each body it receives to PostgreSQL before answering, one INSERT in autocommit (so
+one WAL flush per call, as the server's synchronous_commit has it). No implementation of the governed path on
+these libraries can be faster than it at one request at a time: it is what the P3 target is measured against.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import contextlib
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import uvicorn
 import uvloop
 
@@ -41,6 +48,10 @@ CALL_TIMEOUT_SECONDS = 30.0  # the edge's default upstream deadline
 # The identity each role presents, and the one the role it calls must present.
 IDENTITIES = {"http": Identity.EDGE, "a": Identity.GATE, "b": Identity.MEMORY, "c": Identity.EXECUTOR}
 CALLS = {"http": ["a"], "a": ["b", "c"], "b": [], "c": []}
+GOVERNED = ["b", "c", "b"]  # what ``a --governed`` calls, in order: decision, action, outcome
+# The floor's table in ``--durable``'s database, and its statements.
+CREATE_APPENDS = "CREATE TABLE IF NOT EXISTS bare_chain_appends (id bigserial PRIMARY KEY, body bytea NOT NULL)"
+INSERT_APPEND = "INSERT INTO bare_chain_appends (body) VALUES (%s)"
 
 Call = Callable[[bytes], Awaitable[bytes]]
 
@@ -69,32 +80,54 @@ def client(tls_dir: Path, address: str, *, server: Identity, as_: Identity) -> t
     return channel, invoke
 
 
-async def serve_grpc(role: str, port: int, tls_dir: Path, downstream: list[str], latency_ms: int) -> None:
-    """Role a (calls its downstream services one after the other), b or c (answers at once, or after
+async def serve_grpc(
+    role: str, port: int, tls_dir: Path, downstream: list[str], *, latency_ms: int, governed: bool, durable: str
+) -> None:
+    """Role a (calls its downstream services one after the other: ``CALLS``, or ``GOVERNED``), b (answers at
+    once, or after committing the body when ``durable`` names a database) or c (answers at once, or after
     ``latency_ms``)."""
     me = IDENTITIES[role]
-    clients = [
-        client(tls_dir, address, server=IDENTITIES[name], as_=me)
+    clients = {
+        name: client(tls_dir, address, server=IDENTITIES[name], as_=me)
         for name, address in zip(CALLS[role], downstream, strict=True)
-    ]
+    }
+    calls = [clients[name][1] for name in (GOVERNED if governed else CALLS[role])]
+    async with contextlib.AsyncExitStack() as resources:
+        commit = await resources.enter_async_context(committer(durable)) if durable else None
 
-    async def handle(body: bytes, context: Any) -> bytes:
-        reply = REPLY
-        for _, call in clients:
-            reply = await call(body)
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000)
-        return reply
+        async def handle(body: bytes, context: Any) -> bytes:
+            reply = REPLY
+            for call in calls:
+                reply = await call(body)
+            if commit is not None:
+                await commit(body)
+            if latency_ms:
+                await asyncio.sleep(latency_ms / 1000)
+            return reply
 
-    handler = grpc.unary_unary_rpc_method_handler(handle)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bare.v1.Chain", {"Call": handler})])
-    server.add_secure_port(f"127.0.0.1:{port}", server_credentials(certificate_files(tls_dir, me)))
-    await server.start()
-    await until_terminated()
-    await server.stop(0)
-    for channel, _ in clients:
+        handler = grpc.unary_unary_rpc_method_handler(handle)
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bare.v1.Chain", {"Call": handler})])
+        server.add_secure_port(f"127.0.0.1:{port}", server_credentials(certificate_files(tls_dir, me)))
+        await server.start()
+        await until_terminated()
+        await server.stop(0)
+    for channel, _ in clients.values():
         await channel.close(None)
+
+
+@contextlib.asynccontextmanager
+async def committer(url: str) -> AsyncIterator[Call]:
+    """A call that commits its body to ``url``'s ``bare_chain_appends`` and returns once the commit is durable:
+    one prepared INSERT in autocommit on one connection, the least a durable append costs (no chain, no lock)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0) as connection:
+        await connection.execute(CREATE_APPENDS)
+
+        async def commit(body: bytes) -> bytes:
+            await connection.execute(INSERT_APPEND, (body,))
+            return body
+
+        yield commit
 
 
 async def until_terminated() -> None:
@@ -167,6 +200,8 @@ def main() -> None:
     parser.add_argument("--tls-dir", type=Path, required=True, help="the development PKI (techno_stack.certs)")
     parser.add_argument("--call", action="append", default=[], metavar="ADDRESS", help="downstream, in order")
     parser.add_argument("--latency-ms", type=int, default=0, help="wait before answering (role c)")
+    parser.add_argument("--governed", action="store_true", help="role a calls b, c, then b again (the floor)")
+    parser.add_argument("--durable", default="", metavar="URL", help="role b commits each body to this database")
     args = parser.parse_args()
     if len(args.call) != len(CALLS[args.role]):
         sys.exit(f"bare_chain: {args.role} calls {CALLS[args.role]}: give one --call each")
@@ -174,7 +209,8 @@ def main() -> None:
         if args.role == "http":
             runner.run(serve_http(args.port, args.tls_dir, args.call))
         else:
-            runner.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, args.latency_ms))
+            options = {"latency_ms": args.latency_ms, "governed": args.governed, "durable": args.durable}
+            runner.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, **options))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ row) and the targets of issue #12 with PASS or MISS:
 - P4: peak RSS of every service ≤ 120 MiB over the whole run; ``--soak-minutes`` adds a long run at c=64, over
   which no service's resident size may grow by more than 5 % (its last tenth against its first).
 
+``--floor`` adds a third system, the *floor*: the bare chain in the governed path's own shape (A calls B, C,
+then B again, and B commits each call to PostgreSQL before answering; ``bare_chain.py``), still with no logic.
+Its c=1 row is the least any implementation of the governed path on these libraries takes on this machine, so it
+says whether P3's absolute bounds are reachable here; the stack's c=64 throughput is also shown against it.
+
 P5, durable audit appends, is ``make bench-audit`` (scripts/bench_audit.py). docs/benchmarks.md explains how to
 read the figures.
 """
@@ -44,6 +49,7 @@ from bench_support import (
     bench_stack,
     database_name,
     postgres_backends,
+    postgres_database,
     process_cpu_seconds,
     raise_descriptor_limit,
     resident_mib,
@@ -77,7 +83,7 @@ P4_SOAK_GROWTH = 0.05
 class System:
     """One system under test, started: where wrk sends requests and the processes whose CPU and memory count."""
 
-    name: str  # "stack" or "chain"
+    name: str  # "stack", "chain" or "floor"
     url: str
     key: str
     pids: dict[str, int]  # column name → process id
@@ -120,11 +126,13 @@ class Results:
     def row(self, system: str, label: str) -> Row | None:
         return next((r for r in self.rows if r.system == system and r.label == label), None)
 
-    def pairs(self, label: str) -> list[tuple[Row, Row]]:
-        """(chain, stack) rows of ``label`` measured in the same round, in round order."""
-        chains = {r.round: r for r in self.rows if r.system == "chain" and r.label == label}
+    def pairs(self, label: str, reference: str = "chain") -> list[tuple[Row, Row]]:
+        """(reference, stack) rows of ``label`` measured in the same round, in round order."""
+        references = {r.round: r for r in self.rows if r.system == reference and r.label == label}
         return [
-            (chains[r.round], r) for r in self.rows if r.system == "stack" and r.label == label and r.round in chains
+            (references[r.round], r)
+            for r in self.rows
+            if r.system == "stack" and r.label == label and r.round in references
         ]
 
 
@@ -132,16 +140,39 @@ class Results:
 
 
 @contextlib.asynccontextmanager
-async def bare_chain(tls_dir: Path, log_dir: Path, *, latency_ms: int = 0) -> AsyncIterator[System]:
+async def bare_chain(
+    tls_dir: Path, log_dir: Path, *, latency_ms: int = 0, floor_database: str = ""
+) -> AsyncIterator[System]:
     """The four processes of the bare chain on free loopback ports, started leaves first; stopped front first, as
-    the stack stops."""
+    the stack stops. With ``floor_database`` (a PostgreSQL URL) it is the floor, committing to that database,
+    whose backends are its ``pg`` column."""
+    name, durable, backends = "chain", "", _no_backends
+    if floor_database:
+        name, durable = "floor", floor_database.replace("postgresql+psycopg://", "postgresql://", 1)
+        backends = _backends_of(floor_database.rpartition("/")[2])
     ports = {role: free_port() for role in ("c", "b", "a", "http")}
     async with contextlib.AsyncExitStack() as started:
         pids = {}
         for role, port in ports.items():
-            role_process = bare_role(role, port, tls_dir, log_dir, calls=ports, latency_ms=latency_ms)
-            pids[role] = (await started.enter_async_context(role_process)).pid
-        yield System("chain", f"http://127.0.0.1:{ports['http']}", "", {role: pids[role] for role in CHAIN_PROCESSES})
+            process = bare_role(
+                role, port, tls_dir, log_dir, calls=ports, latency_ms=latency_ms, durable=durable, name=name
+            )
+            pids[role] = (await started.enter_async_context(process)).pid
+        url = f"http://127.0.0.1:{ports['http']}"
+        yield System(name, url, "", {role: pids[role] for role in CHAIN_PROCESSES}, backends)
+
+
+def _no_backends() -> dict[str, int]:
+    return {}
+
+
+def _backends_of(database: str) -> Callable[[], dict[str, int]]:
+    """The PostgreSQL backends connected to ``database`` now, named for the ``pg`` column."""
+
+    def backends() -> dict[str, int]:
+        return {f"pg{pid}": pid for pid in postgres_backends(POSTGRES_ADMIN_URL, database)}
+
+    return backends
 
 
 # --- the stack ----------------------------------------------------------------------------------------------------
@@ -151,12 +182,7 @@ async def bare_chain(tls_dir: Path, log_dir: Path, *, latency_ms: int = 0) -> As
 async def full_stack(database_url: str, env: dict[str, str], pg_database: str) -> AsyncIterator[System]:
     async with bench_stack(database_url, env) as (stack, _):
         pids = {s.name: s.process.pid for s in stack.services if s.process is not None}
-        backends: Callable[[], dict[str, int]] = dict
-        if pg_database:
-
-            def backends() -> dict[str, int]:
-                return {f"pg{pid}": pid for pid in postgres_backends(POSTGRES_ADMIN_URL, pg_database)}
-
+        backends = _backends_of(pg_database) if pg_database else _no_backends
         key = stack.config.key_file.read_text().strip()
         yield System("stack", stack.edge_url, key, {name: pids[name] for name in STACK_PROCESSES}, backends)
 
@@ -266,21 +292,26 @@ async def run(options: argparse.Namespace, database_url: str, pg_database: str) 
     env = {"TECHNO_LOG_LEVEL": "INFO", **dict(item.split("=", 1) for item in options.env)}
     plan = Plan(options.warmup, options.seconds, options.scratch / "process.lua")
     plan.script.write_text(LUA)
-    async with full_stack(database_url, env, pg_database) as stack:
-        async with bare_chain(options.scratch / "tls", options.scratch) as chain:
-            for connections in options.connections:
-                for round_ in range(1, options.rounds + 1):
-                    for system in (chain, stack):
-                        row = await measure(system, connections, plan, f"c={connections}")
-                        row.round = round_ if options.rounds > 1 else 0
-                        results.rows.append(row)
-                        print_progress(row)
-            if options.soak_minutes:
-                soak = Plan(0, int(options.soak_minutes * 60), plan.script)
-                results.rows.append(await measure(stack, 64, soak, f"soak {options.soak_minutes:g}min"))
-                print_progress(results.rows[-1])
-            record_peaks(results, chain)
-        record_peaks(results, stack)
+    async with full_stack(database_url, env, pg_database) as stack, contextlib.AsyncExitStack() as others:
+        systems = [await others.enter_async_context(bare_chain(options.scratch / "tls", options.scratch))]
+        if options.floor:
+            floor_database = others.enter_context(postgres_database())
+            floor = bare_chain(options.scratch / "tls", options.scratch, floor_database=floor_database)
+            systems.append(await others.enter_async_context(floor))
+        systems.append(stack)
+        for connections in options.connections:
+            for round_ in range(1, options.rounds + 1):
+                for system in systems:
+                    row = await measure(system, connections, plan, f"c={connections}")
+                    row.round = round_ if options.rounds > 1 else 0
+                    results.rows.append(row)
+                    print_progress(row)
+        if options.soak_minutes:
+            soak = Plan(0, int(options.soak_minutes * 60), plan.script)
+            results.rows.append(await measure(stack, 64, soak, f"soak {options.soak_minutes:g}min"))
+            print_progress(results.rows[-1])
+        for system in systems:
+            record_peaks(results, system)
     if options.provider_latency:
         await run_provider_latency(options, database_url, pg_database, env, results)
     return results
@@ -403,6 +434,7 @@ def verdicts(results: Results) -> list[Verdict]:
         p99, _ = _median([row.p99_ms for row in stack1])
         out.append(Verdict("P3 c=1 p50", f"{p50:.2f} ms", f"≤ {P3_P50_MS:g} ms", p50 <= P3_P50_MS))
         out.append(Verdict("P3 c=1 p99", f"{p99:.2f} ms", f"≤ {P3_P99_MS:g} ms", p99 <= P3_P99_MS))
+    out += _floor_verdicts(results)
     out += _p2_verdicts(results)
     rss = {name: mib for name, mib in results.peak_rss_mib.items() if name.startswith("stack")}
     if rss:
@@ -410,6 +442,27 @@ def verdicts(results: Results) -> list[Verdict]:
         out.append(Verdict(f"P4 peak RSS ({name})", f"{mib:.1f} MiB", f"≤ {P4_RSS_MIB:g} MiB", mib <= P4_RSS_MIB))
     out += _soak_verdicts(results)
     out.append(Verdict("P5 audit appends", "make bench-audit", "", None))
+    return out
+
+
+def _floor_verdicts(results: Results) -> list[Verdict]:
+    """What the floor says (no PASS or MISS: it is a reference, not a target): its c=1 percentiles against P3's
+    bounds (above them, P3 is out of reach on this machine for any implementation on these libraries), and the
+    stack's c=64 throughput against it."""
+    out = []
+    floor1 = [row for row in results.rows if row.system == "floor" and row.label == "c=1"]
+    if floor1:
+        for name, bound, figures in (
+            ("p50", P3_P50_MS, [row.p50_ms for row in floor1]),
+            ("p99", P3_P99_MS, [row.p99_ms for row in floor1]),
+        ):
+            figure, _ = _median(figures)
+            where = "within" if figure <= bound else "above"
+            out.append(Verdict(f"floor c=1 {name} (no logic)", f"{figure:.2f} ms", f"{where} P3's {bound:g} ms", None))
+    pairs = [(floor, stack) for floor, stack in results.pairs("c=64", "floor") if floor.rate]
+    if pairs:
+        ratio, spread = _median([stack.rate / floor.rate for floor, stack in pairs])
+        out.append(Verdict("c=64 throughput stack/floor", f"{ratio:.2f}{spread}", "(reference)", None))
     return out
 
 
@@ -488,6 +541,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--p2-seconds", type=int, default=15, help="measured seconds of each P2 row (default 15)")
     parser.add_argument("--soak-minutes", type=float, default=0, help="add a c=64 run this long (P4 soak)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file ('-': standard output)")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also measure the floor: the bare chain in the governed shape, committing to PostgreSQL",
+    )  # fmt: skip
     add_stack_options(parser, default_database="a fresh PostgreSQL database, dropped afterwards")
     options = parser.parse_args(argv)
     if options.rounds < 1:
@@ -511,12 +568,15 @@ def main() -> None:
             "warmup_seconds": options.warmup,
             "connections": options.connections,
             "rounds": options.rounds,
+            "floor": options.floor,
             "open_files_limit": descriptors,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         print(
             f"POST /v1/process: the stack (edge → gate → memory + executor, {header['database']}, internal mTLS) "
-            f"against the bare chain (uvicorn → A → B, C; mTLS), {options.seconds} s per row after "
+            f"against the bare chain (uvicorn → A → B, C; mTLS)"
+            + (" and the floor (A → B, C, B; B commits to PostgreSQL)" if options.floor else "")
+            + f", {options.seconds} s per row after "
             f"{options.warmup} s warm-up, wrk -t1" + (f", {options.rounds} rounds" if options.rounds > 1 else "")
         )
         results = asyncio.run(run(options, database_url, pg_database))

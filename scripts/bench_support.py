@@ -166,16 +166,29 @@ def service_pids(stack: Stack) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def bare_role(
-    role: str, port: int, tls_dir: Path, log_dir: Path, *, calls: dict[str, int], latency_ms: int = 0
+    role: str,
+    port: int,
+    tls_dir: Path,
+    log_dir: Path,
+    *,
+    calls: dict[str, int],
+    latency_ms: int = 0,
+    durable: str = "",
+    name: str = "chain",
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """One process of the bare chain (``bare_chain.py``) serving ``role`` on ``port`` once it says READY; it calls
-    the roles it calls (``CALLS``) on their ports in ``calls``. Its stderr goes to ``log_dir/chain-<role>.log``.
-    Stopped (SIGTERM) afterwards."""
+    the roles it calls (``CALLS``) on their ports in ``calls``. With ``durable`` (a database URL) it is the floor:
+    ``a`` calls in the governed shape and ``b`` commits to that database. Its stderr goes to
+    ``log_dir/<name>-<role>.log``. Stopped (SIGTERM) afterwards."""
     command = [sys.executable, str(CHAIN), role, "--port", str(port), "--tls-dir", str(tls_dir)]
-    command += [arg for name in CALLS[role] for arg in ("--call", f"127.0.0.1:{calls[name]}")]
+    command += [arg for callee in CALLS[role] for arg in ("--call", f"127.0.0.1:{calls[callee]}")]
     if role == "c":
         command += ["--latency-ms", str(latency_ms)]
-    log_path = log_dir / f"chain-{role}.log"
+    if durable and role == "a":
+        command.append("--governed")
+    if durable and role == "b":
+        command += ["--durable", durable]
+    log_path = log_dir / f"{name}-{role}.log"
     with open_log(log_path) as log:
         process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log)
     try:
@@ -192,7 +205,7 @@ async def _ready(role: str, process: asyncio.subprocess.Process, log_path: Path)
     except TimeoutError:
         line = b""
     if line.strip() != b"READY":  # the scratch directory goes at the end of the run: show the log's end now
-        raise SystemExit(f"bench: bare chain {role} did not start; its log ends:\n{_tail(log_path)}")
+        raise SystemExit(f"bench: {log_path.stem} did not start; its log ends:\n{_tail(log_path)}")
 
 
 def _tail(path: Path, characters: int = 2000) -> str:

@@ -30,14 +30,15 @@ def test_quick_bench_compare_serves_every_row_without_errors(tmp_path: Path) -> 
         )
     figures = tmp_path / "bench.json"
     finished = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--json", str(figures)],
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--floor", "--json", str(figures)],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, cwd=ROOT, check=False,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-3000:]
 
     document = json.loads(figures.read_text())
     rows = {(row["system"], f"{row['label']} #{row['round']}"): row for row in document["rows"]}
-    expected = {(system, f"c={c} #{r}") for system in ("chain", "stack") for c in (1, 16) for r in (1, 2)}
+    systems = ("chain", "floor", "stack")
+    expected = {(system, f"c={c} #{r}") for system in systems for c in (1, 16) for r in (1, 2)}
     assert set(rows) == expected
     assert document["rounds"] == 2
     for key, row in rows.items():
@@ -45,13 +46,14 @@ def test_quick_bench_compare_serves_every_row_without_errors(tmp_path: Path) -> 
         assert (row["non_2xx"], row["errors"]) == (0, 0), key
         assert all(cpu >= 0 for cpu in row["cpu_us"].values()), key
     assert set(rows["stack", "c=1 #1"]["cpu_us"]) == {"edge", "gate", "executor", "memory", "pg"}
+    assert set(rows["floor", "c=1 #1"]["cpu_us"]) == {"http", "a", "b", "c", "pg"}  # b commits to PostgreSQL
     assert document["database"].startswith("postgresql")
 
     table = finished.stdout
     for system, label in rows:
         assert any(line.split()[:3] == [system, *label.split()] for line in table.splitlines()), (system, label)
     assert "targets (issue #12), from this run, median of 2 rounds" in table
-    for target in ("P1", "P2", "P3", "P4", "P5"):
+    for target in ("P1", "P2", "P3", "P4", "P5", "floor c=1 p50"):
         assert f"  {target} " in table, target
 
 

@@ -3,6 +3,7 @@ growth (P4), from hand-made rows, so a wrong verdict cannot hide behind a noisy 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -46,6 +47,28 @@ def test_a_single_round_run_pairs_its_two_rows() -> None:
 def test_p1_pairs_rows_of_the_same_round_only() -> None:
     rows = [_row("chain", "c=64", 1, rate=500, p99=100), _row("stack", "c=64", 2, rate=500, p99=100)]
     assert _verdict(Results(rows=rows, rounds=2), "P1 c=64") == ("not measured", None)
+
+
+def test_the_floor_is_a_reference_against_p3s_bounds_never_a_pass_or_miss() -> None:
+    rows = [
+        dataclasses.replace(_row("floor", "c=1", round_, rate=90, p99=p99), p50_ms=p50)
+        for round_, (p50, p99) in enumerate([(12.0, 24.0), (4.0, 9.0), (4.5, 11.0)], start=1)
+    ]
+    floor = {v.target: v for v in verdicts(Results(rows=rows, rounds=3)) if v.target.startswith("floor")}
+    p50, p99 = floor["floor c=1 p50 (no logic)"], floor["floor c=1 p99 (no logic)"]
+    assert (p50.figure, p50.bound) == ("4.50 ms", "within P3's 5 ms")  # medians of the rounds
+    assert (p99.figure, p99.bound) == ("11.00 ms", "above P3's 10 ms")
+    assert (p50.passed, p99.passed) == (None, None)
+
+
+def test_the_stack_is_compared_with_the_floor_round_by_round() -> None:
+    rows = []
+    for round_, (floor_rate, stack_rate) in enumerate([(200, 260), (250, 250)], start=1):
+        rows += [
+            _row("floor", "c=64", round_, rate=floor_rate, p99=1),
+            _row("stack", "c=64", round_, rate=stack_rate, p99=1),
+        ]
+    assert _verdict(Results(rows=rows, rounds=2), "c=64 throughput stack/floor") == ("1.15 (1.00-1.30)", None)
 
 
 def test_the_soak_verdict_is_the_largest_growth_against_five_percent() -> None:
