@@ -40,6 +40,7 @@ import uvicorn
 import uvloop
 
 from techno_core.identity import Identity
+from techno_core.server import PENDING_CALL_BOUNDS
 from techno_core.tls import CertificateFiles, channel_credentials, server_credentials
 
 METHOD = "/bare.v1.Chain/Call"
@@ -106,7 +107,9 @@ async def serve_grpc(
             return reply
 
         handler = grpc.unary_unary_rpc_method_handler(handle)
-        server = grpc.aio.server()
+        # grpc-core's bounds on calls waiting to be picked up, as the services set them: with the defaults, a
+        # c=2,000 burst has calls cancelled by the library itself.
+        server = grpc.aio.server(options=PENDING_CALL_BOUNDS)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bare.v1.Chain", {"Call": handler})])
         server.add_secure_port(f"127.0.0.1:{port}", server_credentials(certificate_files(tls_dir, me)))
         await server.start()
