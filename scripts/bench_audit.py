@@ -449,41 +449,10 @@ class Options:
     target: float = P5_APPENDS_PER_SECOND
 
 
-@dataclass
-class Phase:
-    """One measured window: what the clients saw, and the service's metrics and CPU time around it."""
+class ClientTotals:
+    """What the client processes of one window saw, summed."""
 
-    window: float  # the clients' measured window
     clients: list[ClientResult]
-    before: Snapshot
-    after: Snapshot
-    idle_cpu: float | None = None  # the service's CPU seconds per second with no calls (health checks, threads)
-
-    @property
-    def scraped_seconds(self) -> float:  # between the two scrapes of /metrics (about the same window)
-        return self.after.at - self.before.at
-
-    @property
-    def events(self) -> int:
-        return sum(c.events for c in self.clients)
-
-    def service_cpu_seconds(self) -> float | None:
-        if self.before.service_cpu is None or self.after.service_cpu is None:
-            return None
-        return self.after.service_cpu - self.before.service_cpu
-
-
-@dataclass
-class RunResult:
-    label: str
-    window: float  # the clients' measured window
-    scraped_seconds: float  # between the two scrapes of /metrics (about the same window)
-    clients: list[ClientResult]
-    before: Snapshot
-    after: Snapshot
-    verify_status: int
-    verify_output: str
-    single: Phase | None = None  # one caller, one event per call, after the load
 
     @property
     def calls(self) -> int:
@@ -499,6 +468,39 @@ class RunResult:
         for client in self.clients:
             total.update(client.errors)
         return dict(total)
+
+
+@dataclass
+class Phase(ClientTotals):
+    """One measured window: what the clients saw, and the service's metrics and CPU time around it."""
+
+    window: float  # the clients' measured window
+    clients: list[ClientResult]
+    before: Snapshot
+    after: Snapshot
+    idle_cpu: float | None = None  # the service's CPU seconds per second with no calls (health checks, threads)
+
+    @property
+    def scraped_seconds(self) -> float:  # between the two scrapes of /metrics (about the same window)
+        return self.after.at - self.before.at
+
+    def service_cpu_seconds(self) -> float | None:
+        if self.before.service_cpu is None or self.after.service_cpu is None:
+            return None
+        return self.after.service_cpu - self.before.service_cpu
+
+
+@dataclass
+class RunResult(ClientTotals):
+    label: str
+    window: float  # the clients' measured window
+    scraped_seconds: float  # between the two scrapes of /metrics (about the same window)
+    clients: list[ClientResult]
+    before: Snapshot
+    after: Snapshot
+    verify_status: int
+    verify_output: str
+    single: Phase | None = None  # one caller, one event per call, after the load
 
     def delta(self, name: str) -> float:
         return self.after.metrics.get(name, 0.0) - self.before.metrics.get(name, 0.0)
@@ -539,24 +541,12 @@ async def _window(
 
 
 @dataclass(frozen=True)
-class Ceiling:
+class Ceiling(ClientTotals):
     """The transport's ceiling: the same load on the bare chain's no-logic server (role b)."""
 
     window: float
     clients: list[ClientResult]
     server_cpu_seconds: float | None
-
-    @property
-    def calls(self) -> int:
-        return sum(c.calls for c in self.clients)
-
-    @property
-    def events(self) -> int:
-        return sum(c.events for c in self.clients)
-
-    @property
-    def errors(self) -> int:
-        return sum(sum(c.errors.values()) for c in self.clients)
 
 
 async def measure_ceiling(options: Options) -> Ceiling:
@@ -707,7 +697,7 @@ def report_ceiling(ceiling: Ceiling, result: RunResult) -> None:
         cpu = f"{1e6 * ceiling.server_cpu_seconds / ceiling.calls:,.0f} µs per call"
     print("transport ceiling: the same callers and request bytes over the same mTLS to one bare grpc.aio process")
     print("(bare_chain.py b: no logic, answers at once)")
-    print(f"  events/s        {rate:10,.0f}   ({ceiling.calls:,} calls, {ceiling.errors:,} failed)")
+    print(f"  events/s        {rate:10,.0f}   ({ceiling.calls:,} calls, {sum(ceiling.errors.values()):,} failed)")
     print(
         f"  call latency    p50 {_percentile(latencies, 0.50):7.2f} ms   p99 {_percentile(latencies, 0.99):7.2f} ms"
         f"   server CPU {cpu}"
