@@ -23,19 +23,35 @@ wrk.method = "POST"
 wrk.body = '{"action": "summarize", "contextId": "bench", "payload": {"text": "Techno governs every AI action."}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-API-Key"] = os.getenv("TECHNO_BENCH_KEY")
-local statuses = {}
+-- Answers by status, counted in the thread that got them and summed in done() (which runs apart from them).
+local threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+end
+statuses = {}
 response = function(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
 end
 done = function(summary, latency, requests)
   local out = string.format(
     '{"requests": %d, "seconds": %.3f, "errors": %d, "p50_ms": %.2f, "p95_ms": %.2f, "p99_ms": %.2f, '
-      .. '"max_ms": %.2f, "non_2xx": %d}',
+      .. '"max_ms": %.2f, "non_2xx": %d',
     summary.requests, summary.duration / 1e6,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
     latency.max / 1000, summary.errors.status)
-  io.stderr:write("BENCH " .. out .. "\n")
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      counts[status] = (counts[status] or 0) + count
+    end
+  end
+  for status, count in pairs(counts) do
+    if status < 200 or status > 299 then  -- the non-2xx answers by status: "status_503": 2
+      out = out .. string.format(', "status_%d": %d', status, count)
+    end
+  end
+  io.stderr:write("BENCH " .. out .. "}\n")
 end
 """
 

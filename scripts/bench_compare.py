@@ -101,7 +101,7 @@ class Row:
     p99_ms: float
     non_2xx: int
     errors: int  # connect, read, write and timeout errors of wrk's sockets
-    error_kinds: dict[str, int]  # the same by kind, for the ones that happened
+    error_kinds: dict[str, int]  # the non-2xx by status and the socket errors by kind, those that happened
     cpu_us: dict[str, float]  # per process (and "pg" for PostgreSQL's backends), µs per request
     rss_mib: dict[str, float]  # per process, the largest resident size sampled during the row
     round: int = 0  # which of ``--rounds`` (1…N) when there are several; 0 for a row measured once
@@ -258,15 +258,23 @@ async def measure(system: System, connections: int, plan: Plan, label: str) -> R
         p99_ms=figures["p99_ms"],
         non_2xx=int(figures["non_2xx"]),
         errors=int(figures["errors"]),
-        error_kinds={
-            kind: int(figures.get(f"{kind}_errors", 0))
-            for kind in ("connect", "read", "write", "timeout")
-            if figures.get(f"{kind}_errors")
-        },
+        error_kinds=_error_kinds(figures),
         cpu_us=cpu,
         rss_mib=peaks,
         rss_growth=rss_growth(series),
     )
+
+
+def _error_kinds(figures: dict[str, float]) -> dict[str, int]:
+    """The non-2xx answers by status (``HTTP 503``) and the socket errors by kind (``timeout``), those that
+    happened."""
+    statuses = {
+        f"HTTP {name.removeprefix('status_')}": int(count)
+        for name, count in figures.items()
+        if name.startswith("status_") and count
+    }
+    sockets = {kind: int(figures.get(f"{kind}_errors", 0)) for kind in ("connect", "read", "write", "timeout")}
+    return statuses | {kind: count for kind, count in sockets.items() if count}
 
 
 def rss_growth(series: dict[str, list[float]]) -> dict[str, float]:
@@ -381,7 +389,7 @@ def print_table(results: Results) -> None:
     for row in results.rows:
         if row.error_kinds:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in row.error_kinds.items())
-            print(f"  ({row.system} {_label(row)} socket errors: {kinds})")
+            print(f"  ({row.system} {_label(row)} errors: {kinds})")
     for note in results.notes:
         print(f"  ({note})")
 

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from bench_compare import Results, Row, _label, rss_growth, verdicts
+from bench_compare import Results, Row, _error_kinds, _label, rss_growth, verdicts
 
 
 def _row(system: str, label: str, round_: int, *, rate: float, p99: float, growth: float = 0.0) -> Row:
@@ -93,3 +93,8 @@ def test_rss_growth_compares_the_peaks_of_the_first_and_last_tenth(samples: list
 def test_only_rows_of_a_series_of_rounds_are_labelled_with_their_round() -> None:
     assert _label(_row("stack", "c=64", 2, rate=1, p99=1)) == "c=64 #2"
     assert _label(_row("stack", "c=150 +200ms", 0, rate=1, p99=1)) == "c=150 +200ms"  # P2 and soak: measured once
+
+
+def test_errors_are_named_by_status_and_by_socket_error_kind() -> None:
+    figures = {"non_2xx": 3.0, "status_503": 2.0, "status_401": 1.0, "timeout_errors": 4.0, "read_errors": 0.0}
+    assert _error_kinds(figures) == {"HTTP 503": 2, "HTTP 401": 1, "timeout": 4}
