@@ -12,19 +12,15 @@ import signal
 from typing import Any
 
 import uvloop
-from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
-from techno_core.authorization import callers
 from techno_core.identity import Identity
 from techno_core.runner import YOUNG_COLLECTION_THRESHOLD, run
-from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
-from techno_core.settings import TechnoSettings
-from techno_core.tracing import build_tracer_provider, current_trace_id
-from techno_core.transport import Transport
-from tests.tls import certificate_files, connect
+from techno_core.server import GrpcApp
+from techno_core.tracing import current_trace_id
+from tests.executor_apps import executor_app
+from tests.tls import connect
 
-SERVICE = "techno.executor.v1.ExecutorService"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -59,16 +55,7 @@ def test_a_service_serves_on_uvloop_and_keeps_the_callers_trace_id() -> None:
     built: list[CallsItselfThenStops] = []
 
     async def build() -> CallsItselfThenStops:
-        definition = ServiceDefinition(
-            name="echo",
-            registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(Echo(), server)],
-            service_names=[SERVICE],
-            callers=callers({"Execute": frozenset({Identity.GATE})}, SERVICE),
-        )
-        tracer = build_tracer_provider("echo", "echo-0", TechnoSettings())
-        options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)))
-        app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer, CollectorRegistry(), options)
-        built.append(CallsItselfThenStops(app))
+        built.append(CallsItselfThenStops(executor_app(Echo(), "echo")))
         return built[0]
 
     threshold = gc.get_threshold()

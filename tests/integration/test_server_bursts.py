@@ -14,18 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
-from techno_core.authorization import callers
 from techno_core.identity import Identity
-from techno_core.server import MAX_PENDING_CALLS, Endpoint, GrpcApp, ServerOptions, ServiceDefinition
-from techno_core.settings import TechnoSettings
-from techno_core.tracing import build_tracer_provider
+from techno_core.server import MAX_PENDING_CALLS, GrpcApp, ServerOptions
 from techno_core.transport import Transport
+from tests.executor_apps import executor_app
 from tests.tls import certificate_files, connect
 
-SERVICE = "techno.executor.v1.ExecutorService"
 BURST = 2_500  # between grpc-core's default soft (1,000) and hard (3,000) limits: most calls wait
 WAVES = 2
 ANSWER_SECONDS = 0.3  # long enough for the whole burst to be in flight at once
@@ -39,15 +35,7 @@ class Slow(executor_pb2_grpc.ExecutorServiceServicer):
 
 @pytest.fixture
 async def slow_service() -> AsyncIterator[GrpcApp]:
-    definition = ServiceDefinition(
-        name="slow",
-        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(Slow(), server)],
-        service_names=[SERVICE],
-        callers=callers({"Execute": frozenset({Identity.GATE})}, SERVICE),
-    )
-    tracer = build_tracer_provider("slow", "slow-0", TechnoSettings())
-    options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)))
-    app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer, CollectorRegistry(), options)
+    app = executor_app(Slow(), "slow")
     await app.start()
     try:
         yield app

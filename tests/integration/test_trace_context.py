@@ -11,18 +11,16 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry
 
 from techno.executor.v1 import executor_pb2, executor_pb2_grpc
-from techno_core.authorization import callers
 from techno_core.identity import Identity
-from techno_core.server import Endpoint, GrpcApp, ServerOptions, ServiceDefinition
+from techno_core.server import GrpcApp
 from techno_core.settings import TechnoSettings
 from techno_core.tracing import build_tracer_provider, current_trace_id, records
 from techno_core.transport import Transport
+from tests.executor_apps import executor_app
 from tests.tls import certificate_files, connect
 
-SERVICE = "techno.executor.v1.ExecutorService"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -50,16 +48,8 @@ class Hop(executor_pb2_grpc.ExecutorServiceServicer):
 
 
 async def started(servicer: Hop) -> GrpcApp:
-    definition = ServiceDefinition(
-        name=servicer.name,
-        registrations=[lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server)],
-        service_names=[SERVICE],
-        callers=callers({"Execute": frozenset({Identity.GATE}), "StreamExecute": frozenset({Identity.GATE})}, SERVICE),
-    )
-    tracer = build_tracer_provider(servicer.name, f"{servicer.name}-0", TechnoSettings())
-    assert not records(tracer)  # as a service starts with no exporter configured
-    options = ServerOptions(Transport(certificate_files(Identity.EXECUTOR)))
-    app = GrpcApp(definition, Endpoint("127.0.0.1", 0, 0), tracer, CollectorRegistry(), options)
+    app = executor_app(servicer, servicer.name, ("Execute", "StreamExecute"))
+    assert not records(app.tracer_provider)  # as a service starts with no exporter configured
     await app.start()
     return app
 
