@@ -212,8 +212,11 @@ def main() -> None:
         if args.role == "http":
             runner.run(serve_http(args.port, args.tls_dir, args.call))
         else:
-            options = {"latency_ms": args.latency_ms, "governed": args.governed, "durable": args.durable}
-            runner.run(serve_grpc(args.role, args.port, args.tls_dir, args.call, **options))
+            served = serve_grpc(
+                args.role, args.port, args.tls_dir, args.call,
+                latency_ms=args.latency_ms, governed=args.governed, durable=args.durable,
+            )  # fmt: skip
+            runner.run(served)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ async def bare_chain(
     """The four processes of the bare chain on free loopback ports, started leaves first; stopped front first, as
     the stack stops. With ``floor_database`` (a PostgreSQL URL) it is the floor, committing to that database,
     whose backends are its ``pg`` column."""
-    name, durable, backends = "chain", "", _no_backends
+    name, durable, backends = "chain", "", _NO_BACKENDS
     if floor_database:
         name, durable = "floor", floor_database.replace("postgresql+psycopg://", "postgresql://", 1)
         backends = _backends_of(floor_database.rpartition("/")[2])
@@ -162,8 +162,7 @@ async def bare_chain(
         yield System(name, url, "", {role: pids[role] for role in CHAIN_PROCESSES}, backends)
 
 
-def _no_backends() -> dict[str, int]:
-    return {}
+_NO_BACKENDS: Callable[[], dict[str, int]] = dict  # a system without PostgreSQL: its pg column stays empty
 
 
 def _backends_of(database: str) -> Callable[[], dict[str, int]]:
@@ -182,7 +181,7 @@ def _backends_of(database: str) -> Callable[[], dict[str, int]]:
 async def full_stack(database_url: str, env: dict[str, str], pg_database: str) -> AsyncIterator[System]:
     async with bench_stack(database_url, env) as (stack, _):
         pids = {s.name: s.process.pid for s in stack.services if s.process is not None}
-        backends = _backends_of(pg_database) if pg_database else _no_backends
+        backends = _backends_of(pg_database) if pg_database else _NO_BACKENDS
         key = stack.config.key_file.read_text().strip()
         yield System("stack", stack.edge_url, key, {name: pids[name] for name in STACK_PROCESSES}, backends)
 

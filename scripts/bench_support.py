@@ -192,13 +192,13 @@ async def bare_role(
     with open_log(log_path) as log:
         process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log)
     try:
-        await _ready(role, process, log_path)
+        await _ready(process, log_path)
         yield process
     finally:
         await terminate(process, 5.0)
 
 
-async def _ready(role: str, process: asyncio.subprocess.Process, log_path: Path) -> None:
+async def _ready(process: asyncio.subprocess.Process, log_path: Path) -> None:
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_SECONDS)
